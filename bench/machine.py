@@ -1,0 +1,47 @@
+"""What the timings were taken on: numbers mean little without the machine and versions."""
+import os
+import platform
+from datetime import datetime, timezone
+
+import numpy as np
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:  # not Linux
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cpu_count():
+    """CPUs this process may run on; in a container that can be fewer than os.cpu_count()."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def load_average():
+    """1-minute load average, or None where the OS has none: on a shared machine, how busy the
+    other cores were is part of what the timings mean."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def describe_machine(softmax_ce_c, torch):
+    """Machine and versions as a dict; torch is the module, or None when it is not importable."""
+    return {
+        "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": usable_cpu_count(),
+        "load_average_1min": load_average(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__ if torch is not None else "not installed",
+        "softmax_ce_c": softmax_ce_c.__version__,
+        "softmax_ce_c_path": os.path.dirname(softmax_ce_c.__file__),
+    }

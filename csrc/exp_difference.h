@@ -1,0 +1,25 @@
+/* exp_difference.h: exp(x - m) for a logit x and its row max m, accurate to the last bit that matters.
+ *
+ * The softmax of x_k is exp(x_k - m) / sum. If x_k - m were rounded first, its rounding error
+ * |x_k - m| * eps would become a relative error of exp; for a spread of 100 that is 100 ulp. */
+#ifndef EXP_DIFFERENCE_H
+#define EXP_DIFFERENCE_H
+
+#include <math.h>
+
+/* float logits: the difference of two floats is exact in double (or off by 2^-53 relative), so plain
+ * double arithmetic already gives exp of the exact difference. */
+static inline double exp_difference_of_floats(double x, double m) { return exp(x - m); }
+
+/* double logits: split x - m into hi + lo exactly (Knuth's TwoSum) and use exp(hi + lo) =
+ * exp(hi) * (1 + lo), exact to first order since |lo| <= ulp(hi) / 2. lo is NaN when x is -inf;
+ * exp(hi) is then 0, which is the answer. */
+static inline double exp_difference_of_doubles(double x, double m) {
+    double hi = x - m;
+    double x_part = hi + m;
+    double lo = (x - x_part) - (m + (hi - x_part));
+    double e = exp(hi);
+    return lo == lo ? e + e * lo : e;
+}
+
+#endif
