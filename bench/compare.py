@@ -83,7 +83,7 @@ def make_inputs(case):
 
 
 def reference_policy(policy):
-    """The reference is orders of magnitude slower than the rest: few reps are enough."""
+    """The reference is the slowest per call (float64, many passes): a few reps keep the run short."""
     return replace(policy, min_reps=3, max_reps=max(3, policy.max_reps // 10))
 
 
@@ -104,14 +104,13 @@ def torch_methods(logits, target, policy):
     """F.cross_entropy forward + backward at 1 thread and at all cores; none without torch."""
     if torch is None:
         return []
-    import torch.nn.functional as F
 
     logits_tensor = torch.from_numpy(logits).requires_grad_()
     target_tensor = torch.from_numpy(target)
 
     def forward_backward():
         logits_tensor.grad = None
-        F.cross_entropy(logits_tensor, target_tensor).backward()
+        torch.nn.functional.cross_entropy(logits_tensor, target_tensor).backward()
 
     def at_threads(name, n_threads):
         # each method sets its own count: the other one changes it between calls
@@ -202,17 +201,19 @@ def divide(numerator, denominator):
 
 def summary_rows(records):
     """Per case: torch time / ours (speed-up, >1: we are faster) and ours / copy floor."""
-    median = {(r["case"], r["dtype"], r["method"]): r["median_s"] for r in records}
-    cases = dict.fromkeys((r["case"], r["dtype"]) for r in records)
+    median_by_key = {(r["case"], r["dtype"], r["method"]): r["median_s"] for r in records}
+    case_keys = dict.fromkeys((r["case"], r["dtype"]) for r in records)  # ordered, unique
     rows = []
-    for case in cases:
-        ours = median[(*case, OURS)]
-        torch_one, torch_all = (median.get((*case, name)) for name in (TORCH_ONE_THREAD, TORCH_ALL_CORES))
+    for case_key in case_keys:
+        ours, torch_one, torch_all, copy_floor = (
+            median_by_key.get((*case_key, method))
+            for method in (OURS, TORCH_ONE_THREAD, TORCH_ALL_CORES, COPY_FLOOR)
+        )
         rows.append([
-            *case,
+            *case_key,
             format_optional(divide(torch_one, ours), "{:.2f}x"),
             format_optional(divide(torch_all, ours), "{:.2f}x"),
-            format_optional(ours / median[(*case, COPY_FLOOR)], "{:.2f}"),
+            format_optional(divide(ours, copy_floor), "{:.2f}"),
         ])
     return rows
 
@@ -249,7 +250,17 @@ def report(records, machine, policy):
     lines = header_lines(machine, policy)
     if torch is None:
         lines.append("- PyTorch rows skipped: torch is not importable")
-    lines += ["", results_table(records), "", "## Summary", "", summary_table(records)]
+    lines += [
+        "",
+        results_table(records),
+        "",
+        "## Summary",
+        "",
+        f"Speed-up = torch time / {OURS} time (>1: softmax_ce_c is faster); "
+        f"copy floor = {OURS} time / {COPY_FLOOR} time (1: as fast as a plain copy).",
+        "",
+        summary_table(records),
+    ]
     return "\n".join(lines)
 
 
@@ -257,7 +268,8 @@ def selected_cases(quick, substring):
     candidates = QUICK_CASES if quick else CASES
     cases = [c for c in candidates if substring in f"{c.label} {c.dtype}"]
     if not cases:
-        sys.exit(f"no case matches {substring!r}; cases: {', '.join(f'{c.label} {c.dtype}' for c in candidates)}")
+        known = ", ".join(f"{c.label} {c.dtype}" for c in candidates)
+        sys.exit(f"no case matches {substring!r}; cases: {known}")
     return cases
 
 

@@ -63,8 +63,8 @@ def softmax_cross_entropy(logits, target, *, axis=-1, reduction="mean"):
             np.put_along_axis(grad, y, np.expm1(logp_y), axis=-1)
         else:
             t = np.moveaxis(_compute_dtype_array(target), axis, -1)
-            # a zero probability adds nothing, even where log softmax is -inf
-            row_loss = -np.sum(np.where(t != 0, t * logp, 0.0), axis=-1)
+            # a zero probability on a masked class (log softmax -inf) adds nothing, not 0 * -inf
+            row_loss = -np.sum(np.where((t == 0) & np.isneginf(logp), 0.0, t * logp), axis=-1)
             grad = np.exp(logp) * t.sum(axis=-1, keepdims=True) - t
     n_rows = row_loss.size
     if reduction == "mean":

@@ -119,6 +119,11 @@ SPECIAL_CASES = {
     "+inf and -inf in a row": ([[INF, -INF, 1.0], [0.0, 1.0, 2.0]], [1, 0]),
     "NaN in one row": ([[0.0, 1.0, 2.0], [0.0, NAN, 1.0], [3.0, 1.0, 2.0]], [0, 0, 1]),
     "NaN in one row, prob target": ([[0.0, 1.0, 2.0], [NAN, 0.0, 1.0]], [[0.2, 0.3, 0.5], [0.2, 0.3, 0.5]]),
+    # an all-zero probability row must not hide a NaN row: "a +inf logit makes its row NaN"
+    "+inf logit, all-zero prob target": ([[INF, 0.5, 1.0], [0.0, 1.0, 2.0]], [[0.0, 0.0, 0.0], [0.2, 0.3, 0.5]]),
+    "all classes masked, all-zero prob target": (
+        [[-INF, -INF, -INF], [0.0, 1.0, 2.0]], [[0.0, 0.0, 0.0], [0.2, 0.3, 0.5]]
+    ),
 }
 
 
@@ -194,6 +199,23 @@ def test_gradient_rows_sum_to_zero(shape, axis, kind):
     _, grad = ref.softmax_cross_entropy(logits, random_target(kind, logits, axis), axis=axis, reduction="none")
     np.testing.assert_allclose(grad.sum(axis=axis), 0.0, atol=1e-14)
     assert np.abs(grad).max() > 0.01  # not trivially zero
+
+
+@pytest.mark.parametrize(
+    "kind, zero_target_on_nan_rows",
+    [(kind, False) for kind in TARGET_KINDS] + [("prob", True), ("unnormalised prob", True)],
+)
+def test_non_finite_logits_stay_in_their_row(kind, zero_target_on_nan_rows):
+    logits = random_logits((5, 4))
+    target = random_target(kind, logits, -1)
+    logits[1, 2], logits[3, 0] = NAN, INF
+    nan_rows = np.array([False, True, False, True, False])
+    if zero_target_on_nan_rows:  # a zero row adds no terms, but the row is still NaN
+        target[nan_rows] = 0.0
+    loss, grad = ref.softmax_cross_entropy(logits, target, reduction="none")
+    np.testing.assert_array_equal(np.isnan(loss), nan_rows)
+    assert np.all(np.isnan(grad[nan_rows]))
+    assert np.all(np.isfinite(grad[~nan_rows]))
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)

@@ -1,0 +1,85 @@
+"""The numerical contract at its hardest points, measured in ulps against the exact (higher precision)
+reference: tiny losses, p_y close to 1, huge K, reductions over many rows, large offsets."""
+import numpy as np
+import pytest
+
+import softmax_ce_c
+from helpers import LOSS_ULPS, assert_within_ulps, exact
+
+DTYPES = [np.float32, np.float64]
+TARGET_ULPS = 8  # p_y - 1 when p_y is close to 1
+
+
+def confident_logits(dtype, n_classes, gap, rng):
+    """Rows whose target (class 0) sits `gap` above the others: loss ~ (K - 1) exp(-gap)."""
+    x = rng.uniform(-1.0, 1.0, (3, n_classes))
+    x[:, 0] = gap
+    return x.astype(dtype), np.zeros(3, np.int64)
+
+
+def gap_for(dtype, n_classes, loss):
+    return float(np.log((n_classes - 1) / loss))
+
+
+@pytest.mark.parametrize("n_classes", [2, 10, 1000, 262144])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tiny_loss_and_target_gradient_are_exact_to_a_few_ulp(dtype, n_classes):
+    """Loss ~1e-6 (float32) or ~1e-12 (float64): log(sum) would cancel; p_y - 1 likewise."""
+    tiny = 1e-6 if dtype == np.float32 else 1e-12
+    x, y = confident_logits(dtype, n_classes, gap_for(dtype, n_classes, tiny), np.random.default_rng(1))
+    loss, grad = softmax_ce_c.softmax_cross_entropy(x, y, reduction="none")
+    want_loss, want_grad = exact("softmax_cross_entropy", x, y, reduction="none")
+    assert np.all(want_loss < 10 * tiny)
+    assert_within_ulps(loss, want_loss, LOSS_ULPS)
+    assert_within_ulps(grad[:, 0], want_grad[:, 0], TARGET_ULPS)
+    assert_within_ulps(softmax_ce_c.log_softmax(x)[:, 0], exact("log_softmax", x)[:, 0], LOSS_ULPS)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_target_entry_when_p_y_is_one_minus_2e_6(dtype):
+    x = np.array([[np.log(1 / 2e-6 - 1), 0.0]], dtype)  # p_0 = 1 - 2e-6 up to rounding of x
+    grad = softmax_ce_c.softmax_cross_entropy(x, np.array([0]), reduction="sum")[1]
+    want = exact("softmax_cross_entropy", x, np.array([0]), reduction="sum")[1]
+    assert abs(float(want[0, 0]) + 2e-6) < 1e-10
+    assert_within_ulps(grad[:, 0], want[:, 0], TARGET_ULPS)
+    probs = np.array([[1.0, 0.0]], dtype)  # the same row as a one-hot probability target
+    grad_from_probs = softmax_ce_c.softmax_cross_entropy(x, probs, reduction="sum")[1]
+    assert_within_ulps(grad_from_probs[:, 0], want[:, 0], TARGET_ULPS)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("shape", [(4, 262144), (20000, 10), (3, 5, 1000)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reductions_over_many_rows(dtype, shape, reduction):
+    rng = np.random.default_rng(2)
+    x = (4.0 * rng.standard_normal(shape)).astype(dtype)
+    y = rng.integers(0, shape[-1], shape[:-1])
+    loss = softmax_ce_c.cross_entropy(x, y, reduction=reduction)
+    assert_within_ulps(loss, exact("cross_entropy", x, y, reduction=reduction), LOSS_ULPS)
+
+
+def test_offset_of_1e8_gives_the_unshifted_answer_in_float32():
+    """Multiples of 8 stay exact at 1e8 in float32, so the shifted logits are exactly x + 1e8."""
+    rng = np.random.default_rng(3)
+    x = (8.0 * rng.integers(-4, 5, (50, 1000))).astype(np.float32)
+    shifted = x + np.float32(1e8)
+    assert np.array_equal(shifted.astype(np.float64) - 1e8, x)
+    y = rng.integers(0, 1000, 50)
+    for reduction in ["mean", "none"]:
+        loss, grad = softmax_ce_c.softmax_cross_entropy(x, y, reduction=reduction)
+        shifted_loss, shifted_grad = softmax_ce_c.softmax_cross_entropy(shifted, y, reduction=reduction)
+        assert np.array_equal(loss, shifted_loss) and np.array_equal(grad, shifted_grad)
+    assert np.array_equal(softmax_ce_c.softmax(x), softmax_ce_c.softmax(shifted))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tiny_probabilities_keep_their_relative_accuracy(dtype):
+    """exp(x_k - max) must see the exact difference: rounding it first costs |x_k - max| * eps."""
+    spread = 80.0 if dtype == np.float32 else 700.0
+    x = np.random.default_rng(4).uniform(-spread, 0.0, (4, 999)).astype(dtype)
+    x[:, 0] = 0.0
+    p = softmax_ce_c.softmax(x)
+    want = exact("softmax", x)
+    normal = want >= np.finfo(dtype).tiny
+    assert normal.sum() > 1000
+    assert_within_ulps(p[normal], want[normal], 4)

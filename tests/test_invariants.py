@@ -1,0 +1,125 @@
+"""Properties every answer must have, whatever the exact values: one-hot targets equal class indices,
+losses are >= 0, gradient rows sum to 0, K=1 and empty batches behave as PyTorch, NaN stays in its
+row, inputs are never modified, results have the documented types."""
+import numpy as np
+import pytest
+
+import softmax_ce_c
+from helpers import make_index_target, make_logits, make_prob_target, one_hot
+
+DTYPES = [np.float32, np.float64]
+REDUCTIONS = ["mean", "sum", "none"]
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_one_hot_targets_equal_class_indices(dtype, reduction):
+    rng = np.random.default_rng(10)
+    x = make_logits(rng, (6, 4, 33), dtype)
+    y = make_index_target(rng, (6, 4), 33)
+    by_index = softmax_ce_c.softmax_cross_entropy(x, y, reduction=reduction)
+    by_probs = softmax_ce_c.softmax_cross_entropy(x, one_hot(y, 33).astype(dtype), reduction=reduction)
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(by_probs[0], by_index[0], rtol=4 * eps)
+    np.testing.assert_allclose(by_probs[1], by_index[1], rtol=0, atol=4 * eps)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_loss_is_non_negative_and_gradient_rows_sum_to_zero(dtype):
+    rng = np.random.default_rng(11)
+    x = make_logits(rng, (200, 50), dtype, "wide")
+    for target in [make_index_target(rng, 200, 50), make_prob_target(rng, (200, 50), dtype)]:
+        loss, grad = softmax_ce_c.softmax_cross_entropy(x, target, reduction="none")
+        assert np.all(loss >= 0)
+        assert np.all(np.abs(grad.astype(np.float64).sum(axis=1)) <= 50 * np.finfo(dtype).eps)
+
+
+def test_shift_invariance():
+    rng = np.random.default_rng(12)
+    x = np.round(make_logits(rng, (30, 17), np.float64) * 64) / 64  # exact under shifts by integers
+    y = make_index_target(rng, 30, 17)
+    loss, grad = softmax_ce_c.softmax_cross_entropy(x, y, reduction="none")
+    for shift in [-1000.0, 37.0, 2.0**30]:
+        shifted_loss, shifted_grad = softmax_ce_c.softmax_cross_entropy(x + shift, y, reduction="none")
+        assert np.array_equal(loss, shifted_loss) and np.array_equal(grad, shifted_grad)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_single_class_has_zero_loss_and_zero_gradient(dtype):
+    x = np.array([[3.0], [-7.5], [0.0]], dtype)
+    for target in [np.zeros(3, np.int64), np.ones((3, 1), dtype)]:
+        loss, grad = softmax_ce_c.softmax_cross_entropy(x, target, reduction="none")
+        assert np.array_equal(loss, np.zeros(3)) and np.array_equal(grad, np.zeros((3, 1)))
+        assert not np.any(np.signbit(grad))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_empty_batch(dtype):
+    x = np.zeros((0, 7), dtype)
+    y = np.zeros(0, np.int64)
+    loss, grad = softmax_ce_c.softmax_cross_entropy(x, y)
+    assert np.isnan(loss) and grad.shape == (0, 7) and grad.dtype == dtype
+    assert softmax_ce_c.cross_entropy(x, y, reduction="sum") == 0
+    assert softmax_ce_c.cross_entropy(x, y, reduction="none").shape == (0,)
+    assert softmax_ce_c.logsumexp(x).shape == (0,) and softmax_ce_c.softmax(x).shape == (0, 7)
+
+
+def test_special_values_stay_in_their_row():
+    x = np.zeros((5, 4), np.float32)
+    x[0, 1] = np.nan  # NaN row
+    x[1, 2] = np.inf  # +inf logit: NaN row
+    x[2] = -np.inf  # no finite logit: NaN row
+    x[3, 1:] = -np.inf  # masked classes; the target (1) is one of them: +inf loss
+    y = np.array([0, 0, 0, 1, 2])
+    loss, grad = softmax_ce_c.softmax_cross_entropy(x, y, reduction="none")
+    assert np.all(np.isnan(loss[:3])) and np.all(np.isnan(grad[:3]))
+    assert loss[3] == np.inf and np.array_equal(grad[3], [1.0, -1.0, 0.0, 0.0])
+    assert np.isclose(loss[4], np.log(4)) and np.all(np.isfinite(grad[4]))
+    assert np.isnan(softmax_ce_c.cross_entropy(x, y))
+    assert np.array_equal(softmax_ce_c.logsumexp(x[1:3]), [np.inf, -np.inf])
+
+
+def test_zero_probability_on_a_masked_class_adds_nothing():
+    x = np.array([[0.0, -np.inf, 1.0]])
+    t = np.array([[0.5, 0.0, 0.5]])
+    loss, grad = softmax_ce_c.softmax_cross_entropy(x, t, reduction="sum")
+    assert np.isfinite(loss) and np.all(np.isfinite(grad)) and grad[0, 1] == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_inputs_are_never_modified(dtype):
+    rng = np.random.default_rng(13)
+    x = make_logits(rng, (9, 3, 11), dtype, "special")
+    index = make_index_target(rng, (9, 11), 3)
+    probs = make_prob_target(rng, (9, 3, 11), dtype, axis=1)
+    before = [a.copy() for a in (x, index, probs)]
+    for target in [index, probs]:
+        for reduction in REDUCTIONS:
+            softmax_ce_c.softmax_cross_entropy(x, target, axis=1, reduction=reduction)
+            softmax_ce_c.cross_entropy(x, target, axis=1, reduction=reduction)
+    for name in ["logsumexp", "log_softmax", "softmax"]:
+        getattr(softmax_ce_c, name)(x, axis=1)
+    for original, now in zip(before, (x, index, probs)):
+        assert original.tobytes() == now.tobytes()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_result_types(dtype):
+    x = np.zeros((2, 3, 4), dtype)
+    y = np.zeros((2, 3), np.int64)
+    loss, grad = softmax_ce_c.softmax_cross_entropy(x, y)
+    assert type(loss) is np.dtype(dtype).type and grad.shape == x.shape and grad.dtype == dtype
+    assert softmax_ce_c.cross_entropy(x, y, reduction="none").shape == (2, 3)
+    one_row_loss = softmax_ce_c.cross_entropy(x[0, 0], np.int64(1), reduction="none")
+    assert type(one_row_loss) is np.dtype(dtype).type
+    assert type(softmax_ce_c.logsumexp(x[0, 0])) is np.dtype(dtype).type
+
+
+def test_integer_target_dtypes_agree():
+    rng = np.random.default_rng(14)
+    x = make_logits(rng, (20, 7), np.float32)
+    y = make_index_target(rng, 20, 7)
+    want = softmax_ce_c.softmax_cross_entropy(x, y)
+    for dtype in [np.int8, np.int16, np.int32, np.uint8, np.uint16, np.uint32, np.uint64]:
+        got = softmax_ce_c.softmax_cross_entropy(x, y.astype(dtype))
+        assert got[0] == want[0] and np.array_equal(got[1], want[1])
