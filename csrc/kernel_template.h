@@ -1,16 +1,23 @@
 /* kernel_template.h: the row kernels and the exported functions, written once for one logit type.
  *
- * Included by kernel_f32.c and kernel_f64.c, which first define
- *   REAL            the logit type, float or double
- *   SUFFIX(name)    name##_f32 or name##_f64, for the exported names
- *   EXP_DIFFERENCE  exp(x - m) accurate for that type (exp_difference.h)
+ * Included by kernel_f32.c, kernel_f64.c, kernel_f16.c and kernel_bf16.c, which first define
+ *   STORAGE           the element type of logits and outputs (float, double, or uint16_t bits)
+ *   TARGET            the element type of probability targets (float, or double for double logits)
+ *   LOAD(v), STORE(d) STORAGE to double and back (one rounding)
+ *   SUFFIX(name)      name##_f32, _f64, _f16 or _bf16, for the exported names
+ *   EXP_DIFFERENCE    exp(x - m) accurate for that type (exp_difference.h)
  *   COMPENSATED_SUMS  1 to keep the rounding errors of row sums (needed for double logits)
- * All arithmetic is in double; REAL is only what is read and written.
+ * All arithmetic is in double; STORAGE is only what is read and written.
  *
- * Every row goes through the same statistics: the max m, the first index a holding it (exp of it is
- * exactly 1) and rest = sum over k != a of exp(x_k - m). The row's sum is 1 + rest, its log is
- * log1p(rest), and 1 - softmax_a is rest / (1 + rest): all accurate when rest is tiny, which is exactly
- * when a confident model's loss and target gradient would otherwise cancel. */
+ * Every row goes through the same statistics of its logits x' (after the optional softcap): the max
+ * m, the first index a holding it (its exp is exactly 1) and rest = sum over k != a of exp(x'_k - m).
+ * The row's sum is 1 + rest, its log is log1p(rest), and 1 - softmax_a is rest / (1 + rest): all
+ * accurate when rest is tiny, which is exactly when a confident model's loss and target gradient
+ * would otherwise cancel.
+ *
+ * The loss of a row is sum_k c_k (lse - x'_k) for target coefficients c_k (a class index, label
+ * smoothing and class weights all reduce to some c), and its gradient is p_k T - c_k with T = sum c_k.
+ * Writing (lse - x'_k) as (m - x'_k) + log1p(rest) keeps every term >= 0: no cancellation. */
 
 #include <math.h>
 #include <stddef.h>
@@ -54,171 +61,287 @@ static double total_of(const partial_sums *sums) {
     return isfinite(sum) ? sum + carry : sum;
 }
 
+/* The logit as the loss sees it: softcap * tanh(x / softcap), or x itself when softcap is 0. */
+static inline double capped(double x, double softcap) {
+    return softcap > 0 ? softcap * tanh(x / softcap) : x;
+}
+
+/* d capped / d x = 1 - tanh^2(x / softcap), as 1 / cosh^2: no cancellation where tanh nears +-1. */
+static inline double cap_slope(double x, double softcap) {
+    if (!(softcap > 0)) return 1.0;
+    const double inverse_cosh = 1.0 / cosh(x / softcap);
+    return inverse_cosh * inverse_cosh;
+}
+
 typedef struct {
-    double max;     /* the row max; NaN is skipped here and reaches the result through rest */
+    double max;     /* the row max of x'; NaN is skipped here and reaches the result through rest */
     int64_t argmax; /* the first index holding max */
-    double rest;    /* sum of exp(x_k - max) over k != argmax; NaN when max is not finite (a +inf
+    double rest;    /* sum of exp(x'_k - max) over k != argmax; NaN when max is not finite (a +inf
                        logit, or none finite), which makes the whole row NaN */
+    double log_sum; /* log1p(rest): lse = max + log_sum */
 } row_stats;
 
-/* Comparisons with NaN are false, so a NaN is never the max unless it is x[0] (then max is NaN). */
-static void find_row_max(row_stats *stats, const REAL *x, int64_t n_classes) {
-    REAL max = x[0];
+/* Comparisons with NaN are false, so a NaN is never the max unless it is x[0] (then max is NaN).
+ * softcap is monotonic: the max of x' is the capped max of x. */
+static void find_row_max(row_stats *stats, const STORAGE *x, int64_t n_classes, double softcap) {
+    double max = LOAD(x[0]);
     int64_t argmax = 0;
     for (int64_t k = 1; k < n_classes; k++) {
-        if (x[k] > max) {
-            max = x[k];
+        const double value = LOAD(x[k]);
+        if (value > max) {
+            max = value;
             argmax = k;
         }
     }
-    stats->max = max;
+    stats->max = capped(max, softcap);
     stats->argmax = argmax;
 }
 
-/* Sum of exp(x_k - max) for k < n; each term is also stored in e when e is not NULL.
- *   e  (n) out or NULL
- *   x  (n) */
-static double sum_exp(REAL *restrict e, const REAL *restrict x, int64_t n, double max) {
+/* Sum of exp(x'_k - max) for k in [begin, end); each term is also stored in e[k] when e is not NULL.
+ *   e  (K) out or NULL
+ *   x  (K) */
+static double sum_exp(double *restrict e, const STORAGE *x, int64_t begin, int64_t end, double max,
+                      double softcap) {
     partial_sums sums = {{0.0}, {0.0}};
-    for (int64_t k = 0; k < n; k++) {
-        const double term = EXP_DIFFERENCE(x[k], max);
-        if (e) e[k] = (REAL)term;
+    for (int64_t k = begin; k < end; k++) {
+        const double term = EXP_DIFFERENCE(capped(LOAD(x[k]), softcap), max);
+        if (e) e[k] = term;
         add_term(&sums, k, term);
     }
     return total_of(&sums);
 }
 
-/* The statistics of one row; with e not NULL, also e_k = exp(x_k - max) for every k.
- *   e  (K) out or NULL
- *   x  (K) */
-static row_stats compute_row_stats(REAL *restrict e, const REAL *restrict x, int64_t n_classes) {
+/* The statistics of one row; with e not NULL, also e_k = exp(x'_k - max) for every k. */
+static row_stats compute_row_stats(double *restrict e, const STORAGE *x, int64_t n_classes,
+                                   double softcap) {
     row_stats stats;
-    find_row_max(&stats, x, n_classes);
-    const int64_t a = stats.argmax, after = a + 1;
-    stats.rest = sum_exp(e, x, a, stats.max) +
-                 sum_exp(e ? e + after : NULL, x + after, n_classes - after, stats.max);
-    if (e) e[a] = 1;
+    find_row_max(&stats, x, n_classes, softcap);
+    const int64_t a = stats.argmax;
+    stats.rest = sum_exp(e, x, 0, a, stats.max, softcap) +
+                 sum_exp(e, x, a + 1, n_classes, stats.max, softcap);
+    if (e) e[a] = 1.0;
     if (!isfinite(stats.max)) stats.rest = NAN;
+    stats.log_sum = log1p(stats.rest);
     return stats;
 }
 
-/* Loss of a row whose target is class y: (max - x_y) + log(sum). With y the argmax the first term is
- * exactly 0 and the loss is log1p(rest), accurate however small. With grad not NULL, also
- * grad_k = scale * (softmax_k - [k == y]).
- *   grad  (K) out or NULL
- *   x     (K) */
-static double index_target_row(REAL *restrict grad, const REAL *restrict x, int64_t n_classes,
-                               int64_t y, double scale) {
-    const row_stats stats = compute_row_stats(grad, x, n_classes);
-    const double loss = (stats.max - x[y]) + log1p(stats.rest);
-    if (grad) {
-        const double sum = 1.0 + stats.rest, coef = scale / sum;
-        for (int64_t k = 0; k < n_classes; k++) grad[k] = (REAL)(grad[k] * coef);
-        /* softmax_y - 1: from rest when y is the argmax (no cancellation); otherwise
-         * softmax_y <= 1/2 and the subtraction is harmless. */
-        grad[y] = (REAL)(y == stats.argmax ? (0.0 - stats.rest) * coef
-                                           : (EXP_DIFFERENCE(x[y], stats.max) / sum - 1.0) * scale);
-    }
-    return loss;
+/* What one row is asked to predict, as the coefficients c_k of (lse - x'_k) in its loss:
+ *   class index y:  c_k = w_k * spread + [k == y] * on_target, on_target = (1 - eps) w_y
+ *   probabilities:  c_k = w_k * (keep * t_k + spread),          keep = 1 - eps
+ * with spread = eps / K (label smoothing) and w the class weights (all 1 when NULL). */
+typedef struct {
+    int64_t index;        /* the class index, or -1 for a probability row */
+    const TARGET *prob;   /* (K) the probability row, or NULL */
+    double on_target;     /* (1 - eps) w_y */
+    double keep;          /* 1 - eps */
+    double spread;        /* eps / K */
+    const double *weight; /* (K) or NULL */
+} row_target;
+
+static inline double coefficient(const row_target *target, int64_t k) {
+    const double w = target->weight ? target->weight[k] : 1.0;
+    if (target->prob) return w * (target->keep * target->prob[k] + target->spread);
+    return w * target->spread + (k == target->index ? target->on_target : 0.0);
 }
 
-/* Loss of a row with class probabilities t (any total T): sum_k t_k (max - x_k) + T log(sum), both
- * terms >= 0 for t >= 0. A zero t_k adds nothing, even on a -inf logit. With grad not NULL, also
- * grad_k = scale * (softmax_k T - t_k).
- *   grad  (K) out or NULL
- *   x, t  (K) */
-static double prob_target_row(REAL *restrict grad, const REAL *restrict x, const REAL *restrict t,
-                              int64_t n_classes, double scale) {
-    const row_stats stats = compute_row_stats(grad, x, n_classes);
-    partial_sums total_sums = {{0.0}, {0.0}}, cross_sums = {{0.0}, {0.0}};
+/* The parts of a row's loss that depend on its target:
+ *   distance = sum_k c_k (max - x'_k), every term >= 0; a zero c_k adds nothing, even at -inf
+ *   total    = T = sum_k c_k */
+typedef struct {
+    double distance;
+    double total;
+} target_sums;
+
+static target_sums sum_over_target(const row_target *target, const STORAGE *x, int64_t n_classes,
+                                   double max, double softcap) {
+    if (!target->prob && target->spread == 0) { /* a lone class index: one term */
+        const double c = target->on_target;
+        return (target_sums){c * (max - capped(LOAD(x[target->index]), softcap)), c};
+    }
+    partial_sums distance = {{0.0}, {0.0}}, total = {{0.0}, {0.0}};
     for (int64_t k = 0; k < n_classes; k++) {
-        const double tk = t[k];
-        add_term(&total_sums, k, tk);
-        if (tk != 0) add_term(&cross_sums, k, tk * (stats.max - x[k]));
+        const double c = coefficient(target, k);
+        add_term(&total, k, c);
+        if (c != 0) add_term(&distance, k, c * (max - capped(LOAD(x[k]), softcap)));
     }
-    const double total = total_of(&total_sums);
-    const double loss = total_of(&cross_sums) + total * log1p(stats.rest);
-    if (grad) {
-        const double sum = 1.0 + stats.rest, coef = total / sum;
-        for (int64_t k = 0; k < n_classes; k++) grad[k] = (REAL)((grad[k] * coef - t[k]) * scale);
-        /* softmax_a T - t_a = ((T - t_a) - t_a rest) / sum: exact cancellation-free for one-hot rows */
-        const int64_t a = stats.argmax;
-        grad[a] = (REAL)((((total - t[a]) - t[a] * stats.rest) / sum) * scale);
+    return (target_sums){total_of(&distance), total_of(&total)};
+}
+
+/* Per-call constants of the cross-entropy. */
+typedef struct {
+    int64_t n_classes;
+    double softcap, z_loss;
+    double weight_total; /* sum of the class weights (K without weights) */
+} call_constants;
+
+/* The gradient of one row, given e_k = exp(x'_k - max) in e:
+ *   grad_k = slope_k * (p_k (T ce_scale + 2 z lse z_scale) - c_k ce_scale)
+ * with slope_k the softcap's derivative. grad may be x itself (in-place): each x_k is read before
+ * grad_k is written, and the argmax's logit is read before the loop. */
+static void write_gradient(STORAGE *grad, const double *restrict e, const STORAGE *x,
+                           const row_target *target, const row_stats *stats, double total,
+                           double ce_scale, double z_scale, const call_constants *call) {
+    const int64_t a = stats->argmax;
+    const double sum = 1.0 + stats->rest, lse = stats->max + stats->log_sum;
+    const double z_part = 2.0 * call->z_loss * lse * z_scale;
+    const double p_coef = (total * ce_scale + z_part) / sum;
+    const double slope_at_argmax = cap_slope(LOAD(x[a]), call->softcap);
+    for (int64_t k = 0; k < call->n_classes; k++) {
+        const double g = e[k] * p_coef - coefficient(target, k) * ce_scale;
+        grad[k] = STORE(g * cap_slope(LOAD(x[k]), call->softcap));
     }
-    return loss;
+    /* p_a T - c_a = ((T - c_a) - c_a rest) / sum, free of the cancellation of p_a T against c_a
+     * when p_a is near 1; for a class index on the argmax, T - c_a is exactly spread * (W - w_a) */
+    const double c_a = coefficient(target, a);
+    const double others = a == target->index
+                              ? target->spread * (call->weight_total - (target->weight ? target->weight[a] : 1.0))
+                              : total - c_a;
+    const double g_a = ((others - c_a * stats->rest) / sum) * ce_scale + z_part / sum;
+    grad[a] = STORE(g_a * slope_at_argmax);
+}
+
+static void write_zeros(STORAGE *row, int64_t n_classes) {
+    for (int64_t k = 0; k < n_classes; k++) row[k] = STORE(0.0);
+}
+
+/* Checks every class target and computes the mean's denominators, before anything is written. */
+static int count_targets(sce_result *result, const sce_params *params, const int64_t *target_index) {
+    const int64_t n_rows = params->n_rows, n_classes = params->n_classes;
+    if (!target_index) { /* probability targets: every row counts once */
+        result->ce_denominator = result->z_denominator = (double)n_rows;
+        return SCE_OK;
+    }
+    double weight_sum = 0.0;
+    int64_t counted = 0;
+    for (int64_t n = 0; n < n_rows; n++) {
+        const int64_t y = target_index[n];
+        if (y == params->ignore_index) continue;
+        if (y < 0 || y >= n_classes) {
+            result->bad_row = n;
+            result->bad_value = y;
+            return SCE_ERR_TARGET_RANGE;
+        }
+        counted++;
+        weight_sum += params->weight ? params->weight[y] : 1.0;
+    }
+    result->ce_denominator = weight_sum;
+    result->z_denominator = (double)counted;
+    return SCE_OK;
+}
+
+static int check_cross_entropy_arguments(const STORAGE *grad, const double *scratch,
+                                         const sce_result *result, const sce_params *params,
+                                         const int64_t *target_index, const TARGET *target_prob) {
+    if (params->n_rows < 0 || params->n_classes < 1) return SCE_ERR_SHAPE;
+    const int missing = (!target_index && !target_prob) || (grad && !scratch) || !result->row_loss ||
+                        (params->z_loss != 0 && !result->row_z_loss);
+    const int out_of_range = !(params->label_smoothing >= 0 && params->label_smoothing <= 1) ||
+                             !(params->z_loss >= 0) || !(params->softcap >= 0) ||
+                             params->reduction < SCE_MEAN || params->reduction > SCE_NONE;
+    return missing || out_of_range ? SCE_ERR_ARGUMENT : SCE_OK;
+}
+
+static double sum_of_weights(const sce_params *params) {
+    if (!params->weight) return (double)params->n_classes;
+    partial_sums sums = {{0.0}, {0.0}};
+    for (int64_t k = 0; k < params->n_classes; k++) add_term(&sums, k, params->weight[k]);
+    return total_of(&sums);
+}
+
+/* A mean over nothing (every row ignored, or zero total weight) is NaN and has a zero gradient. */
+static double mean_scale(double upstream, double denominator) {
+    return denominator != 0 ? upstream / denominator : 0.0;
+}
+
+int SUFFIX(sce_cross_entropy)(STORAGE *grad, double *scratch, sce_result *result,
+                              const sce_params *params, const STORAGE *logits,
+                              const int64_t *target_index, const TARGET *target_prob) {
+    int status = check_cross_entropy_arguments(grad, scratch, result, params, target_index, target_prob);
+    if (status == SCE_OK) status = count_targets(result, params, target_index);
+    if (status != SCE_OK) return status;
+
+    const int64_t n_classes = params->n_classes;
+    const double eps = params->label_smoothing;
+    const call_constants call = {n_classes, params->softcap, params->z_loss, sum_of_weights(params)};
+    const int mean = params->reduction == SCE_MEAN;
+    for (int64_t n = 0; n < params->n_rows; n++) {
+        const STORAGE *x = logits + n * n_classes;
+        STORAGE *g = grad ? grad + n * n_classes : NULL;
+        double *z_term = result->row_z_loss ? &result->row_z_loss[n] : NULL;
+        if (target_index && target_index[n] == params->ignore_index) {
+            result->row_loss[n] = 0.0;
+            if (z_term) *z_term = 0.0;
+            if (g) write_zeros(g, n_classes);
+            continue;
+        }
+        row_target target = {-1, NULL, 0.0, 1.0 - eps, eps / (double)n_classes, params->weight};
+        if (target_index) {
+            target.index = target_index[n];
+            target.on_target = (1.0 - eps) * (params->weight ? params->weight[target.index] : 1.0);
+        } else {
+            target.prob = target_prob + n * n_classes;
+        }
+        /* every read of x happens before the gradient is written: grad may be logits */
+        const row_stats stats = compute_row_stats(g ? scratch : NULL, x, n_classes, call.softcap);
+        const target_sums sums = sum_over_target(&target, x, n_classes, stats.max, call.softcap);
+        const double lse = stats.max + stats.log_sum;
+        result->row_loss[n] = sums.distance + sums.total * stats.log_sum;
+        if (z_term) *z_term = call.z_loss * lse * lse;
+        if (g) {
+            const double upstream = params->row_grad_scale ? params->row_grad_scale[n] : params->grad_scale;
+            const double ce_scale = mean ? mean_scale(upstream, result->ce_denominator) : upstream;
+            const double z_scale = mean ? mean_scale(upstream, result->z_denominator) : upstream;
+            write_gradient(g, scratch, x, &target, &stats, sums.total, ce_scale, z_scale, &call);
+        }
+    }
+    return SCE_OK;
 }
 
 static int check_shape(const sce_params *params) {
     return params->n_rows < 0 || params->n_classes < 1 ? SCE_ERR_SHAPE : SCE_OK;
 }
 
-int SUFFIX(sce_cross_entropy)(REAL *grad, double *row_loss, sce_error *error,
-                              const sce_params *params, const REAL *logits,
-                              const int64_t *target_index, const REAL *target_prob) {
-    const int64_t n_rows = params->n_rows, n_classes = params->n_classes;
-    if (check_shape(params) != SCE_OK) return SCE_ERR_SHAPE;
-    if (!target_index && !target_prob) return SCE_ERR_ARGUMENT;
-    if (target_index) {
-        /* every target is checked before anything is written */
-        for (int64_t n = 0; n < n_rows; n++) {
-            if (target_index[n] < 0 || target_index[n] >= n_classes) {
-                error->row = n;
-                error->value = target_index[n];
-                return SCE_ERR_TARGET_RANGE;
-            }
-        }
-    }
-    for (int64_t n = 0; n < n_rows; n++) {
-        const REAL *x = logits + n * n_classes;
-        REAL *g = grad ? grad + n * n_classes : NULL;
-        row_loss[n] = target_index
-                          ? index_target_row(g, x, n_classes, target_index[n], params->grad_scale)
-                          : prob_target_row(g, x, target_prob + n * n_classes, n_classes,
-                                            params->grad_scale);
-    }
-    return SCE_OK;
-}
-
-int SUFFIX(sce_logsumexp)(REAL *lse, const sce_params *params, const REAL *x) {
+int SUFFIX(sce_logsumexp)(STORAGE *lse, const sce_params *params, const STORAGE *x) {
     if (check_shape(params) != SCE_OK) return SCE_ERR_SHAPE;
     const int64_t n_classes = params->n_classes;
     for (int64_t n = 0; n < params->n_rows; n++) {
-        const REAL *row = x + n * n_classes;
-        const row_stats stats = compute_row_stats(NULL, row, n_classes);
-        double value = stats.max + log1p(stats.rest);
+        const STORAGE *row = x + n * n_classes;
+        const row_stats stats = compute_row_stats(NULL, row, n_classes, 0.0);
+        double value = stats.max + stats.log_sum;
         if (isinf(stats.max)) {
             /* +inf or -inf is the answer, unless the row also holds a NaN */
             value = stats.max;
             for (int64_t k = 0; k < n_classes; k++)
-                if (isnan(row[k])) value = NAN;
+                if (isnan(LOAD(row[k]))) value = NAN;
         }
-        lse[n] = (REAL)value;
+        lse[n] = STORE(value);
     }
     return SCE_OK;
 }
 
-int SUFFIX(sce_log_softmax)(REAL *out, const sce_params *params, const REAL *x) {
+int SUFFIX(sce_log_softmax)(STORAGE *out, const sce_params *params, const STORAGE *x) {
     if (check_shape(params) != SCE_OK) return SCE_ERR_SHAPE;
     const int64_t n_classes = params->n_classes;
     for (int64_t n = 0; n < params->n_rows; n++) {
-        const REAL *row = x + n * n_classes;
-        REAL *o = out + n * n_classes;
-        const row_stats stats = compute_row_stats(NULL, row, n_classes);
-        const double log_sum = log1p(stats.rest);
+        const STORAGE *row = x + n * n_classes;
+        STORAGE *o = out + n * n_classes;
+        const row_stats stats = compute_row_stats(NULL, row, n_classes, 0.0);
         /* both terms <= 0: no cancellation */
-        for (int64_t k = 0; k < n_classes; k++) o[k] = (REAL)((row[k] - stats.max) - log_sum);
+        for (int64_t k = 0; k < n_classes; k++)
+            o[k] = STORE((LOAD(row[k]) - stats.max) - stats.log_sum);
     }
     return SCE_OK;
 }
 
-int SUFFIX(sce_softmax)(REAL *out, const sce_params *params, const REAL *x) {
+int SUFFIX(sce_softmax)(STORAGE *out, double *scratch, const sce_params *params, const STORAGE *x) {
     if (check_shape(params) != SCE_OK) return SCE_ERR_SHAPE;
+    if (!scratch) return SCE_ERR_ARGUMENT;
     const int64_t n_classes = params->n_classes;
     for (int64_t n = 0; n < params->n_rows; n++) {
-        REAL *o = out + n * n_classes;
-        const row_stats stats = compute_row_stats(o, x + n * n_classes, n_classes);
-        const double inv_sum = 1.0 / (1.0 + stats.rest);
-        for (int64_t k = 0; k < n_classes; k++) o[k] = (REAL)(o[k] * inv_sum);
+        STORAGE *o = out + n * n_classes;
+        const row_stats stats = compute_row_stats(scratch, x + n * n_classes, n_classes, 0.0);
+        const double inverse_sum = 1.0 / (1.0 + stats.rest);
+        for (int64_t k = 0; k < n_classes; k++) o[k] = STORE(scratch[k] * inverse_sum);
     }
     return SCE_OK;
 }

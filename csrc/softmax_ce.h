@@ -5,7 +5,9 @@
  * includes.
  *
  * Layout: every array is C-contiguous; a (N, K) array is N rows of K classes. Sizes are int64_t.
- * Every function is re-entrant (no global state, no allocation) and returns an sce_status.
+ * Half-precision arrays are passed as their bit patterns (uint16_t): IEEE binary16 for _f16,
+ * bfloat16 for _bf16; they are computed in double inside, like float. Every function is re-entrant
+ * (no global state, no allocation) and returns an sce_status.
  */
 #ifndef SOFTMAX_CE_H
 #define SOFTMAX_CE_H
@@ -15,45 +17,71 @@
 /* cdef-begin */
 typedef enum {
     SCE_OK = 0,
-    SCE_ERR_TARGET_RANGE = 1, /* a class target outside [0, K); sce_error names the first such row */
+    SCE_ERR_TARGET_RANGE = 1, /* a class target outside [0, K) that is not ignore_index */
     SCE_ERR_SHAPE = 2,        /* n_rows < 0 or n_classes < 1 */
-    SCE_ERR_ARGUMENT = 3      /* a required pointer is NULL */
+    SCE_ERR_ARGUMENT = 3      /* a required pointer is NULL, or an option is out of its range */
 } sce_status;
 
+typedef enum { SCE_MEAN = 0, SCE_SUM = 1, SCE_NONE = 2 } sce_reduction;
+
 typedef struct {
-    int64_t n_rows;    /* N: independent rows */
-    int64_t n_classes; /* K: length of each row (the class axis) */
-    double grad_scale; /* every gradient element is multiplied by this (1/N for a mean) */
+    int64_t n_rows;                /* N: independent rows */
+    int64_t n_classes;             /* K: length of each row (the class axis) */
+    int reduction;                 /* sce_reduction: how the gradient is scaled */
+    int64_t ignore_index;          /* class-index rows with this target: loss 0, gradient 0 */
+    double label_smoothing;        /* eps in [0, 1]: targets become (1 - eps) target + eps / K */
+    double z_loss;                 /* >= 0: adds z_loss * lse^2 to every row that is not ignored */
+    double softcap;                /* > 0: logits become softcap * tanh(x / softcap); 0: off */
+    double grad_scale;             /* the upstream gradient of the returned loss */
+    const double *weight;          /* (K) class weights, or NULL for all ones */
+    const double *row_grad_scale;  /* (N) upstream gradient per row (reduction none), or NULL */
 } sce_params;
 
 typedef struct {
-    int64_t row;   /* the first row whose target is out of range */
-    int64_t value; /* that row's target */
-} sce_error;
+    double *row_loss;      /* (N) out: each row's cross-entropy, in double so reductions lose nothing */
+    double *row_z_loss;    /* (N) out: each row's z-loss term, or NULL when z_loss is 0 */
+    double ce_denominator; /* out: what a mean divides the summed cross-entropy by (the total target
+                              weight of the rows not ignored; N for probability targets) */
+    double z_denominator;  /* out: what a mean divides the summed z-loss by (rows not ignored) */
+    int64_t bad_row;       /* out, with SCE_ERR_TARGET_RANGE: the first row out of range */
+    int64_t bad_value;     /* out, with SCE_ERR_TARGET_RANGE: its target */
+} sce_result;
 
-/* Softmax cross-entropy of each row and, unless grad is NULL, its gradient.
- *   row_loss      (N)     out: each row's loss, in double so that reductions lose nothing
- *   grad          (N, K)  out: grad_scale * (softmax - target), or NULL for the loss alone
+/* Softmax cross-entropy of each row and, unless grad is NULL, the gradient of the reduced loss.
+ *   grad          (N, K)  out: the gradient, or NULL for the loss alone; may be logits itself
+ *   scratch       (K)     work space for one row; may be NULL when grad is NULL
+ *   result                out: row losses and the mean's denominators (see sce_result)
  *   logits        (N, K)
- *   target_index  (N)     class indices in [0, K); or NULL, then target_prob is used
+ *   target_index  (N)     class indices; or NULL, then target_prob is used
  *   target_prob   (N, K)  class probabilities (need not sum to 1); NULL when target_index is given
- *   error                 filled when SCE_ERR_TARGET_RANGE is returned; nothing is written then
- */
-int sce_cross_entropy_f32(float *grad, double *row_loss, sce_error *error, const sce_params *params,
+ * Targets are all checked before anything is written. */
+int sce_cross_entropy_f32(float *grad, double *scratch, sce_result *result, const sce_params *params,
                           const float *logits, const int64_t *target_index, const float *target_prob);
-int sce_cross_entropy_f64(double *grad, double *row_loss, sce_error *error, const sce_params *params,
+int sce_cross_entropy_f64(double *grad, double *scratch, sce_result *result, const sce_params *params,
                           const double *logits, const int64_t *target_index,
                           const double *target_prob);
+int sce_cross_entropy_f16(uint16_t *grad, double *scratch, sce_result *result,
+                          const sce_params *params, const uint16_t *logits,
+                          const int64_t *target_index, const float *target_prob);
+int sce_cross_entropy_bf16(uint16_t *grad, double *scratch, sce_result *result,
+                           const sce_params *params, const uint16_t *logits,
+                           const int64_t *target_index, const float *target_prob);
 
-/* Row-wise log-sum-exp: lse (N) out, x (N, K). */
+/* Row-wise log-sum-exp: lse (N) out, x (N, K). Only n_rows and n_classes of params are read. */
 int sce_logsumexp_f32(float *lse, const sce_params *params, const float *x);
 int sce_logsumexp_f64(double *lse, const sce_params *params, const double *x);
+int sce_logsumexp_f16(uint16_t *lse, const sce_params *params, const uint16_t *x);
+int sce_logsumexp_bf16(uint16_t *lse, const sce_params *params, const uint16_t *x);
 
-/* Row-wise log-softmax and softmax: out (N, K), x (N, K). */
+/* Row-wise log-softmax and softmax: out (N, K), x (N, K); scratch (K) work space. */
 int sce_log_softmax_f32(float *out, const sce_params *params, const float *x);
 int sce_log_softmax_f64(double *out, const sce_params *params, const double *x);
-int sce_softmax_f32(float *out, const sce_params *params, const float *x);
-int sce_softmax_f64(double *out, const sce_params *params, const double *x);
+int sce_log_softmax_f16(uint16_t *out, const sce_params *params, const uint16_t *x);
+int sce_log_softmax_bf16(uint16_t *out, const sce_params *params, const uint16_t *x);
+int sce_softmax_f32(float *out, double *scratch, const sce_params *params, const float *x);
+int sce_softmax_f64(double *out, double *scratch, const sce_params *params, const double *x);
+int sce_softmax_f16(uint16_t *out, double *scratch, const sce_params *params, const uint16_t *x);
+int sce_softmax_bf16(uint16_t *out, double *scratch, const sce_params *params, const uint16_t *x);
 /* cdef-end */
 
 #endif

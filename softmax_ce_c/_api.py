@@ -6,40 +6,49 @@ from ._kernel import ffi, lib
 
 
 class _Kernels:
-    """The C functions for one logit dtype."""
+    """The C functions for one logit dtype, and how its arrays are handed to them."""
 
-    def __init__(self, c_type, suffix):
+    def __init__(self, c_type, suffix, loss_dtype):
         self.c_array = c_type + "[]"
+        self.loss_dtype = np.dtype(loss_dtype)
         self.cross_entropy = getattr(lib, "sce_cross_entropy_" + suffix)
         self.logsumexp = getattr(lib, "sce_logsumexp_" + suffix)
         self.log_softmax = getattr(lib, "sce_log_softmax_" + suffix)
         self.softmax = getattr(lib, "sce_softmax_" + suffix)
 
     def pointer(self, array):
-        return ffi.from_buffer(self.c_array, array)
+        # half precision goes as its bits: NumPy cannot export bfloat16 through the buffer protocol
+        bits = array.view(np.uint16) if array.dtype.itemsize == 2 else array
+        return ffi.from_buffer(self.c_array, bits)
 
 
 _KERNELS = {
-    np.dtype(np.float32): _Kernels("float", "f32"),
-    np.dtype(np.float64): _Kernels("double", "f64"),
+    "float32": _Kernels("float", "f32", np.float32),
+    "float64": _Kernels("double", "f64", np.float64),
+    "float16": _Kernels("uint16_t", "f16", np.float32),
+    "bfloat16": _Kernels("uint16_t", "bf16", np.float32),
 }
-
+_REDUCTION_CODES = {"mean": lib.SCE_MEAN, "sum": lib.SCE_SUM, "none": lib.SCE_NONE}
 _STATUS_MESSAGES = {
     lib.SCE_ERR_SHAPE: "the kernel was given a negative row count or no classes",
-    lib.SCE_ERR_ARGUMENT: "the kernel was given no target",
+    lib.SCE_ERR_ARGUMENT: "the kernel was given a missing buffer or an option out of range",
 }
 
 
-def _params(data, grad_scale=1.0):
+def _buffer(c_type, array):
+    return ffi.NULL if array is None else ffi.from_buffer(c_type + "[]", array)
+
+
+def _row_params(data):
     n_rows, n_classes = data.shape
-    return ffi.new("sce_params *", {"n_rows": n_rows, "n_classes": n_classes, "grad_scale": grad_scale})
+    return ffi.new("sce_params *", {"n_rows": n_rows, "n_classes": n_classes})
 
 
-def _check(status, rows=None, error=None):
+def _check(status, rows=None, result=None):
     if status == lib.SCE_OK:
         return
     if status == lib.SCE_ERR_TARGET_RANGE:
-        raise IndexError(_validate.out_of_range_message(rows, error.row, error.value))
+        raise IndexError(_validate.out_of_range_message(rows, result.bad_row, result.bad_value))
     raise ValueError(_STATUS_MESSAGES.get(status, f"the kernel failed with status {status}"))
 
 
@@ -48,80 +57,166 @@ def _scalar_or_array(array):
     return array[()] if array.ndim == 0 else array
 
 
-def _reduce(row_loss, reduction, dtype, row_shape):
-    """row_loss is float64, so the sum loses nothing before the one rounding to the logits' dtype."""
+def _reduce(row_loss, row_z_loss, result, reduction, dtype, row_shape):
+    """Row losses are float64, so the sums lose nothing before the one rounding to dtype. A mean
+    divides the cross-entropy and the z-loss by their own denominators (PyTorch's total weight, and
+    the rows not ignored); 0 / 0 (no row counted) is NaN, as in PyTorch."""
     if reduction == "none":
-        return _scalar_or_array(row_loss.astype(dtype).reshape(row_shape))
-    total = row_loss.sum()
-    if reduction == "sum":
-        return dtype.type(total)
-    return dtype.type(total / row_loss.size if row_loss.size else np.nan)
+        total = row_loss if row_z_loss is None else row_loss + row_z_loss
+        return _scalar_or_array(total.astype(dtype).reshape(row_shape))
+    ce, z = np.float64(row_loss.sum()), np.float64(0.0 if row_z_loss is None else row_z_loss.sum())
+    if reduction == "mean":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ce = ce / result.ce_denominator
+            z = z / result.z_denominator if row_z_loss is not None else z
+    return dtype.type(ce + z)
 
 
-def _cross_entropy(logits, target, axis, reduction, with_grad):
-    problem = _validate.cross_entropy_problem(logits, target, axis, reduction)
-    rows = problem.logits
-    kernels = _KERNELS[rows.data.dtype]
-    n_rows = rows.data.shape[0]
-    row_loss = np.empty(n_rows, np.float64)
-    grad = np.empty_like(rows.data) if with_grad else None
-    grad_scale = 1.0 / n_rows if reduction == "mean" and n_rows else 1.0
-    error = ffi.new("sce_error *")
-    status = kernels.cross_entropy(
-        kernels.pointer(grad) if with_grad else ffi.NULL,
-        ffi.from_buffer("double[]", row_loss),
-        error,
-        _params(rows.data, grad_scale),
-        kernels.pointer(rows.data),
-        ffi.NULL if problem.target_index is None else ffi.from_buffer("int64_t[]", problem.target_index),
-        ffi.NULL if problem.target_prob is None else kernels.pointer(problem.target_prob),
+def _cross_entropy(problem, grad_rows=None, grad_scale=1.0, row_grad_scale=None):
+    """Runs the kernel: the loss, and the gradient into grad_rows (N, K) unless it is None."""
+    rows, options = problem.logits, problem.options
+    kernels = _KERNELS[rows.data.dtype.name]
+    n_rows, n_classes = rows.data.shape
+    row_loss = np.empty(n_rows)
+    row_z_loss = np.empty(n_rows) if options.z_loss else None
+    # the cdata buffers below must stay referenced until the call returns
+    row_loss_buffer, row_z_loss_buffer = _buffer("double", row_loss), _buffer("double", row_z_loss)
+    weight, row_grad_scale_buffer = _buffer("double", options.weight), _buffer("double", row_grad_scale)
+    result = ffi.new("sce_result *", {"row_loss": row_loss_buffer, "row_z_loss": row_z_loss_buffer})
+    params = ffi.new(
+        "sce_params *",
+        {
+            "n_rows": n_rows,
+            "n_classes": n_classes,
+            "reduction": _REDUCTION_CODES[problem.reduction],
+            "ignore_index": options.ignore_index,
+            "label_smoothing": options.label_smoothing,
+            "z_loss": options.z_loss,
+            "softcap": options.softcap or 0.0,
+            "grad_scale": grad_scale,
+            "weight": weight,
+            "row_grad_scale": row_grad_scale_buffer,
+        },
     )
-    _check(status, rows, error)
-    loss = _reduce(row_loss, reduction, rows.data.dtype, rows.row_shape)
-    return (loss, rows.restore(grad)) if with_grad else loss
+    with_grad = grad_rows is not None
+    prob_type = "double" if rows.data.dtype == np.float64 else "float"
+    status = kernels.cross_entropy(
+        kernels.pointer(grad_rows) if with_grad else ffi.NULL,
+        _buffer("double", np.empty(n_classes) if with_grad else None),
+        result,
+        params,
+        kernels.pointer(rows.data),
+        _buffer("int64_t", problem.target_index),
+        _buffer(prob_type, problem.target_prob),
+    )
+    _check(status, rows, result)
+    return _reduce(row_loss, row_z_loss, result, problem.reduction, kernels.loss_dtype, rows.row_shape)
 
 
-def softmax_cross_entropy(logits, target, *, axis=-1, reduction="mean"):
+def _gradient_rows(problem, destination, inplace):
+    """The (N, K) buffer the kernel writes the gradient into: the rows themselves for inplace (the
+    caller's memory, or the row-major copy the class axis needed), out when its layout is the rows'
+    layout, else a new array."""
+    rows = problem.logits
+    if inplace:
+        return rows.data
+    if destination is not None and rows.axis == problem.array.ndim - 1:
+        return destination.reshape(rows.data.shape)
+    return np.empty_like(rows.data)
+
+
+def softmax_cross_entropy(
+    logits,
+    target,
+    *,
+    axis=-1,
+    reduction="mean",
+    weight=None,
+    ignore_index=-100,
+    label_smoothing=0.0,
+    z_loss=0.0,
+    softcap=None,
+    grad_scale=1.0,
+    out=None,
+    inplace=False,
+):
     """Softmax cross-entropy loss and its gradient with respect to the logits, in one fused pass.
 
-    logits: float32 or float64 array, classes along `axis`, any other dims are rows.
+    logits: float32, float64, float16 or bfloat16 array; classes along `axis`, other dims are rows.
     target: integer class indices (the logits' shape without `axis`), or float class probabilities
         (the logits' shape; one-hot rows or any non-negative weights, PyTorch's convention).
     reduction: "mean" over rows, "sum", or "none" (one loss per row).
-    Returns (loss, grad): loss in the logits' dtype (a scalar, or an array for "none"); grad the
-    gradient of the returned loss (for "none", of the sum of the row losses), shaped like the logits.
+    weight, ignore_index, label_smoothing: as PyTorch's F.cross_entropy.
+    z_loss: adds z_loss * logsumexp^2 per row not ignored (PaLM; Liger's lse_square_scale).
+    softcap: logits become softcap * tanh(logits / softcap) first (Gemma 2).
+    grad_scale: the upstream gradient: a scalar, or for "none" one per row (the row shape).
+    out: write the gradient into this array (the logits' shape and dtype, C-contiguous).
+    inplace: write the gradient over the logits (which must be writable and C-contiguous).
+    Returns (loss, grad): loss in the logits' dtype (float32 for half precision), a scalar or for
+    "none" an array; grad the gradient of grad_scale times the returned loss (for "none", of the sum
+    of the row losses times their grad_scale), shaped like the logits.
     """
-    return _cross_entropy(logits, target, axis, reduction, with_grad=True)
+    problem = _validate.cross_entropy_problem(
+        logits, target, axis, reduction, weight=weight, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
+    )
+    upstream, row_upstream = _validate.upstream_gradient(grad_scale, reduction, problem.logits.row_shape)
+    destination = _validate.gradient_destination(logits, problem, out, inplace)
+    grad_rows = _gradient_rows(problem, destination, inplace)
+    loss = _cross_entropy(problem, grad_rows, upstream, row_upstream)
+    grad = problem.logits.restore(grad_rows)
+    if destination is None:
+        return loss, grad
+    if not np.shares_memory(grad_rows, destination):
+        np.copyto(destination, grad)  # the class axis was not last: the rows were a copy
+    return loss, destination
 
 
-def cross_entropy(logits, target, *, axis=-1, reduction="mean"):
-    """The loss of softmax_cross_entropy alone; the kernel computes and writes no gradient."""
-    return _cross_entropy(logits, target, axis, reduction, with_grad=False)
+def cross_entropy(
+    logits,
+    target,
+    *,
+    axis=-1,
+    reduction="mean",
+    weight=None,
+    ignore_index=-100,
+    label_smoothing=0.0,
+    z_loss=0.0,
+    softcap=None,
+):
+    """The loss of softmax_cross_entropy alone (same options but grad_scale, out and inplace); the
+    kernel computes and writes no gradient."""
+    problem = _validate.cross_entropy_problem(
+        logits, target, axis, reduction, weight=weight, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
+    )
+    return _cross_entropy(problem)
 
 
 def logsumexp(x, axis=-1):
     """log(sum(exp(x))) along `axis`, in x's dtype; +inf / -inf rows give +inf / -inf as in PyTorch."""
     rows = _validate.rows_of(x, axis)
-    kernels = _KERNELS[rows.data.dtype]
+    kernels = _KERNELS[rows.data.dtype.name]
     lse = np.empty(rows.data.shape[0], rows.data.dtype)
-    _check(kernels.logsumexp(kernels.pointer(lse), _params(rows.data), kernels.pointer(rows.data)))
+    _check(kernels.logsumexp(kernels.pointer(lse), _row_params(rows.data), kernels.pointer(rows.data)))
     return _scalar_or_array(lse.reshape(rows.row_shape))
-
-
-def _row_transform(x, axis, kernel_name):
-    rows = _validate.rows_of(x, axis)
-    kernels = _KERNELS[rows.data.dtype]
-    out = np.empty_like(rows.data)
-    kernel = getattr(kernels, kernel_name)
-    _check(kernel(kernels.pointer(out), _params(rows.data), kernels.pointer(rows.data)))
-    return rows.restore(out)
 
 
 def log_softmax(x, axis=-1):
     """x - logsumexp(x) along `axis`, accurate near 0; a row with +inf or no finite value is NaN."""
-    return _row_transform(x, axis, "log_softmax")
+    rows = _validate.rows_of(x, axis)
+    kernels = _KERNELS[rows.data.dtype.name]
+    out = np.empty_like(rows.data)
+    _check(kernels.log_softmax(kernels.pointer(out), _row_params(rows.data), kernels.pointer(rows.data)))
+    return rows.restore(out)
 
 
 def softmax(x, axis=-1):
     """exp(x) / sum(exp(x)) along `axis`; a row with +inf or no finite value is NaN."""
-    return _row_transform(x, axis, "softmax")
+    rows = _validate.rows_of(x, axis)
+    kernels = _KERNELS[rows.data.dtype.name]
+    out = np.empty_like(rows.data)
+    scratch = _buffer("double", np.empty(rows.data.shape[1]))
+    params = _row_params(rows.data)
+    _check(kernels.softmax(kernels.pointer(out), scratch, params, kernels.pointer(rows.data)))
+    return rows.restore(out)

@@ -9,7 +9,7 @@ import sys
 from cffi import FFI
 
 CSRC = pathlib.Path(__file__).resolve().parent.parent / "csrc"
-SOURCES = ["kernel_f32.c", "kernel_f64.c"]
+SOURCES = ["kernel_f32.c", "kernel_f64.c", "kernel_f16.c", "kernel_bf16.c"]
 
 
 def read_cdef(header):

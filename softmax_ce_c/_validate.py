@@ -1,12 +1,17 @@
 """Checks and layout for the public API. Every error is raised here, before the kernel runs and
 before anything is written; inputs are only read (a copy is made where the layout needs one)."""
+import math
+import numbers
 import operator
 from typing import NamedTuple, Optional
 
 import numpy as np
 
-LOGIT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# bfloat16 is ml_dtypes' NumPy dtype; it is recognised by name so ml_dtypes is never imported here
+LOGIT_DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")
+HALF_DTYPE_NAMES = ("float16", "bfloat16")
 REDUCTIONS = ("mean", "sum", "none")
+DEFAULT_IGNORE_INDEX = -100
 
 
 class Rows(NamedTuple):
@@ -21,27 +26,45 @@ class Rows(NamedTuple):
         """The caller's shape without the class axis: the shape of per-row results."""
         return self.moved_shape[:-1]
 
+    @property
+    def n_classes(self):
+        return self.moved_shape[-1]
+
     def restore(self, data):
         """An (N, K) result in the caller's layout (a view: the class axis moved back)."""
         return np.moveaxis(data.reshape(self.moved_shape), -1, self.axis)
 
 
+class Options(NamedTuple):
+    """The cross-entropy options, checked; weight is (K,) float64 or None."""
+
+    weight: Optional[np.ndarray]
+    ignore_index: int
+    label_smoothing: float
+    z_loss: float
+    softcap: Optional[float]
+
+
 class CrossEntropyProblem(NamedTuple):
+    array: np.ndarray  # the logits as an array, in the caller's layout
     logits: Rows
     target_index: Optional[np.ndarray]  # (N,) int64, or None
-    target_prob: Optional[np.ndarray]  # (N, K) of the logits' dtype, or None
+    target_prob: Optional[np.ndarray]  # (N, K), float64 for float64 logits else float32; or None
     reduction: str
+    options: Options
 
 
 def float_array(x, name):
-    """x as a float32 or float64 array with at least one dimension (byte-swapped input is converted)."""
+    """x as an array of a supported float dtype with at least one dimension (byte-swapped float32
+    and float64 are converted to native order)."""
     array = np.asarray(x)
-    native = array.dtype.newbyteorder("=") if array.dtype.kind == "f" else array.dtype
-    if native not in LOGIT_DTYPES:
-        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {array.dtype}")
+    if array.dtype.kind == "f" and array.dtype.itemsize >= 4:
+        array = array.astype(array.dtype.newbyteorder("="), copy=False)
+    if array.dtype.name not in LOGIT_DTYPE_NAMES:
+        raise TypeError(f"{name} must be a float32, float64, float16 or bfloat16 array, got dtype {array.dtype}")
     if array.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension (the class axis), got a 0-d array")
-    return array.astype(native, copy=False)
+    return array
 
 
 def class_axis(axis, ndim):
@@ -75,6 +98,46 @@ def check_reduction(reduction):
     return reduction
 
 
+def real_number(value, name):
+    """value as a float; bools and non-numbers are a TypeError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
+def check_options(weight, ignore_index, label_smoothing, z_loss, softcap, n_classes):
+    label_smoothing = real_number(label_smoothing, "label_smoothing")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    z_loss = real_number(z_loss, "z_loss")
+    if not (0.0 <= z_loss < math.inf):
+        raise ValueError(f"z_loss must be a finite number >= 0, got {z_loss}")
+    if softcap is not None:
+        softcap = real_number(softcap, "softcap")
+        if not (0.0 < softcap < math.inf):
+            raise ValueError(f"softcap must be a finite number > 0 (or None), got {softcap}")
+    if isinstance(ignore_index, (bool, np.bool_)):
+        raise TypeError("ignore_index must be an integer, got bool")
+    try:
+        ignore_index = operator.index(ignore_index)
+    except TypeError:
+        raise TypeError(f"ignore_index must be an integer, got {type(ignore_index).__name__}") from None
+    if not -(2**63) <= ignore_index < 2**63:
+        raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
+    return Options(class_weights(weight, n_classes), ignore_index, label_smoothing, z_loss, softcap)
+
+
+def class_weights(weight, n_classes):
+    if weight is None:
+        return None
+    weight = np.asarray(weight)
+    if weight.dtype.kind not in "iuf":
+        raise TypeError(f"weight must hold real numbers, got dtype {weight.dtype}")
+    if weight.shape != (n_classes,):
+        raise ValueError(f"weight must have shape ({n_classes},), one per class, got {weight.shape}")
+    return np.ascontiguousarray(weight, dtype=np.float64)
+
+
 def class_indices(target, rows):
     """Integer targets as (N,) int64; values are range-checked by the kernel, which names the row."""
     if target.shape != rows.row_shape:
@@ -90,33 +153,94 @@ def class_indices(target, rows):
     return np.ascontiguousarray(flat, dtype=np.int64)
 
 
+def probability_dtype(logits_dtype):
+    """The kernel reads probabilities as float64 for float64 logits, else as float32."""
+    return np.dtype(np.float64) if logits_dtype == np.float64 else np.dtype(np.float32)
+
+
 def class_probabilities(target, rows, logits_shape):
     if target.shape != logits_shape:
         raise ValueError(
             f"probability target must have the logits' shape {logits_shape}, got {target.shape} "
             "(class-index targets must be integers)"
         )
-    return as_rows(target.astype(rows.data.dtype, copy=False), rows.axis).data
+    return as_rows(target.astype(probability_dtype(rows.data.dtype), copy=False), rows.axis).data
 
 
 def out_of_range_message(rows, row, value):
     where = f"row {row}"
     if len(rows.row_shape) > 1:
         where += f" (index {tuple(int(i) for i in np.unravel_index(row, rows.row_shape))})"
-    return f"class target {value} in {where} is outside [0, {rows.moved_shape[-1]})"
+    return f"class target {value} in {where} is outside [0, {rows.n_classes})"
 
 
-def cross_entropy_problem(logits, target, axis, reduction):
+def cross_entropy_problem(logits, target, axis, reduction, **options):
     logits = float_array(logits, "logits")
     rows = as_rows(logits, axis)
     reduction = check_reduction(reduction)
+    options = check_options(n_classes=rows.n_classes, **options)
     target = np.asarray(target)
     kind = target.dtype.kind
     if kind in "iu":
-        return CrossEntropyProblem(rows, class_indices(target, rows), None, reduction)
-    if kind == "f":
-        return CrossEntropyProblem(rows, None, class_probabilities(target, rows, logits.shape), reduction)
+        return CrossEntropyProblem(logits, rows, class_indices(target, rows), None, reduction, options)
+    if kind == "f" or target.dtype.name == "bfloat16":
+        if options.ignore_index != DEFAULT_IGNORE_INDEX:
+            raise ValueError("ignore_index applies to class-index targets only, not to probabilities")
+        prob = class_probabilities(target, rows, logits.shape)
+        return CrossEntropyProblem(logits, rows, None, prob, reduction, options)
     raise TypeError(
         "target must hold integer class indices or float class probabilities, "
         f"got dtype {target.dtype}"
     )
+
+
+def upstream_gradient(grad_scale, reduction, row_shape):
+    """(scalar, per-row array or None): a scalar for any reduction; for "none" also an array with
+    the shape of the row losses, one upstream gradient per row."""
+    if np.ndim(grad_scale) == 0:
+        return real_number(grad_scale.item() if isinstance(grad_scale, np.ndarray) else grad_scale,
+                           "grad_scale"), None
+    if reduction != "none":
+        raise ValueError(f"grad_scale must be a scalar for reduction {reduction!r}")
+    per_row = np.asarray(grad_scale)
+    if per_row.dtype.kind not in "iuf":
+        raise TypeError(f"grad_scale must hold real numbers, got dtype {per_row.dtype}")
+    if per_row.shape != row_shape:
+        raise ValueError(f"grad_scale must be a scalar or have the row shape {row_shape}, got {per_row.shape}")
+    return 1.0, np.ascontiguousarray(per_row.reshape(-1), dtype=np.float64)
+
+
+def check_destination(destination, like, name):
+    """out=, or the logits for inplace=True: an array the kernel can write the gradient into."""
+    if not isinstance(destination, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(destination).__name__}")
+    if destination.shape != like.shape or destination.dtype != like.dtype:
+        raise ValueError(
+            f"{name} must have the logits' shape {like.shape} and dtype {like.dtype}, "
+            f"got {destination.shape} and {destination.dtype}"
+        )
+    if not (destination.flags.c_contiguous and destination.flags.writeable and destination.flags.aligned):
+        raise ValueError(f"{name} must be C-contiguous, writable and aligned")
+
+
+def gradient_destination(logits, problem, out, inplace):
+    """Where the caller gets the gradient: out, the logits themselves (inplace), or None for a new
+    array. logits is the caller's object, problem.array what the kernel reads."""
+    if not isinstance(inplace, (bool, np.bool_)):
+        raise TypeError(f"inplace must be True or False, got {type(inplace).__name__}")
+    if inplace and out is not None:
+        raise ValueError("out and inplace=True exclude each other: inplace writes over the logits")
+    inputs = [problem.array, problem.logits.data]
+    if problem.target_prob is not None:
+        inputs.append(problem.target_prob)
+    if inplace:
+        check_destination(logits, problem.array, "logits (with inplace=True)")
+        if problem.target_prob is not None and np.may_share_memory(logits, problem.target_prob):
+            raise ValueError("with inplace=True the target must not share memory with the logits")
+        return logits
+    if out is None:
+        return None
+    check_destination(out, problem.array, "out")
+    if any(np.may_share_memory(out, a) for a in inputs):
+        raise ValueError("out must not share memory with the logits or the target (see inplace=True)")
+    return out

@@ -49,35 +49,112 @@ def softmax(x, axis=-1):
     return np.exp(log_softmax(x, axis))
 
 
-def softmax_cross_entropy(logits, target, *, axis=-1, reduction="mean"):
-    """(loss, gradient of the loss w.r.t. logits); see softmax_ce_c.softmax_cross_entropy."""
+def _softcap(x, softcap):
+    """(x', d x' / d x): softcap * tanh(x / softcap) and 1 / cosh(x / softcap)^2 (1 - tanh^2 without
+    the cancellation); (x, None) without a softcap."""
+    if softcap is None:
+        return x, None
+    with np.errstate(over="ignore"):  # cosh overflows to inf where the derivative is 0 anyway
+        return softcap * np.tanh(x / softcap), 1.0 / np.cosh(x / softcap) ** 2
+
+
+def _index_target_terms(neg_logp, target, weight, ignore_index, label_smoothing):
+    """Per row: (ce loss, its gradient w.r.t. x', ignored mask, the weight of the row's class).
+
+    Loss (1 - eps) w_y (lse - x'_y) + (eps / K) sum_k w_k (lse - x'_k), written as PyTorch does;
+    gradient (1 - eps) w_y (p - onehot(y)) + (eps / K) (p sum(w) - w), which is p T - c for
+    c_k = (1 - eps) w_y [k == y] + (eps / K) w_k, with p_y - 1 taken as expm1(log p_y)."""
+    n_classes = neg_logp.shape[-1]
+    eps = label_smoothing
+    ignored = target == ignore_index
+    y = np.where(ignored, 0, target).astype(np.int64)[..., None]  # any class for ignored rows
+    w_y = weight[y[..., 0]]
+    neg_logp_y = np.take_along_axis(neg_logp, y, axis=-1)
+    p = np.exp(-neg_logp)
+    p_minus_onehot = p.copy()
+    np.put_along_axis(p_minus_onehot, y, np.expm1(-neg_logp_y), axis=-1)
+    ce = (1 - eps) * w_y * neg_logp_y[..., 0]
+    d_ce = (1 - eps) * w_y[..., None] * p_minus_onehot
+    if eps:  # PyTorch adds the smoothing term only for eps > 0; 0 * (+inf on a -inf logit) is NaN
+        ce = ce + eps / n_classes * np.sum(weight * neg_logp, axis=-1)
+        d_ce = d_ce + eps / n_classes * (p * weight.sum() - weight)
+    return ce, d_ce, ignored, w_y
+
+
+def _probability_target_terms(neg_logp, target, weight, label_smoothing):
+    """Per row: (ce loss sum_k c_k (lse - x'_k), its gradient p T - c), for c = w * t',
+    t' = (1 - eps) t + eps / K, T = sum_k c_k."""
+    n_classes = neg_logp.shape[-1]
+    eps = label_smoothing
+    c = weight * ((1 - eps) * target + eps / n_classes)
+    # a zero coefficient on a masked class (-log softmax +inf) adds nothing, not 0 * inf
+    ce = np.sum(np.where((c == 0) & np.isposinf(neg_logp), 0.0, c * neg_logp), axis=-1)
+    d_ce = np.exp(-neg_logp) * c.sum(axis=-1, keepdims=True) - c
+    return ce, d_ce
+
+
+def _reciprocal_or_zero(denominator):
+    """The gradient factor of a mean: nothing counted (denominator 0) leaves a zero gradient."""
+    return 1 / denominator if denominator != 0 else 0
+
+
+def softmax_cross_entropy(logits, target, *, axis=-1, reduction="mean", weight=None, ignore_index=-100,
+                          label_smoothing=0.0, z_loss=0.0, softcap=None, grad_scale=1.0):
+    """(loss, gradient of loss * grad_scale w.r.t. logits); see softmax_ce_c.softmax_cross_entropy.
+
+    PyTorch's F.cross_entropy(weight=, ignore_index=, label_smoothing=) on the softcapped logits
+    x' = softcap * tanh(x / softcap), plus z_loss * logsumexp(x')^2 per row that is not ignored.
+    "mean" divides the cross-entropy by the total weight of the rows not ignored (by the number of
+    rows for probability targets) and the z-loss by the number of rows not ignored. Ignored rows
+    have loss 0 and gradient 0. For "none" the gradient is that of sum(loss * grad_scale), where
+    grad_scale may hold one value per row."""
     x = np.moveaxis(_compute_dtype_array(logits), axis, -1)
     target = np.asarray(target)
-    with np.errstate(invalid="ignore"):
-        logp = _log_softmax_last(x)
+    n_classes = x.shape[-1]
+    weight = np.ones(n_classes, x.dtype) if weight is None else np.asarray(weight).astype(x.dtype)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x, dx_dlogits = _softcap(x, softcap)
+        neg_logp = -_log_softmax_last(x)  # lse - x'_k = (max - x'_k) + log1p(rest); NaN rows
         if target.dtype.kind in "iu":
-            y = target.astype(np.int64)[..., None]
-            logp_y = np.take_along_axis(logp, y, axis=-1)
-            row_loss = -logp_y[..., 0]
-            grad = np.exp(logp)
-            np.put_along_axis(grad, y, np.expm1(logp_y), axis=-1)
+            ce, d_ce, ignored, w_y = _index_target_terms(neg_logp, target, weight, ignore_index,
+                                                         label_smoothing)
+            total_weight = w_y[~ignored].sum()
         else:
             t = np.moveaxis(_compute_dtype_array(target), axis, -1)
-            # a zero probability on a masked class (log softmax -inf) adds nothing, not 0 * -inf
-            row_loss = -np.sum(np.where((t == 0) & np.isneginf(logp), 0.0, t * logp), axis=-1)
-            grad = np.exp(logp) * t.sum(axis=-1, keepdims=True) - t
-    n_rows = row_loss.size
-    if reduction == "mean":
-        loss = row_loss.sum() / n_rows if n_rows else row_loss.dtype.type(np.nan)
-        grad = grad / max(n_rows, 1)
-    elif reduction == "sum":
-        loss = row_loss.sum()
-    elif reduction == "none":
-        loss = row_loss
-    else:
-        raise ValueError(f"unknown reduction {reduction!r}")
+            ce, d_ce = _probability_target_terms(neg_logp, t, weight, label_smoothing)
+            ignored = np.zeros(ce.shape, bool)
+            total_weight = x.dtype.type(ce.size)
+        n_counted = x.dtype.type(np.count_nonzero(~ignored))
+
+        z = np.zeros_like(ce)
+        d_z = np.zeros_like(d_ce)
+        if z_loss:  # skipped at 0: lse^2 may overflow, and 0 * inf is NaN
+            m, log_sum = _max_and_log_sum(x)
+            lse = m + log_sum  # only rows with a finite max matter; the others are NaN already
+            z = z_loss * lse[..., 0] ** 2
+            d_z = 2 * z_loss * lse * np.exp(-neg_logp)
+
+        if reduction == "mean":  # 0 / 0 = NaN when nothing counts
+            loss = ce[~ignored].sum() / total_weight + z[~ignored].sum() / n_counted
+            grad = d_ce * _reciprocal_or_zero(total_weight) + d_z * _reciprocal_or_zero(n_counted)
+        elif reduction == "sum":
+            loss = ce[~ignored].sum() + z[~ignored].sum()
+            grad = d_ce + d_z
+        elif reduction == "none":
+            loss = np.where(ignored, 0.0, ce + z).astype(x.dtype)
+            grad = d_ce + d_z
+        else:
+            raise ValueError(f"unknown reduction {reduction!r}")
+
+        grad = grad * np.asarray(grad_scale)[..., None]  # a scalar, or one value per row for "none"
+        if dx_dlogits is not None:
+            grad = grad * dx_dlogits
+        grad = np.where(ignored[..., None], 0.0, grad).astype(x.dtype)  # also where x' was NaN
     return loss, np.moveaxis(grad, -1, axis)
 
 
-def cross_entropy(logits, target, *, axis=-1, reduction="mean"):
-    return softmax_cross_entropy(logits, target, axis=axis, reduction=reduction)[0]
+def cross_entropy(logits, target, *, axis=-1, reduction="mean", weight=None, ignore_index=-100,
+                  label_smoothing=0.0, z_loss=0.0, softcap=None):
+    return softmax_cross_entropy(logits, target, axis=axis, reduction=reduction, weight=weight,
+                                 ignore_index=ignore_index, label_smoothing=label_smoothing,
+                                 z_loss=z_loss, softcap=softcap)[0]

@@ -25,17 +25,17 @@ def every_function_on(x):
         np.zeros((4, 5), np.int64),
         np.zeros((4, 5), np.complex64),
         np.zeros((4, 5), object),
-        np.zeros((4, 5), np.float16),
+        np.zeros((4, 5), np.longdouble),
         np.zeros((4, 5), bool),
         [[1, 2], [3, 4]],
         "logits",
         None,
     ],
-    ids=["int64", "complex", "object", "float16", "bool", "int list", "string", "None"],
+    ids=["int64", "complex", "object", "longdouble", "bool", "int list", "string", "None"],
 )
 def test_non_float_logits_are_a_type_error(logits):
     for call in every_function_on(np.asarray(logits) if isinstance(logits, list) else logits):
-        with pytest.raises(TypeError, match="float32 or float64"):
+        with pytest.raises(TypeError, match="float32, float64, float16 or bfloat16"):
             call()
 
 
@@ -88,7 +88,7 @@ def test_row_functions_reject_bad_shapes_and_axes():
     [
         (np.array([0, 1, 5, 3]), 2, 5),
         (np.array([0, 1, 2, -1]), 3, -1),
-        (np.array([-100, 1, 2, 3]), 0, -100),
+        (np.array([-101, 1, 2, 3]), 0, -101),  # -100 is the default ignore_index
         (np.array([0, 9, 2, 3], np.uint8), 1, 9),
         (np.array([0, 1, 2, 2**64 - 1], np.uint64), 3, 2**64 - 1),
         (np.array([0, 1, 2, 2**62]), 3, 2**62),
@@ -107,6 +107,114 @@ def test_out_of_range_message_gives_the_multi_index_for_leading_dims():
         softmax_ce_c.softmax_cross_entropy(np.zeros((2, 3, 5)), y)
 
 
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        (dict(label_smoothing=-0.1), ValueError, r"label_smoothing must be in \[0, 1\]"),
+        (dict(label_smoothing=1.5), ValueError, r"label_smoothing must be in \[0, 1\]"),
+        (dict(label_smoothing=float("nan")), ValueError, "label_smoothing"),
+        (dict(label_smoothing="0.1"), TypeError, "label_smoothing must be a real number"),
+        (dict(z_loss=-1e-4), ValueError, "z_loss must be a finite number >= 0"),
+        (dict(z_loss=float("nan")), ValueError, "z_loss"),
+        (dict(z_loss=float("inf")), ValueError, "z_loss"),
+        (dict(softcap=0.0), ValueError, "softcap must be a finite number > 0"),
+        (dict(softcap=-3.0), ValueError, "softcap"),
+        (dict(softcap=float("inf")), ValueError, "softcap"),
+        (dict(softcap=float("nan")), ValueError, "softcap"),
+        (dict(softcap=True), TypeError, "softcap must be a real number"),
+        (dict(weight=np.ones(4)), ValueError, r"weight must have shape \(5,\)"),
+        (dict(weight=np.ones((1, 5))), ValueError, "weight must have shape"),
+        (dict(weight=np.ones(5, complex)), TypeError, "weight must hold real numbers"),
+        (dict(weight="heavy"), TypeError, "weight must hold real numbers"),
+        (dict(ignore_index=1.0), TypeError, "ignore_index must be an integer"),
+        (dict(ignore_index=True), TypeError, "ignore_index must be an integer"),
+        (dict(ignore_index=2**70), ValueError, "ignore_index must fit in int64"),
+    ],
+)
+def test_bad_option_values(options, error, message):
+    for f in CROSS_ENTROPY:
+        with pytest.raises(error, match=message):
+            f(X, Y, **options)
+
+
+def test_ignore_index_with_probability_targets_is_a_value_error():
+    for f in CROSS_ENTROPY:
+        with pytest.raises(ValueError, match="ignore_index applies to class-index targets only"):
+            f(X, np.full((4, 5), 0.2), ignore_index=1)
+
+
+@pytest.mark.parametrize(
+    "reduction, grad_scale, error, message",
+    [
+        ("mean", np.ones(4), ValueError, "grad_scale must be a scalar for reduction 'mean'"),
+        ("sum", [1.0, 2.0, 3.0, 4.0], ValueError, "grad_scale must be a scalar"),
+        ("none", np.ones(3), ValueError, r"row shape \(4,\)"),
+        ("none", np.ones((4, 1)), ValueError, r"row shape \(4,\)"),
+        ("none", np.ones(4, complex), TypeError, "grad_scale must hold real numbers"),
+        ("mean", "1", TypeError, "grad_scale must be a real number"),
+        ("mean", None, TypeError, "grad_scale must be a real number"),
+    ],
+)
+def test_bad_grad_scale(reduction, grad_scale, error, message):
+    with pytest.raises(error, match=message):
+        softmax_ce_c.softmax_cross_entropy(X, Y, reduction=reduction, grad_scale=grad_scale)
+
+
+READ_ONLY = np.zeros((4, 5), np.float32)
+READ_ONLY.flags.writeable = False
+
+
+@pytest.mark.parametrize(
+    "out, error, message",
+    [
+        (np.zeros((4, 6), np.float32), ValueError, r"out must have the logits' shape \(4, 5\) and dtype float32"),
+        (np.zeros((4, 5), np.float64), ValueError, "dtype float32"),
+        (np.zeros((5, 4), np.float32).T, ValueError, "out must be C-contiguous, writable and aligned"),
+        (READ_ONLY, ValueError, "C-contiguous, writable"),
+        ([[0.0] * 5] * 4, TypeError, "out must be a NumPy array"),
+        (X, ValueError, "out must not share memory with the logits"),
+    ],
+)
+def test_bad_out(out, error, message):
+    with pytest.raises(error, match=message):
+        softmax_ce_c.softmax_cross_entropy(X, Y, out=out)
+
+
+def test_bad_inplace():
+    with pytest.raises(ValueError, match="out and inplace=True exclude each other"):
+        softmax_ce_c.softmax_cross_entropy(X.copy(), Y, out=np.empty_like(X), inplace=True)
+    with pytest.raises(ValueError, match="C-contiguous, writable"):
+        softmax_ce_c.softmax_cross_entropy(READ_ONLY, Y, inplace=True)
+    with pytest.raises(ValueError, match="C-contiguous, writable"):
+        softmax_ce_c.softmax_cross_entropy(np.zeros((5, 4), np.float32).T, Y, inplace=True)
+    with pytest.raises(ValueError, match="dtype"):
+        softmax_ce_c.softmax_cross_entropy(np.zeros((4, 5), ">f4"), Y, inplace=True)
+    with pytest.raises(TypeError, match="must be a NumPy array"):
+        softmax_ce_c.softmax_cross_entropy([[0.0] * 5] * 4, Y, inplace=True)
+    with pytest.raises(TypeError, match="inplace must be True or False"):
+        softmax_ce_c.softmax_cross_entropy(X.copy(), Y, inplace="yes")
+    logits = X.copy()
+    with pytest.raises(ValueError, match="target must not share memory"):
+        softmax_ce_c.softmax_cross_entropy(logits, logits, inplace=True)
+
+
+def test_nothing_is_written_before_an_error():
+    out = np.full((4, 5), 7.0, np.float32)
+    logits = np.ones((4, 5), np.float32)
+    bad_target = np.array([0, 1, 2, 9])
+    with pytest.raises(IndexError):
+        softmax_ce_c.softmax_cross_entropy(logits, bad_target, out=out)
+    with pytest.raises(IndexError):
+        softmax_ce_c.softmax_cross_entropy(logits, bad_target, inplace=True)
+    with pytest.raises(ValueError):
+        softmax_ce_c.softmax_cross_entropy(logits, Y, reduction="none", grad_scale=np.ones(2), out=out)
+    assert np.all(out == 7.0) and np.all(logits == 1.0)
+
+
+def kernel_params(n_rows, n_classes, **options):
+    return ffi.new("sce_params *", {"n_rows": n_rows, "n_classes": n_classes, "ignore_index": -100, **options})
+
+
 def test_kernel_writes_nothing_before_reporting_a_bad_target():
     """The last row's bad target is found before the first row's loss or gradient is written."""
     n_rows, n_classes = 3, 4
@@ -114,24 +222,42 @@ def test_kernel_writes_nothing_before_reporting_a_bad_target():
     target = np.array([0, 1, 4], np.int64)
     grad = np.full((n_rows, n_classes), 7.0, np.float32)
     row_loss = np.full(n_rows, 7.0)
-    params = ffi.new("sce_params *", {"n_rows": n_rows, "n_classes": n_classes, "grad_scale": 1.0})
-    error = ffi.new("sce_error *")
+    row_loss_buffer = ffi.from_buffer("double[]", row_loss)
+    result = ffi.new("sce_result *", {"row_loss": row_loss_buffer})
     status = lib.sce_cross_entropy_f32(
-        ffi.from_buffer("float[]", grad), ffi.from_buffer("double[]", row_loss), error, params,
-        ffi.from_buffer("float[]", logits), ffi.from_buffer("int64_t[]", target), ffi.NULL,
+        ffi.from_buffer("float[]", grad), ffi.new("double[]", n_classes), result,
+        kernel_params(n_rows, n_classes), ffi.from_buffer("float[]", logits),
+        ffi.from_buffer("int64_t[]", target), ffi.NULL,
     )
-    assert status == lib.SCE_ERR_TARGET_RANGE and (error.row, error.value) == (2, 4)
+    assert status == lib.SCE_ERR_TARGET_RANGE and (result.bad_row, result.bad_value) == (2, 4)
     assert np.all(grad == 7.0) and np.all(row_loss == 7.0)
 
 
-def test_kernel_status_codes_for_bad_sizes_and_missing_targets():
-    out = np.empty(4, np.float64)
-    for n_rows, n_classes in [(-1, 3), (2, 0)]:
-        params = ffi.new("sce_params *", {"n_rows": n_rows, "n_classes": n_classes, "grad_scale": 1.0})
-        assert lib.sce_logsumexp_f64(ffi.from_buffer("double[]", out), params, ffi.from_buffer("double[]", out)) == lib.SCE_ERR_SHAPE
-    params = ffi.new("sce_params *", {"n_rows": 1, "n_classes": 4, "grad_scale": 1.0})
-    status = lib.sce_cross_entropy_f64(
-        ffi.NULL, ffi.from_buffer("double[]", out), ffi.new("sce_error *"), params,
-        ffi.from_buffer("double[]", out), ffi.NULL, ffi.NULL,
-    )
-    assert status == lib.SCE_ERR_ARGUMENT
+@pytest.mark.parametrize(
+    "n_rows, n_classes, options, status",
+    [
+        (-1, 3, {}, lib.SCE_ERR_SHAPE),
+        (2, 0, {}, lib.SCE_ERR_SHAPE),
+        (2, 4, {"label_smoothing": 1.5}, lib.SCE_ERR_ARGUMENT),
+        (2, 4, {"softcap": -1.0}, lib.SCE_ERR_ARGUMENT),
+        (2, 4, {"reduction": 7}, lib.SCE_ERR_ARGUMENT),
+        (2, 4, {"z_loss": 0.5}, lib.SCE_ERR_ARGUMENT),  # z_loss without a row_z_loss buffer
+    ],
+)
+def test_kernel_checks_its_arguments(n_rows, n_classes, options, status):
+    buffer = ffi.new("double[]", 16)
+    result = ffi.new("sce_result *", {"row_loss": buffer})
+    target = ffi.new("int64_t[]", 2)
+    params = kernel_params(n_rows, n_classes, **options)
+    assert lib.sce_cross_entropy_f64(ffi.NULL, ffi.NULL, result, params, buffer, target, ffi.NULL) == status
+
+
+def test_kernel_needs_a_target_and_scratch_for_a_gradient():
+    buffer = ffi.new("double[]", 16)
+    result = ffi.new("sce_result *", {"row_loss": buffer})
+    params = kernel_params(2, 4)
+    assert lib.sce_cross_entropy_f64(ffi.NULL, ffi.NULL, result, params, buffer, ffi.NULL, ffi.NULL) == lib.SCE_ERR_ARGUMENT
+    target = ffi.new("int64_t[]", 2)
+    assert lib.sce_cross_entropy_f64(buffer, ffi.NULL, result, params, buffer, target, ffi.NULL) == lib.SCE_ERR_ARGUMENT
+    assert lib.sce_logsumexp_f64(buffer, kernel_params(2, 0), buffer) == lib.SCE_ERR_SHAPE
+    assert lib.sce_softmax_f64(buffer, ffi.NULL, params, buffer) == lib.SCE_ERR_ARGUMENT

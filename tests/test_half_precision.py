@@ -1,0 +1,87 @@
+"""float16 and bfloat16 logits: read and written in their own dtype, computed in double inside; the
+gradient is the exact one correctly rounded to within 1 ulp of its dtype, the loss float32."""
+import numpy as np
+import pytest
+
+import softmax_ce_c
+from helpers import LOSS_ULPS, assert_within_ulps, exact, make_prob_target
+
+HALF_DTYPES = ["float16", "bfloat16"]
+
+
+def half_dtype(name):
+    if name == "float16":
+        return np.dtype(np.float16)
+    return np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+
+
+def exact_in_float64(function_name, x, *args, **kwargs):
+    """Half values are exact in float64, whose reference is far more precise than half needs."""
+    return exact(function_name, x.astype(np.float64).astype(np.float32), *args, **kwargs)
+
+
+def assert_half_cross_entropy_exact(x, target, **options):
+    for reduction in ["mean", "sum", "none"]:
+        loss, grad = softmax_ce_c.softmax_cross_entropy(x, target, reduction=reduction, **options)
+        want_loss, want_grad = exact_in_float64("softmax_cross_entropy", x, target, reduction=reduction, **options)
+        assert np.asarray(loss).dtype == np.float32 and grad.dtype == x.dtype and grad.shape == x.shape
+        assert_within_ulps(loss, want_loss, LOSS_ULPS)
+        assert_within_ulps(grad, want_grad, 1)
+
+
+@pytest.mark.parametrize("target_kind", ["index", "prob"])
+@pytest.mark.parametrize("shape", [(5, 7), (3, 1000), (2, 32000), (2, 3, 4)])
+@pytest.mark.parametrize("name", HALF_DTYPES)
+def test_half_gradient_is_the_exact_one_rounded(name, shape, target_kind):
+    dtype = half_dtype(name)
+    rng = np.random.default_rng(20)
+    x = (3.0 * rng.standard_normal(shape)).astype(dtype)
+    if target_kind == "index":
+        target = rng.integers(0, shape[-1], shape[:-1])
+    else:
+        target = make_prob_target(rng, shape, np.float32)
+    assert_half_cross_entropy_exact(x, target)
+
+
+@pytest.mark.parametrize("name", HALF_DTYPES)
+def test_half_target_entry_when_p_y_is_close_to_1(name):
+    """p_y - 1 computed in half precision would be 0 or a few ulp of 1: here it is exact."""
+    dtype = half_dtype(name)
+    x = np.zeros((4, 100), np.float32)
+    x[:, 0] = [8.0, 10.0, 12.0, 14.0]
+    x = x.astype(dtype)
+    assert_half_cross_entropy_exact(x, np.zeros(4, np.int64))
+    loss, grad = softmax_ce_c.softmax_cross_entropy(x, np.zeros(4, np.int64), reduction="sum")
+    assert np.all(grad[:, 0].astype(np.float32) < 0)
+
+
+@pytest.mark.parametrize("name", HALF_DTYPES)
+def test_half_with_options(name):
+    dtype = half_dtype(name)
+    rng = np.random.default_rng(21)
+    x = (4.0 * rng.standard_normal((6, 50))).astype(dtype)
+    y = rng.integers(0, 50, 6)
+    y[2] = 7
+    options = dict(weight=rng.uniform(0.5, 2.0, 50), ignore_index=7, label_smoothing=0.1, z_loss=1e-3, softcap=5.0)
+    assert_half_cross_entropy_exact(x, y, **options)
+
+
+@pytest.mark.parametrize("name", HALF_DTYPES)
+def test_half_row_functions(name):
+    dtype = half_dtype(name)
+    x = (3.0 * np.random.default_rng(22).standard_normal((7, 33))).astype(dtype)
+    for function_name in ["log_softmax", "softmax", "logsumexp"]:
+        result = getattr(softmax_ce_c, function_name)(x)
+        assert result.dtype == dtype
+        assert_within_ulps(result, exact_in_float64(function_name, x), 1)
+
+
+@pytest.mark.parametrize("name", HALF_DTYPES)
+def test_half_special_values(name):
+    dtype = half_dtype(name)
+    x = np.zeros((3, 4), np.float32)
+    x[0, 1], x[1, 2], x[2, 1:] = np.nan, np.inf, -np.inf
+    loss, grad = softmax_ce_c.softmax_cross_entropy(x.astype(dtype), np.array([0, 0, 1]), reduction="none")
+    grad = grad.astype(np.float32)
+    assert np.all(np.isnan(loss[:2])) and np.all(np.isnan(grad[:2])) and loss[2] == np.inf
+    assert np.array_equal(grad[2], [1.0, -1.0, 0.0, 0.0])
