@@ -156,7 +156,7 @@ static target_sums sum_over_target(const row_target *target, const STORAGE *x, i
                                    double max, double softcap) {
     if (!target->prob && target->spread == 0) { /* a lone class index: one term */
         const double c = target->on_target;
-        return (target_sums){c * (max - capped(LOAD(x[target->index]), softcap)), c};
+        return (target_sums){c != 0 ? c * (max - capped(LOAD(x[target->index]), softcap)) : 0.0, c};
     }
     partial_sums distance = {{0.0}, {0.0}}, total = {{0.0}, {0.0}};
     for (int64_t k = 0; k < n_classes; k++) {
@@ -248,9 +248,10 @@ static double sum_of_weights(const sce_params *params) {
     return total_of(&sums);
 }
 
-/* A mean over nothing (every row ignored, or zero total weight) is NaN and has a zero gradient. */
+/* A mean over nothing (rows counted, but of total weight 0) is NaN, and so is its gradient, as in
+ * PyTorch; rows ignored keep their zero gradient (so every row ignored gives a zero gradient). */
 static double mean_scale(double upstream, double denominator) {
-    return denominator != 0 ? upstream / denominator : 0.0;
+    return denominator != 0 ? upstream / denominator : NAN;
 }
 
 int SUFFIX(sce_cross_entropy)(STORAGE *grad, double *scratch, sce_result *result,

@@ -60,16 +60,20 @@ def _scalar_or_array(array):
 def _reduce(row_loss, row_z_loss, result, reduction, dtype, row_shape):
     """Row losses are float64, so the sums lose nothing before the one rounding to dtype. A mean
     divides the cross-entropy and the z-loss by their own denominators (PyTorch's total weight, and
-    the rows not ignored); 0 / 0 (no row counted) is NaN, as in PyTorch."""
+    the rows not ignored)."""
     if reduction == "none":
         total = row_loss if row_z_loss is None else row_loss + row_z_loss
         return _scalar_or_array(total.astype(dtype).reshape(row_shape))
-    ce, z = np.float64(row_loss.sum()), np.float64(0.0 if row_z_loss is None else row_z_loss.sum())
+    ce, z = row_loss.sum(), 0.0 if row_z_loss is None else row_z_loss.sum()
     if reduction == "mean":
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ce = ce / result.ce_denominator
-            z = z / result.z_denominator if row_z_loss is not None else z
+        ce = _mean(ce, result.ce_denominator)
+        z = _mean(z, result.z_denominator) if row_z_loss is not None else z
     return dtype.type(ce + z)
+
+
+def _mean(total, count):
+    """NaN for a mean over nothing, whatever the total (as PyTorch)."""
+    return total / count if count != 0 else np.nan
 
 
 def _cross_entropy(problem, grad_rows=None, grad_scale=1.0, row_grad_scale=None):

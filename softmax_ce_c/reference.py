@@ -7,6 +7,14 @@ the public API accepts.
 Two choices keep it exact where a naive formula cancels (and so able to judge the kernel there):
 the row sum is 1 + rest with one max left out, so log(sum) = log1p(rest) however small rest is; and
 softmax_y - 1 is expm1(log softmax_y).
+
+The options of softmax_cross_entropy follow PyTorch's F.cross_entropy (weight, ignore_index,
+label_smoothing), applied to the softcapped logits x' = softcap * tanh(x / softcap), plus a z-loss
+z_loss * logsumexp(x')^2 per row; grad_scale multiplies the gradient (the upstream gradient).
+Where they differ from PyTorch: rows ignored get a zero gradient even when their logits make
+softmax NaN (PyTorch's gradient is NaN there), and a zero coefficient on a -inf logit (a zero
+probability target, or the target of a class-index row at label_smoothing=1 or weight 0) adds 0
+where PyTorch computes 0 * inf = NaN.
 """
 import numpy as np
 
@@ -73,7 +81,9 @@ def _index_target_terms(neg_logp, target, weight, ignore_index, label_smoothing)
     p = np.exp(-neg_logp)
     p_minus_onehot = p.copy()
     np.put_along_axis(p_minus_onehot, y, np.expm1(-neg_logp_y), axis=-1)
-    ce = (1 - eps) * w_y * neg_logp_y[..., 0]
+    on_target = (1 - eps) * w_y
+    # a zero coefficient on a masked class adds nothing (PyTorch: 0 * inf = NaN, e.g. at eps = 1)
+    ce = np.where(on_target == 0, 0.0, on_target * neg_logp_y[..., 0])
     d_ce = (1 - eps) * w_y[..., None] * p_minus_onehot
     if eps:  # PyTorch adds the smoothing term only for eps > 0; 0 * (+inf on a -inf logit) is NaN
         ce = ce + eps / n_classes * np.sum(weight * neg_logp, axis=-1)
@@ -93,9 +103,10 @@ def _probability_target_terms(neg_logp, target, weight, label_smoothing):
     return ce, d_ce
 
 
-def _reciprocal_or_zero(denominator):
-    """The gradient factor of a mean: nothing counted (denominator 0) leaves a zero gradient."""
-    return 1 / denominator if denominator != 0 else 0
+def _mean(total, count):
+    """total / count; NaN for a mean over nothing (count 0) whatever the total, as PyTorch's loss and
+    gradient are (rows left out get a zero gradient afterwards)."""
+    return total / count if count != 0 else total * np.nan
 
 
 def softmax_cross_entropy(logits, target, *, axis=-1, reduction="mean", weight=None, ignore_index=-100,
@@ -134,9 +145,9 @@ def softmax_cross_entropy(logits, target, *, axis=-1, reduction="mean", weight=N
             z = z_loss * lse[..., 0] ** 2
             d_z = 2 * z_loss * lse * np.exp(-neg_logp)
 
-        if reduction == "mean":  # 0 / 0 = NaN when nothing counts
-            loss = ce[~ignored].sum() / total_weight + z[~ignored].sum() / n_counted
-            grad = d_ce * _reciprocal_or_zero(total_weight) + d_z * _reciprocal_or_zero(n_counted)
+        if reduction == "mean":
+            loss = _mean(ce[~ignored].sum(), total_weight) + _mean(z[~ignored].sum(), n_counted)
+            grad = _mean(d_ce, total_weight) + _mean(d_z, n_counted)
         elif reduction == "sum":
             loss = ce[~ignored].sum() + z[~ignored].sum()
             grad = d_ce + d_z

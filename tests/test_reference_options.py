@@ -1,5 +1,5 @@
-"""The options of the NumPy reference (weight, ignore_index, label_smoothing, z_loss, softcap,
-grad_scale) judged against
+"""The options (weight, ignore_index, label_smoothing, z_loss, softcap, grad_scale) of the NumPy
+reference, and of the C kernel wherever PyTorch is the oracle, judged against
 (a) PyTorch float64 autograd (F.cross_entropy, composed with softcap and z-loss), over a seeded grid
     and on edge cases; only these tests skip without torch;
 (b) central finite differences, each option alone and all together;
@@ -10,6 +10,7 @@ import itertools
 import numpy as np
 import pytest
 
+import softmax_ce_c
 from softmax_ce_c import reference as ref
 from test_gradients import TOL, central_difference
 from test_reference import assert_matches
@@ -96,13 +97,15 @@ def torch_loss_and_grad(torch, logits, target, axis, reduction, grad_scale=1.0, 
 
 
 def assert_reference_matches_torch(torch, logits, target, axis, reduction, grad_scale=1.0, **options):
-    loss, grad = ref.softmax_cross_entropy(logits, target, axis=axis, reduction=reduction,
-                                           grad_scale=grad_scale, **options)
+    """The reference, and the C kernel behind the public API, against PyTorch (all float64)."""
     expected_loss, expected_grad = torch_loss_and_grad(torch, logits, target, axis, reduction,
                                                        grad_scale, **options)
-    assert_matches(loss, expected_loss)
-    assert_matches(grad, expected_grad, atol=1e-13)
-    assert_matches(ref.cross_entropy(logits, target, axis=axis, reduction=reduction, **options), loss)
+    for module in (ref, softmax_ce_c):
+        loss, grad = module.softmax_cross_entropy(logits, target, axis=axis, reduction=reduction,
+                                                  grad_scale=grad_scale, **options)
+        assert_matches(loss, expected_loss)
+        assert_matches(grad, expected_grad, atol=1e-13)
+        assert_matches(module.cross_entropy(logits, target, axis=axis, reduction=reduction, **options), loss)
 
 
 def option_grid():
@@ -112,7 +115,8 @@ def option_grid():
     product = itertools.product(LAYOUTS, REDUCTIONS, TARGET_KINDS, SMOOTHINGS, (False, True))
     for seed, (layout, reduction, kind, smoothing, weighted) in enumerate(product):
         scale_kind = str(rng.choice(scale_kinds(reduction)))
-        name = f"{layout}-{reduction}-{kind}-ls={smoothing}-{'weight' if weighted else 'no weight'}-gs={scale_kind}"
+        name = (f"{layout}-{reduction}-{kind}-ls={smoothing}"
+                f"-{'weight' if weighted else 'no weight'}-gs={scale_kind}")
         yield pytest.param(layout, reduction, kind, smoothing, weighted, scale_kind, seed, id=name)
 
 
@@ -154,6 +158,7 @@ def test_z_loss_and_softcap_match_torch(torch, layout, reduction, target_kind, z
 # edge cases against PyTorch
 
 WEIGHT3 = np.array([0.5, 2.0, 1.5])
+WEIGHT4 = np.array([0.5, 2.0, 3.0, 1.5])
 
 
 @pytest.mark.parametrize("z_loss", [0.0, 0.1])
@@ -186,9 +191,6 @@ def test_ignore_index_with_weights(torch, reduction):
     expected = {"mean": row_loss.sum() / weight[target[kept]].sum(), "sum": row_loss.sum(), "none": row_loss}
     assert_matches(loss, expected[reduction])
     assert_reference_matches_torch(torch, logits, target, -1, reduction, weight=weight, ignore_index=2)
-
-
-WEIGHT4 = np.array([0.5, 2.0, 3.0, 1.5])
 
 
 LABEL_SMOOTHING_ONE_TARGETS = {
@@ -233,14 +235,44 @@ def test_smoothing_with_masked_logits_is_infinite(torch, reduction, target, weig
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_full_smoothing_with_target_on_masked_logit_is_nan_as_in_torch(torch, reduction):
-    # PyTorch computes (1 - eps) * nll + eps * smoothing term; at eps = 1 and a target on a -inf logit
-    # that is 0 * inf = NaN, not +inf, while the gradient stays finite. We follow PyTorch.
+def test_full_smoothing_with_target_on_masked_logit_is_inf_unlike_torch(torch, reduction):
+    # A documented difference: PyTorch computes (1 - eps) * nll + eps * smoothing term, and at eps = 1
+    # with the target on a -inf logit that is 0 * inf = NaN. The target's coefficient is 0 there, so
+    # (as for a zero probability) it adds nothing; the smoothing term alone is +inf. Gradients agree.
     logits, target = np.array([[-INF, 1.0, 2.0], [0.0, 1.0, 2.0]]), np.array([0, 1])
     row_loss, grad = ref.softmax_cross_entropy(logits, target, reduction="none", label_smoothing=1.0)
-    assert np.isnan(row_loss[0]) and np.isfinite(row_loss[1])
-    assert np.all(np.isfinite(grad))
-    assert_reference_matches_torch(torch, logits, target, -1, reduction, label_smoothing=1.0)
+    assert row_loss[0] == INF and np.isfinite(row_loss[1])
+    torch_loss, torch_grad = torch_loss_and_grad(torch, logits, target, -1, reduction, label_smoothing=1.0)
+    assert np.isnan(np.asarray(torch_loss).flat[0])
+    assert_matches(ref.softmax_cross_entropy(logits, target, reduction=reduction, label_smoothing=1.0)[1], torch_grad)
+
+
+@pytest.mark.parametrize("target", MASKED_TARGETS.values(), ids=MASKED_TARGETS.keys())
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_masked_logits_without_smoothing_stay_finite(torch, reduction, target):
+    # with label_smoothing 0 there is no smoothing term at all (not 0 * inf = NaN on a -inf logit), and
+    # a zero probability on a -inf logit adds nothing (the documented difference in test_reference.py:
+    # PyTorch's loss is NaN there, its gradient agrees)
+    options = dict(weight=WEIGHT4, z_loss=0.1, **({"ignore_index": 1} if target.dtype.kind == "i" else {}))
+    loss, grad = ref.softmax_cross_entropy(MASKED_LOGITS, target, reduction=reduction, **options)
+    assert np.all(np.isfinite(loss)) and np.all(np.isfinite(grad))
+    if target.dtype.kind == "i":
+        assert_reference_matches_torch(torch, MASKED_LOGITS, target, -1, reduction, **options)
+    else:
+        assert_matches(grad, torch_loss_and_grad(torch, MASKED_LOGITS, target, -1, reduction, **options)[1])
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_zero_total_weight_mean_is_nan_as_in_torch(torch, label_smoothing):
+    # rows that count but whose classes weigh 0: the mean is 0 / 0 and, as in PyTorch, so is the
+    # gradient of every counted row; the ignored row (target 1) keeps a zero gradient
+    logits = np.array([[0.0, 1.0, 2.0], [1.0, 0.5, -1.0], [3.0, -2.0, 0.0]])
+    target = np.array([0, 0, 1])
+    options = dict(weight=np.array([0.0, 2.0, 3.0]), ignore_index=1, label_smoothing=label_smoothing)
+    loss, grad = ref.softmax_cross_entropy(logits, target, **options)
+    assert np.isnan(loss)
+    assert np.all(np.isnan(grad[:2])) and np.all(grad[2] == 0)
+    assert_reference_matches_torch(torch, logits, target, -1, "mean", **options)
 
 
 NON_FINITE_ROWS = {"NaN": [NAN, 1.0, 2.0], "+inf": [INF, 1.0, 2.0], "-inf": [-INF, 1.0, 2.0],
@@ -350,6 +382,19 @@ def test_z_loss_mean_divides_by_the_rows_not_ignored(weight):
                    ce + z[kept].sum() / 3)
     assert_matches(ref.cross_entropy(logits, target, reduction="none", z_loss=0.3, **options),
                    ref.cross_entropy(logits, target, reduction="none", **options) + np.where(kept, z, 0.0))
+
+
+@pytest.mark.parametrize("softcap", [None, 60.0])
+def test_target_entry_of_a_confident_row_is_exact(softcap):
+    # p_y - 1 for y the argmax of [40, 0, 0] is -2e^-40 / (1 + 2e^-40) ~ -8.5e-18: exp(log p_y) - 1
+    # would round it to 0 or -1.1e-16; it must come out to full relative precision, weighted and scaled
+    logits = np.array([[40.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    capped = logits if softcap is None else softcap * np.tanh(logits / softcap)
+    _, grad = ref.softmax_cross_entropy(logits, np.array([0, 2]), reduction="sum", weight=WEIGHT3,
+                                        grad_scale=3.0, softcap=softcap)
+    others = np.exp(capped[0, 1:] - capped[0, 0]).sum()
+    d_capped = 1.0 if softcap is None else 1 / np.cosh(logits[0, 0] / softcap) ** 2
+    np.testing.assert_allclose(grad[0, 0], 3.0 * WEIGHT3[0] * -others / (1 + others) * d_capped, rtol=1e-14)
 
 
 @pytest.mark.parametrize("kind", ["index", "prob"])
