@@ -21,7 +21,7 @@ class RepPolicy:
         return int(max(self.min_reps, min(self.max_reps, wanted)))
 
 
-def _do_nothing():
+def do_nothing():
     pass
 
 
@@ -31,7 +31,7 @@ class Method:
     call: Callable[[], object]
     policy: RepPolicy
     # runs untimed before every call, e.g. to set a thread count other methods changed
-    prepare: Callable[[], None] = _do_nothing
+    prepare: Callable[[], None] = do_nothing
     # a method whose calls take longer than this is skipped rather than measured
     max_call_s: float = math.inf
 
