@@ -121,7 +121,7 @@ def option_grid():
 
 
 @pytest.mark.parametrize("layout, reduction, target_kind, label_smoothing, weighted, scale_kind, seed",
-                         option_grid())
+                         list(option_grid()))
 def test_options_match_torch(torch, layout, reduction, target_kind, label_smoothing, weighted, scale_kind,
                              seed):
     logits, target, axis, options, grad_scale = make_case(layout, target_kind, weighted, scale_kind, seed)
@@ -146,7 +146,7 @@ def z_loss_softcap_grid():
 
 
 @pytest.mark.parametrize("layout, reduction, target_kind, z_name, label_smoothing, weighted, scale_kind, seed",
-                         z_loss_softcap_grid())
+                         list(z_loss_softcap_grid()))
 def test_z_loss_and_softcap_match_torch(torch, layout, reduction, target_kind, z_name, label_smoothing,
                                         weighted, scale_kind, seed):
     logits, target, axis, options, grad_scale = make_case(layout, target_kind, weighted, scale_kind, seed)
