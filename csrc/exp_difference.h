@@ -5,11 +5,11 @@
 #ifndef EXP_DIFFERENCE_H
 #define EXP_DIFFERENCE_H
 
-#include <math.h>
+#include "vector_exp.h"
 
 /* float logits: the difference of two floats is exact in double (or off by 2^-53 relative), so plain
  * double arithmetic already gives exp of the exact difference. */
-static inline double exp_difference_of_floats(double x, double m) { return exp(x - m); }
+static inline double exp_difference_of_floats(double x, double m) { return exp_of_nonpositive(x - m); }
 
 /* double logits: split x - m into hi + lo exactly (Knuth's TwoSum) and use exp(hi + lo) =
  * exp(hi) * (1 + lo), exact to first order since |lo| <= ulp(hi) / 2. lo is NaN when x is -inf;
@@ -18,7 +18,7 @@ static inline double exp_difference_of_doubles(double x, double m) {
     double hi = x - m;
     double x_part = hi + m;
     double lo = (x - x_part) - (m + (hi - x_part));
-    double e = exp(hi);
+    double e = exp_of_nonpositive(hi);
     return lo == lo ? e + e * lo : e;
 }
 

@@ -1,13 +1,16 @@
-/* kernel_template.h: the row kernels and the exported functions, written once for one logit type.
+/* kernel_template.h: the row kernels, written once for one logit type and one instruction set.
  *
- * Included by kernel_f32.c, kernel_f64.c, kernel_f16.c and kernel_bf16.c, which first define
+ * softmax_ce_c/_build.py makes one translation unit per (instruction set, type): it includes an
+ * isa_*.h (a target pragma, ISA_NAME), a type_*.h, then this file. A type_*.h defines
  *   STORAGE           the element type of logits and outputs (float, double, or uint16_t bits)
  *   TARGET            the element type of probability targets (float, or double for double logits)
  *   LOAD(v), STORE(d) STORAGE to double and back (one rounding)
- *   SUFFIX(name)      name##_f32, _f64, _f16 or _bf16, for the exported names
+ *   TYPE_NAME         f32, f64, f16 or bf16
  *   EXP_DIFFERENCE    exp(x - m) accurate for that type (exp_difference.h)
  *   COMPENSATED_SUMS  1 to keep the rounding errors of row sums (needed for double logits)
- * All arithmetic is in double; STORAGE is only what is read and written.
+ * The functions defined here are named sce_<function>_<type>_<isa>; dispatch.c exports them under
+ * the names of softmax_ce.h, choosing the instruction set once. All arithmetic is in double; STORAGE
+ * is only what is read and written.
  *
  * Every row goes through the same statistics of its logits x' (after the optional softcap): the max
  * m, the first index a holding it (its exp is exactly 1) and rest = sum over k != a of exp(x'_k - m).
@@ -24,6 +27,10 @@
 
 #include "exp_difference.h"
 #include "softmax_ce.h"
+
+#define KERNEL_CONCAT(name, type, isa) name##_##type##_##isa
+#define KERNEL_EXPAND(name, type, isa) KERNEL_CONCAT(name, type, isa)
+#define KERNEL_NAME(name) KERNEL_EXPAND(name, TYPE_NAME, ISA_NAME)
 
 /* Row sums are kept in PARTIAL_SUMS independent lanes: that fixes the order of the additions, whatever
  * the compiler, and lets it keep several in flight. With COMPENSATED_SUMS (double logits) each lane
@@ -46,8 +53,9 @@ static inline void add_to_sum(double *sum, double *carry, double term) {
     }
 }
 
-static inline void add_term(partial_sums *sums, int64_t k, double term) {
-    const int64_t lane = k % PARTIAL_SUMS;
+/* The loops below visit a row in blocks of PARTIAL_SUMS elements, element j of a block going to
+ * lane j: a fixed order, and a block body the compiler can vectorise. */
+static inline void add_to_lane(partial_sums *sums, int lane, double term) {
     add_to_sum(&sums->sum[lane], &sums->carry[lane], term);
 }
 
@@ -81,20 +89,51 @@ typedef struct {
     double log_sum; /* log1p(rest): lse = max + log_sum */
 } row_stats;
 
-/* Comparisons with NaN are false, so a NaN is never the max unless it is x[0] (then max is NaN).
+static inline void max_block(double lane_max[PARTIAL_SUMS], const STORAGE *x, int lanes) {
+    for (int j = 0; j < lanes; j++) {
+        const double value = LOAD(x[j]);
+        lane_max[j] = value > lane_max[j] ? value : lane_max[j];
+    }
+}
+
+/* The max, then the first index holding it. Comparisons with NaN are false, so NaN is never the max
+ * (it reaches the result through rest); a row of NaN and -inf has max -inf, which makes it NaN.
  * softcap is monotonic: the max of x' is the capped max of x. */
 static void find_row_max(row_stats *stats, const STORAGE *x, int64_t n_classes, double softcap) {
-    double max = LOAD(x[0]);
+    double lane_max[PARTIAL_SUMS];
+    for (int j = 0; j < PARTIAL_SUMS; j++) lane_max[j] = -INFINITY;
+    int64_t k = 0;
+    for (; k + PARTIAL_SUMS <= n_classes; k += PARTIAL_SUMS) max_block(lane_max, x + k, PARTIAL_SUMS);
+    max_block(lane_max, x + k, (int)(n_classes - k));
+    double max = lane_max[0];
+    for (int j = 1; j < PARTIAL_SUMS; j++) max = lane_max[j] > max ? lane_max[j] : max;
     int64_t argmax = 0;
-    for (int64_t k = 1; k < n_classes; k++) {
-        const double value = LOAD(x[k]);
-        if (value > max) {
-            max = value;
-            argmax = k;
-        }
-    }
+    while (argmax < n_classes && !(LOAD(x[argmax]) == max)) argmax++;
     stats->max = capped(max, softcap);
-    stats->argmax = argmax;
+    stats->argmax = argmax < n_classes ? argmax : 0;
+}
+
+/* Blocks that are inlined with constant arguments (store 0 or 1, softcap 0 or not) so that each use
+ * gets a branch-free, vectorisable copy. */
+#define SPECIALISED static inline __attribute__((always_inline))
+
+SPECIALISED void exp_block(partial_sums *sums, double *restrict e, const STORAGE *x, int lanes,
+                           double max, double softcap, int store) {
+    for (int j = 0; j < lanes; j++) {
+        const double term = EXP_DIFFERENCE(capped(LOAD(x[j]), softcap), max);
+        if (store) e[j] = term;
+        add_to_lane(sums, j, term);
+    }
+}
+
+SPECIALISED double exp_sum_blocks(double *restrict e, const STORAGE *x, int64_t begin, int64_t end,
+                                  double max, double softcap, int store) {
+    partial_sums sums = {{0.0}, {0.0}};
+    int64_t k = begin;
+    for (; k + PARTIAL_SUMS <= end; k += PARTIAL_SUMS)
+        exp_block(&sums, e + k, x + k, PARTIAL_SUMS, max, softcap, store);
+    exp_block(&sums, e + k, x + k, (int)(end - k), max, softcap, store);
+    return total_of(&sums);
 }
 
 /* Sum of exp(x'_k - max) for k in [begin, end); each term is also stored in e[k] when e is not NULL.
@@ -102,13 +141,8 @@ static void find_row_max(row_stats *stats, const STORAGE *x, int64_t n_classes, 
  *   x  (K) */
 static double sum_exp(double *restrict e, const STORAGE *x, int64_t begin, int64_t end, double max,
                       double softcap) {
-    partial_sums sums = {{0.0}, {0.0}};
-    for (int64_t k = begin; k < end; k++) {
-        const double term = EXP_DIFFERENCE(capped(LOAD(x[k]), softcap), max);
-        if (e) e[k] = term;
-        add_term(&sums, k, term);
-    }
-    return total_of(&sums);
+    if (softcap > 0) return exp_sum_blocks(e, x, begin, end, max, softcap, e != NULL);
+    return e ? exp_sum_blocks(e, x, begin, end, max, 0.0, 1) : exp_sum_blocks(e, x, begin, end, max, 0.0, 0);
 }
 
 /* The statistics of one row; with e not NULL, also e_k = exp(x'_k - max) for every k. */
@@ -152,6 +186,15 @@ typedef struct {
     double total;
 } target_sums;
 
+static inline void target_block(partial_sums *distance, partial_sums *total, const row_target *target,
+                                const STORAGE *x, int64_t begin, int lanes, double max, double softcap) {
+    for (int j = 0; j < lanes; j++) {
+        const double c = coefficient(target, begin + j);
+        add_to_lane(total, j, c);
+        add_to_lane(distance, j, c != 0 ? c * (max - capped(LOAD(x[begin + j]), softcap)) : 0.0);
+    }
+}
+
 static target_sums sum_over_target(const row_target *target, const STORAGE *x, int64_t n_classes,
                                    double max, double softcap) {
     if (!target->prob && target->spread == 0) { /* a lone class index: one term */
@@ -159,11 +202,10 @@ static target_sums sum_over_target(const row_target *target, const STORAGE *x, i
         return (target_sums){c != 0 ? c * (max - capped(LOAD(x[target->index]), softcap)) : 0.0, c};
     }
     partial_sums distance = {{0.0}, {0.0}}, total = {{0.0}, {0.0}};
-    for (int64_t k = 0; k < n_classes; k++) {
-        const double c = coefficient(target, k);
-        add_term(&total, k, c);
-        if (c != 0) add_term(&distance, k, c * (max - capped(LOAD(x[k]), softcap)));
-    }
+    int64_t k = 0;
+    for (; k + PARTIAL_SUMS <= n_classes; k += PARTIAL_SUMS)
+        target_block(&distance, &total, target, x, k, PARTIAL_SUMS, max, softcap);
+    target_block(&distance, &total, target, x, k, (int)(n_classes - k), max, softcap);
     return (target_sums){total_of(&distance), total_of(&total)};
 }
 
@@ -244,7 +286,7 @@ static int check_cross_entropy_arguments(const STORAGE *grad, const double *scra
 static double sum_of_weights(const sce_params *params) {
     if (!params->weight) return (double)params->n_classes;
     partial_sums sums = {{0.0}, {0.0}};
-    for (int64_t k = 0; k < params->n_classes; k++) add_term(&sums, k, params->weight[k]);
+    for (int64_t k = 0; k < params->n_classes; k++) add_to_lane(&sums, (int)(k % PARTIAL_SUMS), params->weight[k]);
     return total_of(&sums);
 }
 
@@ -254,7 +296,7 @@ static double mean_scale(double upstream, double denominator) {
     return denominator != 0 ? upstream / denominator : NAN;
 }
 
-int SUFFIX(sce_cross_entropy)(STORAGE *grad, double *scratch, sce_result *result,
+int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, double *scratch, sce_result *result,
                               const sce_params *params, const STORAGE *logits,
                               const int64_t *target_index, const TARGET *target_prob) {
     int status = check_cross_entropy_arguments(grad, scratch, result, params, target_index, target_prob);
@@ -302,7 +344,7 @@ static int check_shape(const sce_params *params) {
     return params->n_rows < 0 || params->n_classes < 1 ? SCE_ERR_SHAPE : SCE_OK;
 }
 
-int SUFFIX(sce_logsumexp)(STORAGE *lse, const sce_params *params, const STORAGE *x) {
+int KERNEL_NAME(sce_logsumexp)(STORAGE *lse, const sce_params *params, const STORAGE *x) {
     if (check_shape(params) != SCE_OK) return SCE_ERR_SHAPE;
     const int64_t n_classes = params->n_classes;
     for (int64_t n = 0; n < params->n_rows; n++) {
@@ -320,7 +362,7 @@ int SUFFIX(sce_logsumexp)(STORAGE *lse, const sce_params *params, const STORAGE 
     return SCE_OK;
 }
 
-int SUFFIX(sce_log_softmax)(STORAGE *out, const sce_params *params, const STORAGE *x) {
+int KERNEL_NAME(sce_log_softmax)(STORAGE *out, const sce_params *params, const STORAGE *x) {
     if (check_shape(params) != SCE_OK) return SCE_ERR_SHAPE;
     const int64_t n_classes = params->n_classes;
     for (int64_t n = 0; n < params->n_rows; n++) {
@@ -334,7 +376,7 @@ int SUFFIX(sce_log_softmax)(STORAGE *out, const sce_params *params, const STORAG
     return SCE_OK;
 }
 
-int SUFFIX(sce_softmax)(STORAGE *out, double *scratch, const sce_params *params, const STORAGE *x) {
+int KERNEL_NAME(sce_softmax)(STORAGE *out, double *scratch, const sce_params *params, const STORAGE *x) {
     if (check_shape(params) != SCE_OK) return SCE_ERR_SHAPE;
     if (!scratch) return SCE_ERR_ARGUMENT;
     const int64_t n_classes = params->n_classes;

@@ -82,6 +82,14 @@ int sce_softmax_f32(float *out, double *scratch, const sce_params *params, const
 int sce_softmax_f64(double *out, double *scratch, const sce_params *params, const double *x);
 int sce_softmax_f16(uint16_t *out, double *scratch, const sce_params *params, const uint16_t *x);
 int sce_softmax_bf16(uint16_t *out, double *scratch, const sce_params *params, const uint16_t *x);
+
+/* The instruction set the kernels run with: "avx512", "avx2" or "baseline" (the build's default),
+ * the best this CPU has, or a lower one named by the environment variable SOFTMAX_CE_C_ISA. */
+const char *sce_isa(void);
+/* Switches every kernel to the named instruction set if this CPU has it (SCE_OK), else returns
+ * SCE_ERR_ARGUMENT and changes nothing. For tests and benchmarks; calls already running finish
+ * with the instruction set they started with. */
+int sce_select_isa(const char *name);
 /* cdef-end */
 
 #endif

@@ -3,7 +3,7 @@
 softmax_cross_entropy(logits, target) -> (loss, grad); cross_entropy -> loss alone; logsumexp,
 log_softmax, softmax row-wise. `softmax_ce_c.reference` holds the same functions in plain NumPy.
 """
-from ._api import cross_entropy, log_softmax, logsumexp, softmax, softmax_cross_entropy
+from ._api import cross_entropy, instruction_set, log_softmax, logsumexp, softmax, softmax_cross_entropy
 
-__all__ = ["softmax_cross_entropy", "cross_entropy", "logsumexp", "log_softmax", "softmax"]
+__all__ = ["softmax_cross_entropy", "cross_entropy", "logsumexp", "log_softmax", "softmax", "instruction_set"]
 __version__ = "0.1.0"

@@ -224,3 +224,9 @@ def softmax(x, axis=-1):
     params = _row_params(rows.data)
     _check(kernels.softmax(kernels.pointer(out), scratch, params, kernels.pointer(rows.data)))
     return rows.restore(out)
+
+
+def instruction_set():
+    """The instruction set the kernel runs with: "avx512", "avx2" or "baseline" (the best this CPU
+    has, or a lower one named by the environment variable SOFTMAX_CE_C_ISA)."""
+    return ffi.string(lib.sce_isa()).decode()

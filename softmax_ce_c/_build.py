@@ -1,15 +1,22 @@
 """cffi builder for the C kernel (out-of-line API mode); named in setup.py's cffi_modules.
 
 The cdef is the part of csrc/softmax_ce.h between its cdef markers, so declarations live in one place.
+The row kernels (csrc/kernel_template.h) are compiled once per logit type and instruction set: this
+builder writes the small translation unit of each pair, and csrc/dispatch.c picks the instruction set
+at run time.
 """
 import os
 import pathlib
+import platform
 import sys
 
 from cffi import FFI
 
 CSRC = pathlib.Path(__file__).resolve().parent.parent / "csrc"
-SOURCES = ["kernel_f32.c", "kernel_f64.c", "kernel_f16.c", "kernel_bf16.c"]
+GENERATED = pathlib.Path("build") / "softmax_ce_c_kernels"
+TYPES = ["f32", "f64", "f16", "bf16"]
+# dispatch.c expects the x86-64 ones exactly when it is compiled for x86-64
+ISAS = ["baseline", "avx2", "avx512"] if platform.machine().lower() in ("x86_64", "amd64") else ["baseline"]
 
 
 def read_cdef(header):
@@ -23,16 +30,32 @@ def relative(path):
     return os.path.relpath(path)
 
 
+def kernel_sources():
+    """One translation unit per (instruction set, type): an isa_*.h, a type_*.h, the template."""
+    GENERATED.mkdir(parents=True, exist_ok=True)
+    sources = []
+    for isa in ISAS:
+        for type_name in TYPES:
+            path = GENERATED / f"kernel_{type_name}_{isa}.c"
+            text = f'#include "isa_{isa}.h"\n#include "type_{type_name}.h"\n#include "kernel_template.h"\n'
+            if not path.exists() or path.read_text() != text:
+                path.write_text(text)
+            sources.append(relative(path))
+    return sources
+
+
 ffibuilder = FFI()
 ffibuilder.cdef(read_cdef(CSRC / "softmax_ce.h"))
 ffibuilder.set_source(
     "softmax_ce_c._kernel",
     '#include "softmax_ce.h"',
-    sources=[relative(CSRC / name) for name in SOURCES],
+    sources=[relative(CSRC / "dispatch.c")] + kernel_sources(),
     include_dirs=[relative(CSRC)],
     libraries=[] if sys.platform == "win32" else ["m"],
-    # no -ffast-math: it would break NaN and -inf handling
-    extra_compile_args=["-O3"] if sys.platform != "win32" else [],
+    # no -ffast-math: it would break NaN and -inf handling. -fno-trapping-math only says that no FP
+    # trap is ever enabled, which lets the compiler turn the selects of the row loops into vector
+    # blends; NaN and inf results are unchanged.
+    extra_compile_args=["-O3", "-fno-trapping-math"] if sys.platform != "win32" else [],
 )
 
 if __name__ == "__main__":

@@ -1,9 +1,8 @@
-/* kernel_f32.c: the kernels for float logits (kernel_template.h). */
+/* type_f32.h: the logit type macros of kernel_template.h for float logits. */
 #define STORAGE float
 #define TARGET float
 #define LOAD(value) ((double)(value))
 #define STORE(value) ((float)(value))
-#define SUFFIX(name) name##_f32
+#define TYPE_NAME f32
 #define EXP_DIFFERENCE exp_difference_of_floats
 #define COMPENSATED_SUMS 0
-#include "kernel_template.h"

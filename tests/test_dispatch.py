@@ -1,0 +1,41 @@
+"""The instruction set is chosen once from the CPU's features; SOFTMAX_CE_C_ISA forces a lower one.
+(conftest.py runs every other test once per instruction set this CPU has.)"""
+import os
+import subprocess
+import sys
+
+import pytest
+
+import softmax_ce_c
+from conftest import ALL_ISAS, DEFAULT_ISA, available_isas
+from softmax_ce_c._kernel import lib
+
+
+def isa_in_fresh_process(environment_value):
+    package_parent = os.path.dirname(os.path.dirname(softmax_ce_c.__file__))  # the one under test
+    environment = dict(os.environ, SOFTMAX_CE_C_ISA=environment_value, PYTHONPATH=package_parent)
+    code = "import softmax_ce_c; print(softmax_ce_c.instruction_set())"
+    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True,
+                            check=True)
+    return result.stdout.strip()
+
+
+def test_default_is_the_best_the_cpu_has():
+    assert DEFAULT_ISA == available_isas()[0]
+    assert "baseline" in available_isas()
+
+
+@pytest.mark.parametrize("forced", ALL_ISAS)
+def test_environment_variable_forces_a_lower_level(forced):
+    available = available_isas()
+    at_or_below = [isa for isa in ALL_ISAS[ALL_ISAS.index(forced):] if isa in available]
+    assert isa_in_fresh_process(forced) == at_or_below[0]
+
+
+def test_an_unknown_level_forces_nothing():
+    assert isa_in_fresh_process("sse9") == DEFAULT_ISA
+
+
+def test_selecting_an_unknown_level_fails_and_changes_nothing(isa):
+    assert lib.sce_select_isa(b"sse9") == lib.SCE_ERR_ARGUMENT
+    assert softmax_ce_c.instruction_set() == isa
