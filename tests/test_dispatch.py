@@ -15,8 +15,9 @@ def isa_in_fresh_process(environment_value):
     package_parent = os.path.dirname(os.path.dirname(softmax_ce_c.__file__))  # the one under test
     environment = dict(os.environ, SOFTMAX_CE_C_ISA=environment_value, PYTHONPATH=package_parent)
     code = "import softmax_ce_c; print(softmax_ce_c.instruction_set())"
+    # from tests/: the source tree's softmax_ce_c (no compiled kernel) must not shadow the one tested
     result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True,
-                            check=True)
+                            check=True, cwd=os.path.dirname(__file__))
     return result.stdout.strip()
 
 
