@@ -46,4 +46,5 @@ def describe_machine(softmax_ce_c, torch, ml_dtypes=None):
         "ml_dtypes": ml_dtypes.__version__ if ml_dtypes is not None else "not installed",
         "softmax_ce_c": softmax_ce_c.__version__,
         "softmax_ce_c_path": os.path.dirname(softmax_ce_c.__file__),
+        "softmax_ce_c_instruction_set": softmax_ce_c.instruction_set(),
     }

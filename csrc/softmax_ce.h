@@ -19,7 +19,8 @@ typedef enum {
     SCE_OK = 0,
     SCE_ERR_TARGET_RANGE = 1, /* a class target outside [0, K) that is not ignore_index */
     SCE_ERR_SHAPE = 2,        /* n_rows < 0 or n_classes < 1 */
-    SCE_ERR_ARGUMENT = 3      /* a required pointer is NULL, or an option is out of its range */
+    SCE_ERR_ARGUMENT = 3      /* a target, scratch or row_z_loss buffer the call needs is NULL, or an
+                                 option is out of its range (other pointers must be valid) */
 } sce_status;
 
 typedef enum { SCE_MEAN = 0, SCE_SUM = 1, SCE_NONE = 2 } sce_reduction;
@@ -73,7 +74,7 @@ int sce_logsumexp_f64(double *lse, const sce_params *params, const double *x);
 int sce_logsumexp_f16(uint16_t *lse, const sce_params *params, const uint16_t *x);
 int sce_logsumexp_bf16(uint16_t *lse, const sce_params *params, const uint16_t *x);
 
-/* Row-wise log-softmax and softmax: out (N, K), x (N, K); scratch (K) work space. */
+/* Row-wise log-softmax and softmax: out (N, K), x (N, K); softmax's scratch (K) is work space. */
 int sce_log_softmax_f32(float *out, const sce_params *params, const float *x);
 int sce_log_softmax_f64(double *out, const sce_params *params, const double *x);
 int sce_log_softmax_f16(uint16_t *out, const sce_params *params, const uint16_t *x);

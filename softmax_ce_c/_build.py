@@ -54,8 +54,10 @@ ffibuilder.set_source(
     libraries=[] if sys.platform == "win32" else ["m"],
     # no -ffast-math: it would break NaN and -inf handling. -fno-trapping-math only says that no FP
     # trap is ever enabled, which lets the compiler turn the selects of the row loops into vector
-    # blends; NaN and inf results are unchanged.
-    extra_compile_args=["-O3", "-fno-trapping-math"] if sys.platform != "win32" else [],
+    # blends; NaN and inf results are unchanged. -ffp-contract=off: a fused multiply-add the code
+    # did not ask for makes one value computed twice differ (max - softcap * tanh(x / softcap) is
+    # then not 0 at the max); vector_exp.h asks for its FMAs explicitly.
+    extra_compile_args=["-O3", "-fno-trapping-math", "-ffp-contract=off"] if sys.platform != "win32" else [],
 )
 
 if __name__ == "__main__":

@@ -55,11 +55,11 @@ class CrossEntropyProblem(NamedTuple):
 
 
 def float_array(x, name):
-    """x as an array of a supported float dtype with at least one dimension (byte-swapped float32
-    and float64 are converted to native order)."""
+    """x as an array of a supported float dtype with at least one dimension (byte-swapped floats
+    are converted to native order)."""
     array = np.asarray(x)
-    if array.dtype.kind == "f" and array.dtype.itemsize >= 4:
-        array = array.astype(array.dtype.newbyteorder("="), copy=False)
+    if array.dtype.kind == "f" and not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
     if array.dtype.name not in LOGIT_DTYPE_NAMES:
         raise TypeError(f"{name} must be a float32, float64, float16 or bfloat16 array, got dtype {array.dtype}")
     if array.ndim == 0:
@@ -135,7 +135,7 @@ def class_weights(weight, n_classes):
         raise TypeError(f"weight must hold real numbers, got dtype {weight.dtype}")
     if weight.shape != (n_classes,):
         raise ValueError(f"weight must have shape ({n_classes},), one per class, got {weight.shape}")
-    return np.ascontiguousarray(weight, dtype=np.float64)
+    return np.array(weight, dtype=np.float64)  # a private copy, like the class indices
 
 
 def class_indices(target, rows):
@@ -150,7 +150,9 @@ def class_indices(target, rows):
         # would wrap to a negative int64; report the true value here instead
         row = int(np.argmax(flat > np.iinfo(np.int64).max))
         raise IndexError(out_of_range_message(rows, row, int(flat[row])))
-    return np.ascontiguousarray(flat, dtype=np.int64)
+    # always a private copy (O(N)): the kernel reads it again after writing gradient rows, which
+    # could otherwise overwrite it (a target viewing out= or the logits)
+    return np.array(flat, dtype=np.int64)
 
 
 def probability_dtype(logits_dtype):
@@ -207,7 +209,7 @@ def upstream_gradient(grad_scale, reduction, row_shape):
         raise TypeError(f"grad_scale must hold real numbers, got dtype {per_row.dtype}")
     if per_row.shape != row_shape:
         raise ValueError(f"grad_scale must be a scalar or have the row shape {row_shape}, got {per_row.shape}")
-    return 1.0, np.ascontiguousarray(per_row.reshape(-1), dtype=np.float64)
+    return 1.0, np.array(per_row.reshape(-1), dtype=np.float64)  # a private copy, like the targets
 
 
 def check_destination(destination, like, name):

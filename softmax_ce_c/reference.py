@@ -81,12 +81,10 @@ def _index_target_terms(neg_logp, target, weight, ignore_index, label_smoothing)
     p = np.exp(-neg_logp)
     p_minus_onehot = p.copy()
     np.put_along_axis(p_minus_onehot, y, np.expm1(-neg_logp_y), axis=-1)
-    on_target = (1 - eps) * w_y
-    # a zero coefficient on a masked class adds nothing (PyTorch: 0 * inf = NaN, e.g. at eps = 1)
-    ce = np.where(on_target == 0, 0.0, on_target * neg_logp_y[..., 0])
+    ce = _times_coefficient((1 - eps) * w_y, neg_logp_y[..., 0])
     d_ce = (1 - eps) * w_y[..., None] * p_minus_onehot
     if eps:  # PyTorch adds the smoothing term only for eps > 0; 0 * (+inf on a -inf logit) is NaN
-        ce = ce + eps / n_classes * np.sum(weight * neg_logp, axis=-1)
+        ce = ce + eps / n_classes * np.sum(_times_coefficient(weight, neg_logp), axis=-1)
         d_ce = d_ce + eps / n_classes * (p * weight.sum() - weight)
     return ce, d_ce, ignored, w_y
 
@@ -97,10 +95,21 @@ def _probability_target_terms(neg_logp, target, weight, label_smoothing):
     n_classes = neg_logp.shape[-1]
     eps = label_smoothing
     c = weight * ((1 - eps) * target + eps / n_classes)
-    # a zero coefficient on a masked class (-log softmax +inf) adds nothing, not 0 * inf
-    ce = np.sum(np.where((c == 0) & np.isposinf(neg_logp), 0.0, c * neg_logp), axis=-1)
-    d_ce = np.exp(-neg_logp) * c.sum(axis=-1, keepdims=True) - c
+    ce = np.sum(_times_coefficient(c, neg_logp), axis=-1)
+    total = c.sum(axis=-1, keepdims=True)
+    d_ce = np.exp(-neg_logp) * total - c
+    # at the argmax, p T - c = (T - c) + T (p - 1) with p - 1 = expm1(log p): exact when p is near 1
+    a = np.argmin(neg_logp, axis=-1)[..., None]
+    c_a = np.take_along_axis(c, a, axis=-1)
+    exact_at_argmax = (total - c_a) + total * np.expm1(-np.take_along_axis(neg_logp, a, axis=-1))
+    np.put_along_axis(d_ce, a, exact_at_argmax, axis=-1)
     return ce, d_ce
+
+
+def _times_coefficient(c, neg_logp):
+    """c * (lse - x'), where a zero coefficient on a masked class (lse - x' = +inf) adds nothing
+    instead of 0 * inf = NaN (PyTorch gives NaN); a NaN row stays NaN."""
+    return np.where((c == 0) & np.isposinf(neg_logp), 0.0, c * neg_logp)
 
 
 def _mean(total, count):

@@ -137,6 +137,17 @@ def test_bad_option_values(options, error, message):
             f(X, Y, **options)
 
 
+@pytest.mark.parametrize("dtype", [">f2", ">f4", ">f8"])
+def test_byte_swapped_logits_are_read_as_their_values(dtype):
+    x = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]])
+    want = softmax_ce_c.softmax_cross_entropy(x.astype("<" + dtype[1:]), np.array([0, 2]))
+    got = softmax_ce_c.softmax_cross_entropy(x.astype(dtype), np.array([0, 2]))
+    assert got[0] == want[0] and np.array_equal(got[1], want[1])
+    assert np.array_equal(softmax_ce_c.softmax(x.astype(dtype)), softmax_ce_c.softmax(x.astype("<" + dtype[1:])))
+    with pytest.raises(ValueError, match="dtype"):
+        softmax_ce_c.softmax_cross_entropy(x.astype(dtype), np.array([0, 2]), inplace=True)
+
+
 def test_ignore_index_with_probability_targets_is_a_value_error():
     for f in CROSS_ENTROPY:
         with pytest.raises(ValueError, match="ignore_index applies to class-index targets only"):

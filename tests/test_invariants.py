@@ -1,6 +1,8 @@
 """Properties every answer must have, whatever the exact values: one-hot targets equal class indices,
 losses are >= 0, gradient rows sum to 0, K=1 and empty batches behave as PyTorch, NaN stays in its
 row, inputs are never modified, results have the documented types."""
+import itertools
+
 import numpy as np
 import pytest
 
@@ -47,8 +49,9 @@ def test_shift_invariance():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_single_class_has_zero_loss_and_zero_gradient(dtype):
     x = np.array([[3.0], [-7.5], [0.0]], dtype)
-    for target in [np.zeros(3, np.int64), np.ones((3, 1), dtype)]:
-        loss, grad = softmax_ce_c.softmax_cross_entropy(x, target, reduction="none")
+    options = [{}, dict(softcap=5.0, label_smoothing=0.3, weight=np.array([2.0]))]
+    for target, option in itertools.product([np.zeros(3, np.int64), np.ones((3, 1), dtype)], options):
+        loss, grad = softmax_ce_c.softmax_cross_entropy(x, target, reduction="none", **option)
         assert np.array_equal(loss, np.zeros(3)) and np.array_equal(grad, np.zeros((3, 1)))
         assert not np.any(np.signbit(grad))
 

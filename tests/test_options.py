@@ -154,3 +154,27 @@ def test_probability_targets_of_any_float_dtype(logit_dtype, prob_dtype):
     rtol = 8 * np.finfo(np.float32 if np.float32 in (logit_dtype, prob_dtype) else np.float64).eps
     np.testing.assert_allclose(loss, want_loss, rtol=rtol)
     np.testing.assert_allclose(grad, want_grad, rtol=0, atol=rtol)
+
+
+def test_inputs_that_view_out_are_read_safely():
+    """A class-index target and a weight that live in out= (once this crashed: the kernel read the
+    target again after writing gradient rows over it); they are read from private copies."""
+    x = make_logits(rng_for("alias out"), (8, 2), np.float64)
+    out = np.zeros((8, 2))
+    target = out.reshape(-1).view(np.int64)[:8]
+    target[:] = 1
+    weight = out.reshape(-1)[8:10]
+    weight[:] = [0.5, 2.0]
+    want = softmax_ce_c.softmax_cross_entropy(x, target.copy(), weight=weight.copy(), reduction="none")
+    got = softmax_ce_c.softmax_cross_entropy(x, target, weight=weight, reduction="none", out=out)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+def test_grad_scale_that_views_the_logits_with_inplace():
+    x = make_logits(rng_for("alias inplace"), (8, 2), np.float64)
+    logits = x.copy()
+    grad_scale = logits.reshape(-1)[:8]  # overwritten by the gradient as the kernel goes
+    want = softmax_ce_c.softmax_cross_entropy(x, np.ones(8, np.int64), grad_scale=grad_scale.copy(), reduction="none")
+    got = softmax_ce_c.softmax_cross_entropy(logits, np.ones(8, np.int64), grad_scale=grad_scale, reduction="none",
+                                             inplace=True)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
