@@ -1,6 +1,6 @@
 /* half_precision.h: IEEE binary16 and bfloat16 values, kept as uint16_t bit patterns, to and from
- * double. Each conversion to half precision rounds once, to nearest even, so a gradient computed in
- * double lands on the correctly rounded half-precision value. */
+ * double. Each conversion to half precision is one correct rounding (to nearest even) of the double,
+ * so a gradient computed in double lands on the correctly rounded half-precision value. */
 #ifndef HALF_PRECISION_H
 #define HALF_PRECISION_H
 
@@ -8,16 +8,39 @@
 #include <stdint.h>
 #include <string.h>
 
-/* binary16 through the compiler's _Float16 (GCC >= 12 and clang on x86-64 and aarch64), whose
- * conversion from double rounds once. */
-static inline double f16_to_double(uint16_t bits) {
-    _Float16 half;
-    memcpy(&half, &bits, sizeof half);
-    return (double)half;
+/* double -> float rounded to odd: an inexact result gets an odd last bit, so it can never look
+ * like a tie to a second rounding. Rounding that float to nearest even at 16 bits then gives the
+ * correctly rounded binary16 or bfloat16 (float has more than 2 * 11 + 2 significant bits). Plain
+ * selects, so that the compiler can vectorise it. */
+static inline float float_rounded_to_odd(double value) {
+    const float single = (float)value;
+    uint32_t word;
+    memcpy(&word, &single, sizeof word);
+    const uint32_t toward_zero = fabs((double)single) > fabs(value) ? word - 1 : word;
+    const int inexact = (double)single != value && isfinite(value);
+    word = inexact ? toward_zero | 1 : word;
+    float result;
+    memcpy(&result, &word, sizeof result);
+    return result;
 }
 
+/* binary16 to double, exactly: its magnitude bits, moved into a float's place, are the value
+ * times 2^-112 for normal and subnormal numbers alike; exponent 31 is inf or NaN. (The compiler's
+ * own conversion is a library call per element.) */
+static inline double f16_to_double(uint16_t bits) {
+    const uint32_t magnitude = (uint32_t)(bits & 0x7FFF) << 13;
+    const uint32_t special = magnitude | 0x7F800000; /* inf or NaN with the same payload */
+    float scaled, infinite_or_nan;
+    memcpy(&scaled, &magnitude, sizeof scaled);
+    memcpy(&infinite_or_nan, &special, sizeof infinite_or_nan);
+    const float value = magnitude >= 0x0F800000 ? infinite_or_nan : scaled * 0x1p112f;
+    return (bits & 0x8000) ? -(double)value : (double)value;
+}
+
+/* double to binary16 through the compiler's _Float16 (GCC >= 12 and clang on x86-64 and aarch64):
+ * float -> binary16 is one instruction with F16C (see isa_avx2.h). */
 static inline uint16_t f16_from_double(double value) {
-    const _Float16 half = (_Float16)value;
+    const _Float16 half = (_Float16)float_rounded_to_odd(value);
     uint16_t bits;
     memcpy(&bits, &half, sizeof bits);
     return bits;
@@ -31,19 +54,12 @@ static inline double bf16_to_double(uint16_t bits) {
     return value;
 }
 
-/* double -> float rounded to odd (an inexact result gets an odd last bit, so it can never look like
- * a tie), then float -> bfloat16 to nearest even: together, one correct rounding of the double. */
 static inline uint16_t bf16_from_double(double value) {
-    const float single = (float)value;
+    const float single = float_rounded_to_odd(value);
     uint32_t word;
     memcpy(&word, &single, sizeof word);
-    if (isnan(single)) return (uint16_t)((word >> 16) | 0x0040); /* a quiet NaN, sign kept */
-    if ((double)single != value && isfinite(value)) {
-        if (fabs((double)single) > fabs(value)) word -= 1; /* toward zero instead of nearest */
-        word |= 1;
-    }
-    word += 0x7FFF + ((word >> 16) & 1);
-    return (uint16_t)(word >> 16);
+    const uint32_t rounded = word + 0x7FFF + ((word >> 16) & 1);
+    return (uint16_t)((single != single ? word | 0x00400000 : rounded) >> 16); /* NaN stays a quiet NaN */
 }
 
 #endif

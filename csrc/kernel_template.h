@@ -69,16 +69,21 @@ static double total_of(const partial_sums *sums) {
     return isfinite(sum) ? sum + carry : sum;
 }
 
-/* The logit as the loss sees it: softcap * tanh(x / softcap), or x itself when softcap is 0. */
-static inline double capped(double x, double softcap) {
-    return softcap > 0 ? softcap * tanh(x / softcap) : x;
+/* The logit as the loss sees it, x' = softcap tanh(x / softcap), and its slope dx'/dx = 1 - tanh^2.
+ * From m = expm1(-2 |u|), u = x / softcap: tanh |u| = -m / (2 + m) and 1 - tanh^2 = 4 (1 + m) /
+ * (2 + m)^2, both free of cancellation, and in plain arithmetic the compiler can vectorise. */
+typedef struct {
+    double value, slope;
+} capped_logit;
+
+static inline capped_logit softcapped(double x, double softcap) {
+    const double u = x / softcap, m = expm1_of_nonpositive(-2.0 * fabs(u)), two_plus_m = 2.0 + m;
+    return (capped_logit){softcap * copysign(-m / two_plus_m, u), 4.0 * (1.0 + m) / (two_plus_m * two_plus_m)};
 }
 
-/* d capped / d x = 1 - tanh^2(x / softcap), as 1 / cosh^2: no cancellation where tanh nears +-1. */
-static inline double cap_slope(double x, double softcap) {
-    if (!(softcap > 0)) return 1.0;
-    const double inverse_cosh = 1.0 / cosh(x / softcap);
-    return inverse_cosh * inverse_cosh;
+/* x' (x itself when softcap is 0) */
+static inline double capped(double x, double softcap) {
+    return softcap > 0 ? softcapped(x, softcap).value : x;
 }
 
 typedef struct {
@@ -96,6 +101,18 @@ static inline void max_block(double lane_max[PARTIAL_SUMS], const STORAGE *x, in
     }
 }
 
+/* The first k with x[k] == value (n_classes if none): whole blocks are compared at once. */
+static int64_t first_index_of(const STORAGE *x, int64_t n_classes, double value) {
+    int64_t k = 0;
+    for (; k + PARTIAL_SUMS <= n_classes; k += PARTIAL_SUMS) {
+        int found = 0;
+        for (int j = 0; j < PARTIAL_SUMS; j++) found |= LOAD(x[k + j]) == value;
+        if (found) break;
+    }
+    while (k < n_classes && !(LOAD(x[k]) == value)) k++;
+    return k;
+}
+
 /* The max, then the first index holding it. Comparisons with NaN are false, so NaN is never the max
  * (it reaches the result through rest); a row of NaN and -inf has max -inf, which makes it NaN.
  * softcap is monotonic: the max of x' is the capped max of x. */
@@ -107,8 +124,7 @@ static void find_row_max(row_stats *stats, const STORAGE *x, int64_t n_classes, 
     max_block(lane_max, x + k, (int)(n_classes - k));
     double max = lane_max[0];
     for (int j = 1; j < PARTIAL_SUMS; j++) max = lane_max[j] > max ? lane_max[j] : max;
-    int64_t argmax = 0;
-    while (argmax < n_classes && !(LOAD(x[argmax]) == max)) argmax++;
+    const int64_t argmax = first_index_of(x, n_classes, max);
     stats->max = capped(max, softcap);
     stats->argmax = argmax < n_classes ? argmax : 0;
 }
@@ -117,43 +133,53 @@ static void find_row_max(row_stats *stats, const STORAGE *x, int64_t n_classes, 
  * gets a branch-free, vectorisable copy. */
 #define SPECIALISED static inline __attribute__((always_inline))
 
-SPECIALISED void exp_block(partial_sums *sums, double *restrict e, const STORAGE *x, int lanes,
-                           double max, double softcap, int store) {
+SPECIALISED void exp_block(partial_sums *sums, double *restrict e, double *restrict slope, const STORAGE *x,
+                           int lanes, double max, double softcap, int store) {
     for (int j = 0; j < lanes; j++) {
-        const double term = EXP_DIFFERENCE(capped(LOAD(x[j]), softcap), max);
+        const capped_logit logit = softcap > 0 ? softcapped(LOAD(x[j]), softcap) : (capped_logit){LOAD(x[j]), 1.0};
+        const double term = EXP_DIFFERENCE(logit.value, max);
         if (store) e[j] = term;
+        if (store && softcap > 0) slope[j] = logit.slope;
         add_to_lane(sums, j, term);
     }
 }
 
-SPECIALISED double exp_sum_blocks(double *restrict e, const STORAGE *x, int64_t begin, int64_t end,
-                                  double max, double softcap, int store) {
+SPECIALISED double exp_sum_blocks(double *restrict e, double *restrict slope, const STORAGE *x, int64_t begin,
+                                  int64_t end, double max, double softcap, int store) {
     partial_sums sums = {{0.0}, {0.0}};
     int64_t k = begin;
     for (; k + PARTIAL_SUMS <= end; k += PARTIAL_SUMS)
-        exp_block(&sums, e + k, x + k, PARTIAL_SUMS, max, softcap, store);
-    exp_block(&sums, e + k, x + k, (int)(end - k), max, softcap, store);
+        exp_block(&sums, e + k, slope + k, x + k, PARTIAL_SUMS, max, softcap, store);
+    exp_block(&sums, e + k, slope + k, x + k, (int)(end - k), max, softcap, store);
     return total_of(&sums);
 }
 
-/* Sum of exp(x'_k - max) for k in [begin, end); each term is also stored in e[k] when e is not NULL.
- *   e  (K) out or NULL
- *   x  (K) */
-static double sum_exp(double *restrict e, const STORAGE *x, int64_t begin, int64_t end, double max,
-                      double softcap) {
-    if (softcap > 0) return exp_sum_blocks(e, x, begin, end, max, softcap, e != NULL);
-    return e ? exp_sum_blocks(e, x, begin, end, max, 0.0, 1) : exp_sum_blocks(e, x, begin, end, max, 0.0, 0);
+/* Sum of exp(x'_k - max) for k in [begin, end); with scratch not NULL, e_k = exp(x'_k - max) is
+ * also stored in scratch[k] and, with a softcap, the slope dx'_k/dx_k in scratch[K + k].
+ *   scratch  (2K) out or NULL
+ *   x        (K) */
+static double sum_exp(double *restrict scratch, const STORAGE *x, int64_t n_classes, int64_t begin, int64_t end,
+                      double max, double softcap) {
+    double *slope = scratch ? scratch + n_classes : NULL;
+    if (softcap > 0)
+        return scratch ? exp_sum_blocks(scratch, slope, x, begin, end, max, softcap, 1)
+                       : exp_sum_blocks(scratch, slope, x, begin, end, max, softcap, 0);
+    return scratch ? exp_sum_blocks(scratch, slope, x, begin, end, max, 0.0, 1)
+                   : exp_sum_blocks(scratch, slope, x, begin, end, max, 0.0, 0);
 }
 
-/* The statistics of one row; with e not NULL, also e_k = exp(x'_k - max) for every k. */
-static row_stats compute_row_stats(double *restrict e, const STORAGE *x, int64_t n_classes,
+/* The statistics of one row; with scratch not NULL, also what sum_exp stores there, for every k. */
+static row_stats compute_row_stats(double *restrict scratch, const STORAGE *x, int64_t n_classes,
                                    double softcap) {
     row_stats stats;
     find_row_max(&stats, x, n_classes, softcap);
     const int64_t a = stats.argmax;
-    stats.rest = sum_exp(e, x, 0, a, stats.max, softcap) +
-                 sum_exp(e, x, a + 1, n_classes, stats.max, softcap);
-    if (e) e[a] = 1.0;
+    stats.rest = sum_exp(scratch, x, n_classes, 0, a, stats.max, softcap) +
+                 sum_exp(scratch, x, n_classes, a + 1, n_classes, stats.max, softcap);
+    if (scratch) {
+        scratch[a] = 1.0;
+        if (softcap > 0) scratch[n_classes + a] = softcapped(LOAD(x[a]), softcap).slope;
+    }
     if (!isfinite(stats.max)) stats.rest = NAN;
     stats.log_sum = log1p(stats.rest);
     return stats;
@@ -186,13 +212,23 @@ typedef struct {
     double total;
 } target_sums;
 
-static inline void target_block(partial_sums *distance, partial_sums *total, const row_target *target,
-                                const STORAGE *x, int64_t begin, int lanes, double max, double softcap) {
+SPECIALISED void target_block(partial_sums *distance, partial_sums *total, const row_target *target,
+                              const STORAGE *x, int64_t begin, int lanes, double max, double softcap) {
     for (int j = 0; j < lanes; j++) {
         const double c = coefficient(target, begin + j);
         add_to_lane(total, j, c);
         add_to_lane(distance, j, c != 0 ? c * (max - capped(LOAD(x[begin + j]), softcap)) : 0.0);
     }
+}
+
+SPECIALISED target_sums target_sum_blocks(const row_target *target, const STORAGE *x, int64_t n_classes,
+                                          double max, double softcap) {
+    partial_sums distance = {{0.0}, {0.0}}, total = {{0.0}, {0.0}};
+    int64_t k = 0;
+    for (; k + PARTIAL_SUMS <= n_classes; k += PARTIAL_SUMS)
+        target_block(&distance, &total, target, x, k, PARTIAL_SUMS, max, softcap);
+    target_block(&distance, &total, target, x, k, (int)(n_classes - k), max, softcap);
+    return (target_sums){total_of(&distance), total_of(&total)};
 }
 
 static target_sums sum_over_target(const row_target *target, const STORAGE *x, int64_t n_classes,
@@ -201,12 +237,8 @@ static target_sums sum_over_target(const row_target *target, const STORAGE *x, i
         const double c = target->on_target;
         return (target_sums){c != 0 ? c * (max - capped(LOAD(x[target->index]), softcap)) : 0.0, c};
     }
-    partial_sums distance = {{0.0}, {0.0}}, total = {{0.0}, {0.0}};
-    int64_t k = 0;
-    for (; k + PARTIAL_SUMS <= n_classes; k += PARTIAL_SUMS)
-        target_block(&distance, &total, target, x, k, PARTIAL_SUMS, max, softcap);
-    target_block(&distance, &total, target, x, k, (int)(n_classes - k), max, softcap);
-    return (target_sums){total_of(&distance), total_of(&total)};
+    return softcap > 0 ? target_sum_blocks(target, x, n_classes, max, softcap)
+                       : target_sum_blocks(target, x, n_classes, max, 0.0);
 }
 
 /* Per-call constants of the cross-entropy. */
@@ -216,21 +248,20 @@ typedef struct {
     double weight_total; /* sum of the class weights (K without weights) */
 } call_constants;
 
-/* The gradient of one row, given e_k = exp(x'_k - max) in e:
+/* The gradient of one row, given what compute_row_stats stored in scratch:
  *   grad_k = slope_k * (p_k (T ce_scale + 2 z lse z_scale) - c_k ce_scale)
- * with slope_k the softcap's derivative. grad may be x itself (in-place): each x_k is read before
- * grad_k is written, and the argmax's logit is read before the loop. */
-static void write_gradient(STORAGE *grad, const double *restrict e, const STORAGE *x,
-                           const row_target *target, const row_stats *stats, double total,
-                           double ce_scale, double z_scale, const call_constants *call) {
-    const int64_t a = stats->argmax;
+ * with slope_k the softcap's derivative. x is not read: grad may be the logits (in-place). */
+SPECIALISED void write_gradient_rows(STORAGE *grad, const double *restrict scratch, const row_target *target,
+                                     const row_stats *stats, double total, double ce_scale, double z_scale,
+                                     const call_constants *call, int with_softcap) {
+    const int64_t a = stats->argmax, n_classes = call->n_classes;
+    const double *slope = scratch + n_classes;
     const double sum = 1.0 + stats->rest, lse = stats->max + stats->log_sum;
     const double z_part = 2.0 * call->z_loss * lse * z_scale;
     const double p_coef = (total * ce_scale + z_part) / sum;
-    const double slope_at_argmax = cap_slope(LOAD(x[a]), call->softcap);
-    for (int64_t k = 0; k < call->n_classes; k++) {
-        const double g = e[k] * p_coef - coefficient(target, k) * ce_scale;
-        grad[k] = STORE(g * cap_slope(LOAD(x[k]), call->softcap));
+    for (int64_t k = 0; k < n_classes; k++) {
+        const double g = scratch[k] * p_coef - coefficient(target, k) * ce_scale;
+        grad[k] = STORE(with_softcap ? g * slope[k] : g);
     }
     /* p_a T - c_a = ((T - c_a) - c_a rest) / sum, free of the cancellation of p_a T against c_a
      * when p_a is near 1; for a class index on the argmax, T - c_a is exactly spread * (W - w_a) */
@@ -239,7 +270,16 @@ static void write_gradient(STORAGE *grad, const double *restrict e, const STORAG
                               ? target->spread * (call->weight_total - (target->weight ? target->weight[a] : 1.0))
                               : total - c_a;
     const double g_a = ((others - c_a * stats->rest) / sum) * ce_scale + z_part / sum;
-    grad[a] = STORE(g_a * slope_at_argmax);
+    grad[a] = STORE(with_softcap ? g_a * slope[a] : g_a);
+}
+
+static void write_gradient(STORAGE *grad, const double *restrict scratch, const row_target *target,
+                           const row_stats *stats, double total, double ce_scale, double z_scale,
+                           const call_constants *call) {
+    if (call->softcap > 0)
+        write_gradient_rows(grad, scratch, target, stats, total, ce_scale, z_scale, call, 1);
+    else
+        write_gradient_rows(grad, scratch, target, stats, total, ce_scale, z_scale, call, 0);
 }
 
 static void write_zeros(STORAGE *row, int64_t n_classes) {
@@ -334,7 +374,7 @@ int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, double *scratch, sce_result *r
             const double upstream = params->row_grad_scale ? params->row_grad_scale[n] : params->grad_scale;
             const double ce_scale = mean ? mean_scale(upstream, result->ce_denominator) : upstream;
             const double z_scale = mean ? mean_scale(upstream, result->z_denominator) : upstream;
-            write_gradient(g, scratch, x, &target, &stats, sums.total, ce_scale, z_scale, &call);
+            write_gradient(g, scratch, &target, &stats, sums.total, ce_scale, z_scale, &call);
         }
     }
     return SCE_OK;

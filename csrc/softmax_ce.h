@@ -50,7 +50,7 @@ typedef struct {
 
 /* Softmax cross-entropy of each row and, unless grad is NULL, the gradient of the reduced loss.
  *   grad          (N, K)  out: the gradient, or NULL for the loss alone; may be logits itself
- *   scratch       (K)     work space for one row; may be NULL when grad is NULL
+ *   scratch       (2K)    work space for one row; may be NULL when grad is NULL
  *   result                out: row losses and the mean's denominators (see sce_result)
  *   logits        (N, K)
  *   target_index  (N)     class indices; or NULL, then target_prob is used

@@ -106,7 +106,7 @@ def _cross_entropy(problem, grad_rows=None, grad_scale=1.0, row_grad_scale=None)
     prob_type = "double" if rows.data.dtype == np.float64 else "float"
     status = kernels.cross_entropy(
         kernels.pointer(grad_rows) if with_grad else ffi.NULL,
-        _buffer("double", np.empty(n_classes) if with_grad else None),
+        _buffer("double", np.empty(2 * n_classes) if with_grad else None),  # scratch: exps and slopes
         result,
         params,
         kernels.pointer(rows.data),

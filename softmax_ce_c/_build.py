@@ -51,6 +51,7 @@ ffibuilder.set_source(
     '#include "softmax_ce.h"',
     sources=[relative(CSRC / "dispatch.c")] + kernel_sources(),
     include_dirs=[relative(CSRC)],
+    depends=[relative(header) for header in sorted(CSRC.glob("*.h"))],  # rebuild when a header changes
     libraries=[] if sys.platform == "win32" else ["m"],
     # no -ffast-math: it would break NaN and -inf handling. -fno-trapping-math only says that no FP
     # trap is ever enabled, which lets the compiler turn the selects of the row loops into vector

@@ -236,7 +236,7 @@ def test_kernel_writes_nothing_before_reporting_a_bad_target():
     row_loss_buffer = ffi.from_buffer("double[]", row_loss)
     result = ffi.new("sce_result *", {"row_loss": row_loss_buffer})
     status = lib.sce_cross_entropy_f32(
-        ffi.from_buffer("float[]", grad), ffi.new("double[]", n_classes), result,
+        ffi.from_buffer("float[]", grad), ffi.new("double[]", 2 * n_classes), result,
         kernel_params(n_rows, n_classes), ffi.from_buffer("float[]", logits),
         ffi.from_buffer("int64_t[]", target), ffi.NULL,
     )
