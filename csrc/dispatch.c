@@ -14,19 +14,19 @@
     X(bf16, uint16_t, float, isa)
 
 #define DECLARE_KERNELS(type, storage, target, isa)                                                  \
-    int sce_cross_entropy_##type##_##isa(storage *, double *, sce_result *, const sce_params *,       \
-                                         const storage *, const int64_t *, const target *);          \
+    int sce_cross_entropy_##type##_##isa(storage *, sce_result *, const sce_params *, const storage *, \
+                                         const int64_t *, const target *);                           \
     int sce_logsumexp_##type##_##isa(storage *, const sce_params *, const storage *);                \
     int sce_log_softmax_##type##_##isa(storage *, const sce_params *, const storage *);              \
-    int sce_softmax_##type##_##isa(storage *, double *, const sce_params *, const storage *);
+    int sce_softmax_##type##_##isa(storage *, const sce_params *, const storage *);
 
 #define KERNEL_SET(type, storage, target, isa)                                                       \
     struct {                                                                                         \
-        int (*cross_entropy)(storage *, double *, sce_result *, const sce_params *, const storage *,  \
+        int (*cross_entropy)(storage *, sce_result *, const sce_params *, const storage *,            \
                              const int64_t *, const target *);                                       \
         int (*logsumexp)(storage *, const sce_params *, const storage *);                            \
         int (*log_softmax)(storage *, const sce_params *, const storage *);                          \
-        int (*softmax)(storage *, double *, const sce_params *, const storage *);                    \
+        int (*softmax)(storage *, const sce_params *, const storage *);                              \
     } type;
 
 #define KERNELS_OF(type, storage, target, isa)                                                       \
@@ -101,11 +101,10 @@ int sce_select_isa(const char *name) {
 }
 
 #define DEFINE_EXPORTS(type, storage, target, unused)                                                \
-    int sce_cross_entropy_##type(storage *grad, double *scratch, sce_result *result,                 \
-                                 const sce_params *params, const storage *logits,                    \
-                                 const int64_t *target_index, const target *target_prob) {           \
-        return current()->type.cross_entropy(grad, scratch, result, params, logits, target_index,    \
-                                             target_prob);                                           \
+    int sce_cross_entropy_##type(storage *grad, sce_result *result, const sce_params *params,         \
+                                 const storage *logits, const int64_t *target_index,                 \
+                                 const target *target_prob) {                                        \
+        return current()->type.cross_entropy(grad, result, params, logits, target_index, target_prob); \
     }                                                                                                \
     int sce_logsumexp_##type(storage *lse, const sce_params *params, const storage *x) {             \
         return current()->type.logsumexp(lse, params, x);                                            \
@@ -113,9 +112,8 @@ int sce_select_isa(const char *name) {
     int sce_log_softmax_##type(storage *out, const sce_params *params, const storage *x) {           \
         return current()->type.log_softmax(out, params, x);                                          \
     }                                                                                                \
-    int sce_softmax_##type(storage *out, double *scratch, const sce_params *params,                  \
-                           const storage *x) {                                                       \
-        return current()->type.softmax(out, scratch, params, x);                                     \
+    int sce_softmax_##type(storage *out, const sce_params *params, const storage *x) {               \
+        return current()->type.softmax(out, params, x);                                              \
     }
 
 FOR_EACH_TYPE(DEFINE_EXPORTS, unused)

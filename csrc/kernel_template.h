@@ -24,9 +24,11 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "exp_difference.h"
 #include "softmax_ce.h"
+#include "thread_pool.h"
 
 #define KERNEL_CONCAT(name, type, isa) name##_##type##_##isa
 #define KERNEL_EXPAND(name, type, isa) KERNEL_CONCAT(name, type, isa)
@@ -311,13 +313,13 @@ static int count_targets(sce_result *result, const sce_params *params, const int
     return SCE_OK;
 }
 
-static int check_cross_entropy_arguments(const STORAGE *grad, const double *scratch,
-                                         const sce_result *result, const sce_params *params,
+static int check_cross_entropy_arguments(const sce_result *result, const sce_params *params,
                                          const int64_t *target_index, const TARGET *target_prob) {
     if (params->n_rows < 0 || params->n_classes < 1) return SCE_ERR_SHAPE;
-    const int missing = (!target_index && !target_prob) || (grad && !scratch) || !result->row_loss ||
+    const int missing = (!target_index && !target_prob) || !result->row_loss ||
                         (params->z_loss != 0 && !result->row_z_loss);
-    const int out_of_range = !(params->label_smoothing >= 0 && params->label_smoothing <= 1) ||
+    const int out_of_range = params->n_threads < 1 ||
+                             !(params->label_smoothing >= 0 && params->label_smoothing <= 1) ||
                              !(params->z_loss >= 0) || !(params->softcap >= 0) ||
                              params->reduction < SCE_MEAN || params->reduction > SCE_NONE;
     return missing || out_of_range ? SCE_ERR_ARGUMENT : SCE_OK;
@@ -336,47 +338,91 @@ static double mean_scale(double upstream, double denominator) {
     return denominator != 0 ? upstream / denominator : NAN;
 }
 
-int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, double *scratch, sce_result *result,
-                              const sce_params *params, const STORAGE *logits,
-                              const int64_t *target_index, const TARGET *target_prob) {
-    int status = check_cross_entropy_arguments(grad, scratch, result, params, target_index, target_prob);
+/* The whole of one row: its loss (and z-loss term), and with grad its gradient. */
+static void cross_entropy_row(STORAGE *grad, double *scratch, const sce_result *result,
+                              const sce_params *params, const call_constants *call, const STORAGE *logits,
+                              const int64_t *target_index, const TARGET *target_prob, int64_t n) {
+    const int64_t n_classes = params->n_classes;
+    const double eps = params->label_smoothing;
+    const STORAGE *x = logits + n * n_classes;
+    STORAGE *g = grad ? grad + n * n_classes : NULL;
+    double *z_term = result->row_z_loss ? &result->row_z_loss[n] : NULL;
+    if (target_index && target_index[n] == params->ignore_index) {
+        result->row_loss[n] = 0.0;
+        if (z_term) *z_term = 0.0;
+        if (g) write_zeros(g, n_classes);
+        return;
+    }
+    row_target target = {-1, NULL, 0.0, 1.0 - eps, eps / (double)n_classes, params->weight};
+    if (target_index) {
+        target.index = target_index[n];
+        target.on_target = (1.0 - eps) * (params->weight ? params->weight[target.index] : 1.0);
+    } else {
+        target.prob = target_prob + n * n_classes;
+    }
+    /* every read of x happens before the gradient is written: grad may be logits */
+    const row_stats stats = compute_row_stats(g ? scratch : NULL, x, n_classes, call->softcap);
+    const target_sums sums = sum_over_target(&target, x, n_classes, stats.max, call->softcap);
+    const double lse = stats.max + stats.log_sum;
+    result->row_loss[n] = sums.distance + sums.total * stats.log_sum;
+    if (z_term) *z_term = call->z_loss * lse * lse;
+    if (g) {
+        const int mean = params->reduction == SCE_MEAN;
+        const double upstream = params->row_grad_scale ? params->row_grad_scale[n] : params->grad_scale;
+        const double ce_scale = mean ? mean_scale(upstream, result->ce_denominator) : upstream;
+        const double z_scale = mean ? mean_scale(upstream, result->z_denominator) : upstream;
+        write_gradient(g, scratch, &target, &stats, sums.total, ce_scale, z_scale, call);
+    }
+}
+
+/* Rows are shared out to threads in chunks of about CHUNK_ELEMENTS logits; a call smaller than two
+ * chunks stays on the calling thread. */
+#define CHUNK_ELEMENTS 32768
+
+typedef struct {
+    STORAGE *grad;
+    double *scratch; /* (n_threads, 2K): each worker's own */
+    const sce_result *result;
+    const sce_params *params;
+    call_constants call;
+    const STORAGE *logits;
+    const int64_t *target_index;
+    const TARGET *target_prob;
+    int64_t rows_per_chunk;
+} cross_entropy_job;
+
+static void cross_entropy_chunk(void *context, int worker, int64_t chunk) {
+    const cross_entropy_job *job = context;
+    const int64_t begin = chunk * job->rows_per_chunk;
+    const int64_t end = begin + job->rows_per_chunk < job->params->n_rows ? begin + job->rows_per_chunk
+                                                                          : job->params->n_rows;
+    double *scratch = job->scratch ? job->scratch + (int64_t)worker * 2 * job->params->n_classes : NULL;
+    for (int64_t n = begin; n < end; n++)
+        cross_entropy_row(job->grad, scratch, job->result, job->params, &job->call, job->logits,
+                          job->target_index, job->target_prob, n);
+}
+
+int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_params *params,
+                                   const STORAGE *logits, const int64_t *target_index,
+                                   const TARGET *target_prob) {
+    int status = check_cross_entropy_arguments(result, params, target_index, target_prob);
     if (status == SCE_OK) status = count_targets(result, params, target_index);
     if (status != SCE_OK) return status;
 
-    const int64_t n_classes = params->n_classes;
-    const double eps = params->label_smoothing;
-    const call_constants call = {n_classes, params->softcap, params->z_loss, sum_of_weights(params)};
-    const int mean = params->reduction == SCE_MEAN;
-    for (int64_t n = 0; n < params->n_rows; n++) {
-        const STORAGE *x = logits + n * n_classes;
-        STORAGE *g = grad ? grad + n * n_classes : NULL;
-        double *z_term = result->row_z_loss ? &result->row_z_loss[n] : NULL;
-        if (target_index && target_index[n] == params->ignore_index) {
-            result->row_loss[n] = 0.0;
-            if (z_term) *z_term = 0.0;
-            if (g) write_zeros(g, n_classes);
-            continue;
-        }
-        row_target target = {-1, NULL, 0.0, 1.0 - eps, eps / (double)n_classes, params->weight};
-        if (target_index) {
-            target.index = target_index[n];
-            target.on_target = (1.0 - eps) * (params->weight ? params->weight[target.index] : 1.0);
-        } else {
-            target.prob = target_prob + n * n_classes;
-        }
-        /* every read of x happens before the gradient is written: grad may be logits */
-        const row_stats stats = compute_row_stats(g ? scratch : NULL, x, n_classes, call.softcap);
-        const target_sums sums = sum_over_target(&target, x, n_classes, stats.max, call.softcap);
-        const double lse = stats.max + stats.log_sum;
-        result->row_loss[n] = sums.distance + sums.total * stats.log_sum;
-        if (z_term) *z_term = call.z_loss * lse * lse;
-        if (g) {
-            const double upstream = params->row_grad_scale ? params->row_grad_scale[n] : params->grad_scale;
-            const double ce_scale = mean ? mean_scale(upstream, result->ce_denominator) : upstream;
-            const double z_scale = mean ? mean_scale(upstream, result->z_denominator) : upstream;
-            write_gradient(g, scratch, &target, &stats, sums.total, ce_scale, z_scale, &call);
-        }
+    const int64_t n_rows = params->n_rows, n_classes = params->n_classes;
+    const int64_t rows_per_chunk = n_classes >= CHUNK_ELEMENTS ? 1 : CHUNK_ELEMENTS / n_classes;
+    const int64_t n_chunks = (n_rows + rows_per_chunk - 1) / rows_per_chunk;
+    const int n_threads = pool_threads_for(params->n_threads, n_chunks);
+    double *scratch = NULL;
+    if (grad && n_rows > 0) {
+        scratch = malloc(sizeof(double) * 2 * (size_t)n_classes * (size_t)n_threads);
+        if (!scratch) return SCE_ERR_MEMORY;
     }
+    const cross_entropy_job job = {grad, scratch, result, params,
+                                   {n_classes, params->softcap, params->z_loss, sum_of_weights(params)},
+                                   logits, target_index, target_prob, rows_per_chunk};
+    pool_run(n_threads, cross_entropy_chunk, (void *)&job, n_chunks);
+    free(scratch);
     return SCE_OK;
 }
 
@@ -416,15 +462,17 @@ int KERNEL_NAME(sce_log_softmax)(STORAGE *out, const sce_params *params, const S
     return SCE_OK;
 }
 
-int KERNEL_NAME(sce_softmax)(STORAGE *out, double *scratch, const sce_params *params, const STORAGE *x) {
+int KERNEL_NAME(sce_softmax)(STORAGE *out, const sce_params *params, const STORAGE *x) {
     if (check_shape(params) != SCE_OK) return SCE_ERR_SHAPE;
-    if (!scratch) return SCE_ERR_ARGUMENT;
     const int64_t n_classes = params->n_classes;
+    double *scratch = malloc(sizeof(double) * (size_t)n_classes);
+    if (!scratch) return SCE_ERR_MEMORY;
     for (int64_t n = 0; n < params->n_rows; n++) {
         STORAGE *o = out + n * n_classes;
         const row_stats stats = compute_row_stats(scratch, x + n * n_classes, n_classes, 0.0);
         const double inverse_sum = 1.0 / (1.0 + stats.rest);
         for (int64_t k = 0; k < n_classes; k++) o[k] = STORE(scratch[k] * inverse_sum);
     }
+    free(scratch);
     return SCE_OK;
 }

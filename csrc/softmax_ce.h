@@ -19,8 +19,9 @@ typedef enum {
     SCE_OK = 0,
     SCE_ERR_TARGET_RANGE = 1, /* a class target outside [0, K) that is not ignore_index */
     SCE_ERR_SHAPE = 2,        /* n_rows < 0 or n_classes < 1 */
-    SCE_ERR_ARGUMENT = 3      /* a target, scratch or row_z_loss buffer the call needs is NULL, or an
-                                 option is out of its range (other pointers must be valid) */
+    SCE_ERR_ARGUMENT = 3,     /* a target or row_z_loss buffer the call needs is NULL, or an option
+                                 is out of its range (other pointers must be valid) */
+    SCE_ERR_MEMORY = 4        /* the work space (2K doubles per thread) could not be allocated */
 } sce_status;
 
 typedef enum { SCE_MEAN = 0, SCE_SUM = 1, SCE_NONE = 2 } sce_reduction;
@@ -36,6 +37,7 @@ typedef struct {
     double grad_scale;             /* the upstream gradient of the returned loss */
     const double *weight;          /* (K) class weights, or NULL for all ones */
     const double *row_grad_scale;  /* (N) upstream gradient per row (reduction none), or NULL */
+    int n_threads;                 /* >= 1: threads the rows are shared out to (results do not depend on it) */
 } sce_params;
 
 typedef struct {
@@ -50,21 +52,21 @@ typedef struct {
 
 /* Softmax cross-entropy of each row and, unless grad is NULL, the gradient of the reduced loss.
  *   grad          (N, K)  out: the gradient, or NULL for the loss alone; may be logits itself
- *   scratch       (2K)    work space for one row; may be NULL when grad is NULL
  *   result                out: row losses and the mean's denominators (see sce_result)
  *   logits        (N, K)
  *   target_index  (N)     class indices; or NULL, then target_prob is used
  *   target_prob   (N, K)  class probabilities (need not sum to 1); NULL when target_index is given
- * Targets are all checked before anything is written. */
-int sce_cross_entropy_f32(float *grad, double *scratch, sce_result *result, const sce_params *params,
+ * Targets are all checked before anything is written. The work space (2K doubles per thread) is
+ * allocated once per call. */
+int sce_cross_entropy_f32(float *grad, sce_result *result, const sce_params *params,
                           const float *logits, const int64_t *target_index, const float *target_prob);
-int sce_cross_entropy_f64(double *grad, double *scratch, sce_result *result, const sce_params *params,
+int sce_cross_entropy_f64(double *grad, sce_result *result, const sce_params *params,
                           const double *logits, const int64_t *target_index,
                           const double *target_prob);
-int sce_cross_entropy_f16(uint16_t *grad, double *scratch, sce_result *result,
+int sce_cross_entropy_f16(uint16_t *grad, sce_result *result,
                           const sce_params *params, const uint16_t *logits,
                           const int64_t *target_index, const float *target_prob);
-int sce_cross_entropy_bf16(uint16_t *grad, double *scratch, sce_result *result,
+int sce_cross_entropy_bf16(uint16_t *grad, sce_result *result,
                            const sce_params *params, const uint16_t *logits,
                            const int64_t *target_index, const float *target_prob);
 
@@ -74,15 +76,15 @@ int sce_logsumexp_f64(double *lse, const sce_params *params, const double *x);
 int sce_logsumexp_f16(uint16_t *lse, const sce_params *params, const uint16_t *x);
 int sce_logsumexp_bf16(uint16_t *lse, const sce_params *params, const uint16_t *x);
 
-/* Row-wise log-softmax and softmax: out (N, K), x (N, K); softmax's scratch (K) is work space. */
+/* Row-wise log-softmax and softmax: out (N, K), x (N, K). */
 int sce_log_softmax_f32(float *out, const sce_params *params, const float *x);
 int sce_log_softmax_f64(double *out, const sce_params *params, const double *x);
 int sce_log_softmax_f16(uint16_t *out, const sce_params *params, const uint16_t *x);
 int sce_log_softmax_bf16(uint16_t *out, const sce_params *params, const uint16_t *x);
-int sce_softmax_f32(float *out, double *scratch, const sce_params *params, const float *x);
-int sce_softmax_f64(double *out, double *scratch, const sce_params *params, const double *x);
-int sce_softmax_f16(uint16_t *out, double *scratch, const sce_params *params, const uint16_t *x);
-int sce_softmax_bf16(uint16_t *out, double *scratch, const sce_params *params, const uint16_t *x);
+int sce_softmax_f32(float *out, const sce_params *params, const float *x);
+int sce_softmax_f64(double *out, const sce_params *params, const double *x);
+int sce_softmax_f16(uint16_t *out, const sce_params *params, const uint16_t *x);
+int sce_softmax_bf16(uint16_t *out, const sce_params *params, const uint16_t *x);
 
 /* The instruction set the kernels run with: "avx512", "avx2" or "baseline" (the build's default),
  * the best this CPU has, or a lower one named by the environment variable SOFTMAX_CE_C_ISA. */

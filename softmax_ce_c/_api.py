@@ -49,6 +49,8 @@ def _check(status, rows=None, result=None):
         return
     if status == lib.SCE_ERR_TARGET_RANGE:
         raise IndexError(_validate.out_of_range_message(rows, result.bad_row, result.bad_value))
+    if status == lib.SCE_ERR_MEMORY:
+        raise MemoryError("the kernel could not allocate its work space (2 K doubles per thread)")
     raise ValueError(_STATUS_MESSAGES.get(status, f"the kernel failed with status {status}"))
 
 
@@ -76,7 +78,7 @@ def _mean(total, count):
     return total / count if count != 0 else np.nan
 
 
-def _cross_entropy(problem, grad_rows=None, grad_scale=1.0, row_grad_scale=None):
+def _cross_entropy(problem, n_threads, grad_rows=None, grad_scale=1.0, row_grad_scale=None):
     """Runs the kernel: the loss, and the gradient into grad_rows (N, K) unless it is None."""
     rows, options = problem.logits, problem.options
     kernels = _KERNELS[rows.data.dtype.name]
@@ -100,13 +102,13 @@ def _cross_entropy(problem, grad_rows=None, grad_scale=1.0, row_grad_scale=None)
             "grad_scale": grad_scale,
             "weight": weight,
             "row_grad_scale": row_grad_scale_buffer,
+            "n_threads": n_threads,
         },
     )
     with_grad = grad_rows is not None
     prob_type = "double" if rows.data.dtype == np.float64 else "float"
     status = kernels.cross_entropy(
         kernels.pointer(grad_rows) if with_grad else ffi.NULL,
-        _buffer("double", np.empty(2 * n_classes) if with_grad else None),  # scratch: exps and slopes
         result,
         params,
         kernels.pointer(rows.data),
@@ -143,6 +145,7 @@ def softmax_cross_entropy(
     grad_scale=1.0,
     out=None,
     inplace=False,
+    num_threads=None,
 ):
     """Softmax cross-entropy loss and its gradient with respect to the logits, in one fused pass.
 
@@ -156,6 +159,8 @@ def softmax_cross_entropy(
     grad_scale: the upstream gradient: a scalar, or for "none" one per row (the row shape).
     out: write the gradient into this array (the logits' shape and dtype, C-contiguous).
     inplace: write the gradient over the logits (which must be writable and C-contiguous).
+    num_threads: threads to share the rows out to: None for all cores (or the environment variable
+        SOFTMAX_CE_C_NUM_THREADS), else a positive int; the results do not depend on it.
     Returns (loss, grad): loss in the logits' dtype (float32 for half precision), a scalar or for
     "none" an array; grad the gradient of grad_scale times the returned loss (for "none", of the sum
     of the row losses times their grad_scale), shaped like the logits.
@@ -165,9 +170,10 @@ def softmax_cross_entropy(
         label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
     )
     upstream, row_upstream = _validate.upstream_gradient(grad_scale, reduction, problem.logits.row_shape)
+    n_threads = _validate.thread_count(num_threads)
     destination = _validate.gradient_destination(logits, problem, out, inplace)
     grad_rows = _gradient_rows(problem, destination, inplace)
-    loss = _cross_entropy(problem, grad_rows, upstream, row_upstream)
+    loss = _cross_entropy(problem, n_threads, grad_rows, upstream, row_upstream)
     grad = problem.logits.restore(grad_rows)
     if destination is None:
         return loss, grad
@@ -187,6 +193,7 @@ def cross_entropy(
     label_smoothing=0.0,
     z_loss=0.0,
     softcap=None,
+    num_threads=None,
 ):
     """The loss of softmax_cross_entropy alone (same options but grad_scale, out and inplace); the
     kernel computes and writes no gradient."""
@@ -194,7 +201,7 @@ def cross_entropy(
         logits, target, axis, reduction, weight=weight, ignore_index=ignore_index,
         label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
     )
-    return _cross_entropy(problem)
+    return _cross_entropy(problem, _validate.thread_count(num_threads))
 
 
 def logsumexp(x, axis=-1):
@@ -220,9 +227,7 @@ def softmax(x, axis=-1):
     rows = _validate.rows_of(x, axis)
     kernels = _KERNELS[rows.data.dtype.name]
     out = np.empty_like(rows.data)
-    scratch = _buffer("double", np.empty(rows.data.shape[1]))
-    params = _row_params(rows.data)
-    _check(kernels.softmax(kernels.pointer(out), scratch, params, kernels.pointer(rows.data)))
+    _check(kernels.softmax(kernels.pointer(out), _row_params(rows.data), kernels.pointer(rows.data)))
     return rows.restore(out)
 
 

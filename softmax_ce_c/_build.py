@@ -49,10 +49,10 @@ ffibuilder.cdef(read_cdef(CSRC / "softmax_ce.h"))
 ffibuilder.set_source(
     "softmax_ce_c._kernel",
     '#include "softmax_ce.h"',
-    sources=[relative(CSRC / "dispatch.c")] + kernel_sources(),
+    sources=[relative(CSRC / "dispatch.c"), relative(CSRC / "thread_pool.c")] + kernel_sources(),
     include_dirs=[relative(CSRC)],
     depends=[relative(header) for header in sorted(CSRC.glob("*.h"))],  # rebuild when a header changes
-    libraries=[] if sys.platform == "win32" else ["m"],
+    libraries=[] if sys.platform == "win32" else ["m", "pthread"],
     # no -ffast-math: it would break NaN and -inf handling. -fno-trapping-math only says that no FP
     # trap is ever enabled, which lets the compiler turn the selects of the row loops into vector
     # blends; NaN and inf results are unchanged. -ffp-contract=off: a fused multiply-add the code

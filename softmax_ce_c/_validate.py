@@ -3,6 +3,7 @@ before anything is written; inputs are only read (a copy is made where the layou
 import math
 import numbers
 import operator
+import os
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -246,3 +247,32 @@ def gradient_destination(logits, problem, out, inplace):
     if any(np.may_share_memory(out, a) for a in inputs):
         raise ValueError("out must not share memory with the logits or the target (see inplace=True)")
     return out
+
+
+THREADS_VARIABLE = "SOFTMAX_CE_C_NUM_THREADS"
+
+
+def positive_int(value, name):
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a positive integer, got bool")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a positive integer, got {type(value).__name__}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return min(value, 2**31 - 1)
+
+
+def thread_count(num_threads):
+    """num_threads, or for None the environment variable or else every core this process may use."""
+    if num_threads is not None:
+        return positive_int(num_threads, "num_threads")
+    configured = os.environ.get(THREADS_VARIABLE)
+    if configured:
+        try:
+            return positive_int(int(configured), THREADS_VARIABLE)
+        except ValueError:
+            raise ValueError(f"{THREADS_VARIABLE} must be a positive integer, got {configured!r}") from None
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+

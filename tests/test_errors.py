@@ -223,7 +223,8 @@ def test_nothing_is_written_before_an_error():
 
 
 def kernel_params(n_rows, n_classes, **options):
-    return ffi.new("sce_params *", {"n_rows": n_rows, "n_classes": n_classes, "ignore_index": -100, **options})
+    fields = {"n_rows": n_rows, "n_classes": n_classes, "ignore_index": -100, "n_threads": 1, **options}
+    return ffi.new("sce_params *", fields)
 
 
 def test_kernel_writes_nothing_before_reporting_a_bad_target():
@@ -236,7 +237,7 @@ def test_kernel_writes_nothing_before_reporting_a_bad_target():
     row_loss_buffer = ffi.from_buffer("double[]", row_loss)
     result = ffi.new("sce_result *", {"row_loss": row_loss_buffer})
     status = lib.sce_cross_entropy_f32(
-        ffi.from_buffer("float[]", grad), ffi.new("double[]", 2 * n_classes), result,
+        ffi.from_buffer("float[]", grad), result,
         kernel_params(n_rows, n_classes), ffi.from_buffer("float[]", logits),
         ffi.from_buffer("int64_t[]", target), ffi.NULL,
     )
@@ -260,15 +261,15 @@ def test_kernel_checks_its_arguments(n_rows, n_classes, options, status):
     result = ffi.new("sce_result *", {"row_loss": buffer})
     target = ffi.new("int64_t[]", 2)
     params = kernel_params(n_rows, n_classes, **options)
-    assert lib.sce_cross_entropy_f64(ffi.NULL, ffi.NULL, result, params, buffer, target, ffi.NULL) == status
+    assert lib.sce_cross_entropy_f64(ffi.NULL, result, params, buffer, target, ffi.NULL) == status
 
 
-def test_kernel_needs_a_target_and_scratch_for_a_gradient():
+def test_kernel_needs_a_target_and_a_thread():
     buffer = ffi.new("double[]", 16)
     result = ffi.new("sce_result *", {"row_loss": buffer})
-    params = kernel_params(2, 4)
-    assert lib.sce_cross_entropy_f64(ffi.NULL, ffi.NULL, result, params, buffer, ffi.NULL, ffi.NULL) == lib.SCE_ERR_ARGUMENT
+    assert lib.sce_cross_entropy_f64(ffi.NULL, result, kernel_params(2, 4), buffer, ffi.NULL, ffi.NULL) == lib.SCE_ERR_ARGUMENT
     target = ffi.new("int64_t[]", 2)
-    assert lib.sce_cross_entropy_f64(buffer, ffi.NULL, result, params, buffer, target, ffi.NULL) == lib.SCE_ERR_ARGUMENT
+    no_threads = kernel_params(2, 4, n_threads=0)
+    assert lib.sce_cross_entropy_f64(buffer, result, no_threads, buffer, target, ffi.NULL) == lib.SCE_ERR_ARGUMENT
     assert lib.sce_logsumexp_f64(buffer, kernel_params(2, 0), buffer) == lib.SCE_ERR_SHAPE
-    assert lib.sce_softmax_f64(buffer, ffi.NULL, params, buffer) == lib.SCE_ERR_ARGUMENT
+    assert lib.sce_softmax_f64(buffer, kernel_params(2, 0), buffer) == lib.SCE_ERR_SHAPE

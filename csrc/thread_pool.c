@@ -1,0 +1,120 @@
+/* thread_pool.c: see thread_pool.h. One job at a time: its caller holds job_owner while workers take
+ * chunks from a shared counter; which thread computes a chunk never changes the result. */
+#include "thread_pool.h"
+
+#include <pthread.h>
+
+#define MAX_WORKERS 256
+
+static pthread_mutex_t job_owner = PTHREAD_MUTEX_INITIALIZER; /* held by the caller running a job */
+static pthread_mutex_t state = PTHREAD_MUTEX_INITIALIZER;     /* guards everything below */
+static pthread_cond_t job_posted = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t job_finished = PTHREAD_COND_INITIALIZER;
+static pthread_once_t fork_handlers_once = PTHREAD_ONCE_INIT;
+
+static int n_started;           /* workers 1..n_started exist */
+static uint64_t generation;     /* counts the jobs posted */
+static int busy_helpers;        /* workers still on the current job */
+static struct {
+    pool_task task;
+    void *context;
+    int64_t n_chunks;
+    int n_threads;
+} job;
+static int64_t next_chunk; /* taken with an atomic add */
+
+static void run_chunks(int worker) {
+    for (;;) {
+        const int64_t chunk = __atomic_fetch_add(&next_chunk, 1, __ATOMIC_RELAXED);
+        if (chunk >= job.n_chunks) return;
+        job.task(job.context, worker, chunk);
+    }
+}
+
+static void *worker_main(void *argument) {
+    const int worker = (int)(intptr_t)argument;
+    uint64_t seen = 0;
+    pthread_mutex_lock(&state);
+    for (;;) {
+        while (generation == seen) pthread_cond_wait(&job_posted, &state);
+        seen = generation;
+        if (worker >= job.n_threads) continue; /* not needed for this job */
+        pthread_mutex_unlock(&state);
+        run_chunks(worker);
+        pthread_mutex_lock(&state);
+        if (--busy_helpers == 0) pthread_cond_signal(&job_finished);
+    }
+    return NULL;
+}
+
+/* the number of threads available for a job, starting workers as needed (fewer if creation fails) */
+static int start_workers(int n_threads) {
+    while (n_started < n_threads - 1) {
+        pthread_t thread;
+        pthread_attr_t attributes;
+        pthread_attr_init(&attributes);
+        pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+        const int failed = pthread_create(&thread, &attributes, worker_main, (void *)(intptr_t)(n_started + 1));
+        pthread_attr_destroy(&attributes);
+        if (failed) break;
+        n_started++;
+    }
+    return n_started + 1 < n_threads ? n_started + 1 : n_threads;
+}
+
+/* fork: the child has none of the workers; it starts its own when it first needs them */
+static void before_fork(void) {
+    pthread_mutex_lock(&job_owner);
+    pthread_mutex_lock(&state);
+}
+
+static void after_fork_in_parent(void) {
+    pthread_mutex_unlock(&state);
+    pthread_mutex_unlock(&job_owner);
+}
+
+static void after_fork_in_child(void) {
+    n_started = 0;
+    busy_helpers = 0;
+    pthread_mutex_init(&state, NULL);
+    pthread_mutex_init(&job_owner, NULL);
+    pthread_cond_init(&job_posted, NULL);
+    pthread_cond_init(&job_finished, NULL);
+}
+
+static void install_fork_handlers(void) {
+    pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child);
+}
+
+int pool_threads_for(int n_threads, int64_t n_chunks) {
+    if (n_threads > n_chunks) n_threads = (int)n_chunks;
+    if (n_threads > MAX_WORKERS) n_threads = MAX_WORKERS;
+    return n_threads < 1 ? 1 : n_threads;
+}
+
+void pool_run(int n_threads, pool_task task, void *context, int64_t n_chunks) {
+    n_threads = pool_threads_for(n_threads, n_chunks);
+    pthread_once(&fork_handlers_once, install_fork_handlers);
+    if (n_threads <= 1 || pthread_mutex_trylock(&job_owner) != 0) {
+        for (int64_t chunk = 0; chunk < n_chunks; chunk++) task(context, 0, chunk);
+        return;
+    }
+    pthread_mutex_lock(&state);
+    n_threads = start_workers(n_threads);
+    job.task = task;
+    job.context = context;
+    job.n_chunks = n_chunks;
+    job.n_threads = n_threads;
+    next_chunk = 0;
+    busy_helpers = n_threads - 1;
+    generation++;
+    pthread_cond_broadcast(&job_posted);
+    pthread_mutex_unlock(&state);
+
+    run_chunks(0);
+
+    pthread_mutex_lock(&state);
+    while (busy_helpers > 0) pthread_cond_wait(&job_finished, &state);
+    pthread_mutex_unlock(&state);
+    pthread_mutex_unlock(&job_owner);
+}

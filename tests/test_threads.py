@@ -1,0 +1,80 @@
+"""Threads: the rows are shared out to a persistent pool; results are bitwise the same for every
+thread count, concurrent callers get their serial results, and a forked child works."""
+import multiprocessing
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import softmax_ce_c
+from helpers import make_index_target, make_logits
+
+SHAPES = [(4096, 100), (300, 1000), (7, 40000), (20000, 10)]
+OPTIONS = dict(label_smoothing=0.1, z_loss=1e-3, softcap=20.0)
+
+
+def problem(shape, seed=0, values="special"):
+    rng = np.random.default_rng(seed)
+    return make_logits(rng, shape, np.float32, values), make_index_target(rng, shape[0], shape[1])
+
+
+@pytest.mark.parametrize("options", [{}, OPTIONS], ids=["plain", "options"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_every_thread_count_gives_bitwise_the_same_answer(shape, options):
+    x, y = problem(shape)
+    want_loss, want_grad = softmax_ce_c.softmax_cross_entropy(x, y, reduction="none", num_threads=1, **options)
+    for n_threads in range(2, 9):
+        loss, grad = softmax_ce_c.softmax_cross_entropy(x, y, reduction="none", num_threads=n_threads, **options)
+        assert np.array_equal(loss, want_loss, equal_nan=True) and np.array_equal(grad, want_grad, equal_nan=True)
+        mean = softmax_ce_c.cross_entropy(x, y, num_threads=n_threads, **options)
+        assert np.array_equal(mean, softmax_ce_c.cross_entropy(x, y, num_threads=1, **options), equal_nan=True)
+
+
+def test_concurrent_callers_get_their_serial_answers():
+    cases = [(shape, seed, n_threads) for seed, shape in enumerate(SHAPES * 3) for n_threads in (1, 2, 3)]
+    inputs = {(shape, seed): problem(shape, seed) for shape, seed, _ in cases}
+    serial = {key: softmax_ce_c.softmax_cross_entropy(*inputs[key], reduction="none", num_threads=1)
+              for key in inputs}
+
+    def run(case):
+        shape, seed, n_threads = case
+        return softmax_ce_c.softmax_cross_entropy(*inputs[shape, seed], reduction="none", num_threads=n_threads)
+
+    with ThreadPoolExecutor(max_workers=6) as executor:
+        for case, (loss, grad) in zip(cases, executor.map(run, cases)):
+            want_loss, want_grad = serial[case[:2]]
+            assert np.array_equal(loss, want_loss, equal_nan=True) and np.array_equal(grad, want_grad, equal_nan=True)
+
+
+def loss_in_child(shape):
+    x, y = problem(shape, values="normal")
+    return softmax_ce_c.cross_entropy(x, y, reduction="sum", num_threads=2)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_computes_after_the_parent_used_the_pool():
+    x, y = problem(SHAPES[0], values="normal")
+    want = softmax_ce_c.cross_entropy(x, y, reduction="sum", num_threads=2)  # the pool is running now
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        assert pool.map(loss_in_child, [SHAPES[0]] * 4, chunksize=1) == [want] * 4
+
+
+@pytest.mark.parametrize("num_threads, error", [(0, ValueError), (-2, ValueError), (1.5, TypeError),
+                                                (True, TypeError), ("2", TypeError)])
+def test_bad_thread_counts(num_threads, error):
+    x, y = problem((4, 5))
+    for function in (softmax_ce_c.softmax_cross_entropy, softmax_ce_c.cross_entropy):
+        with pytest.raises(error, match="num_threads must be a positive integer"):
+            function(x, y, num_threads=num_threads)
+
+
+def test_thread_count_from_the_environment(monkeypatch):
+    x, y = problem(SHAPES[1], values="normal")
+    want = softmax_ce_c.softmax_cross_entropy(x, y, num_threads=1)
+    monkeypatch.setenv("SOFTMAX_CE_C_NUM_THREADS", "3")
+    loss, grad = softmax_ce_c.softmax_cross_entropy(x, y)
+    assert loss == want[0] and np.array_equal(grad, want[1])
+    monkeypatch.setenv("SOFTMAX_CE_C_NUM_THREADS", "zero")
+    with pytest.raises(ValueError, match="SOFTMAX_CE_C_NUM_THREADS must be a positive integer"):
+        softmax_ce_c.cross_entropy(x, y)
