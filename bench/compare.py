@@ -117,7 +117,8 @@ REFERENCE_MAX_CALL_S = 2.0
 SEED = 0
 
 ALL_CORES = usable_cpu_count()
-OURS = "softmax_ce_c loss+grad"  # the baseline every ratio divides by
+OURS = f"softmax_ce_c loss+grad, all {ALL_CORES} threads"  # the baseline every ratio divides by
+OURS_ONE_THREAD = "softmax_ce_c loss+grad, 1 thread"
 OURS_LOSS_ONLY = "softmax_ce_c loss only"
 OURS_OUT = "softmax_ce_c out="
 OURS_INPLACE = "softmax_ce_c inplace=True"
@@ -162,7 +163,8 @@ def softmax_ce_c_methods(case, logits, target, options, policy):
 
         return Method(name, call, policy, prepare)
 
-    methods = [method(OURS, softmax_ce_c.softmax_cross_entropy)]
+    methods = [method(OURS, softmax_ce_c.softmax_cross_entropy, num_threads=ALL_CORES),
+               method(OURS_ONE_THREAD, softmax_ce_c.softmax_cross_entropy, num_threads=1)]
     if case.is_plain_float32:
         methods.append(method(OURS_OUT, softmax_ce_c.softmax_cross_entropy, out=np.empty_like(logits)))
         # the gradient overwrites its input: refill a scratch copy before every call, untimed
@@ -307,22 +309,25 @@ def divide(numerator, denominator):
 
 
 def summary_rows(records):
-    """Per case: torch time / ours (speed-up, >1: we are faster), ours / copy floor, and ours / ours
-    on the plain float32 case of the same shape (what the options or the dtype cost)."""
+    """Per case: torch time / ours at the same thread count (speed-up, >1: we are faster), ours /
+    copy floor (1 thread and all cores), and ours / ours on the plain float32 case of the same shape
+    (what the options or the dtype cost)."""
     median_by_key = {(r["case"], r["dtype"], r["options"], r["method"]): r["median_s"] for r in records}
     case_keys = dict.fromkeys((r["case"], r["dtype"], r["options"]) for r in records)  # ordered, unique
     rows = []
     for case_key in case_keys:
-        ours, torch_one, torch_all, copy_floor = (
+        ours, ours_one, torch_one, torch_all, copy_floor = (
             median_by_key.get((*case_key, method))
-            for method in (OURS, TORCH_ONE_THREAD, TORCH_ALL_CORES, COPY_FLOOR)
+            for method in (OURS, OURS_ONE_THREAD, TORCH_ONE_THREAD, TORCH_ALL_CORES, COPY_FLOOR)
         )
         plain = median_by_key.get((case_key[0], "float32", PLAIN, OURS))
         rows.append([
             *case_key,
-            format_optional(divide(torch_one, ours), "{:.2f}x"),
+            format_optional(divide(torch_one, ours_one), "{:.2f}x"),
             format_optional(divide(torch_all, ours), "{:.2f}x"),
+            format_optional(divide(ours_one, copy_floor), "{:.2f}"),
             format_optional(divide(ours, copy_floor), "{:.2f}"),
+            format_optional(divide(ours_one, ours), "{:.2f}x"),
             format_optional(divide(ours, plain), "{:.2f}"),
         ])
     return rows
@@ -333,12 +338,14 @@ def summary_table(records):
         "case",
         "dtype",
         "options",
-        "softmax_ce_c vs torch (1 thread)",
-        f"vs torch (all cores, {ALL_CORES})",
-        "softmax_ce_c / copy floor",
+        "vs torch, 1 thread",
+        f"vs torch, {ALL_CORES} threads",
+        "/ copy, 1 thread",
+        f"/ copy, {ALL_CORES} threads",
+        f"1 -> {ALL_CORES} threads",
         "vs plain pass",
     ]
-    return markdown_table(header, summary_rows(records), "lllrrrr")
+    return markdown_table(header, summary_rows(records), "lllrrrrrr")
 
 
 def header_lines(machine, policy, records):
@@ -383,10 +390,11 @@ def report(records, machine, policy, notes):
         "",
         "## Summary",
         "",
-        f"Speed-up = torch time / {OURS} time (>1: softmax_ce_c is faster); "
-        f"copy floor = {OURS} time / {COPY_FLOOR} time (1: as fast as a plain copy); "
+        "vs torch = torch fwd+bwd time / softmax_ce_c loss+grad time at the same thread count (>1: "
+        "softmax_ce_c is faster); / copy = softmax_ce_c loss+grad time / np.copyto time (1: as fast as "
+        "one plain copy, which is single-threaded); 1 -> N threads = the speed-up from threads; "
         f"vs plain pass = {OURS} time / its time on the plain float32 case of the same shape "
-        f"(what the options or the dtype cost; n/a when that case was not run).",
+        "(what the options or the dtype cost; n/a when that case was not run).",
         "",
         summary_table(records),
     ]
