@@ -81,7 +81,7 @@ def _mean(total, count):
 def _cross_entropy(problem, n_threads, grad_rows=None, grad_scale=1.0, row_grad_scale=None):
     """Runs the kernel: the loss, and the gradient into grad_rows (N, K) unless it is None."""
     rows, options = problem.logits, problem.options
-    kernels = _KERNELS[rows.data.dtype.name]
+    kernels = _KERNELS[_validate.dtype_name(rows.data.dtype)]
     n_rows, n_classes = rows.data.shape
     row_loss = np.empty(n_rows)
     row_z_loss = np.empty(n_rows) if options.z_loss else None
@@ -207,7 +207,7 @@ def cross_entropy(
 def logsumexp(x, axis=-1):
     """log(sum(exp(x))) along `axis`, in x's dtype; +inf / -inf rows give +inf / -inf as in PyTorch."""
     rows = _validate.rows_of(x, axis)
-    kernels = _KERNELS[rows.data.dtype.name]
+    kernels = _KERNELS[_validate.dtype_name(rows.data.dtype)]
     lse = np.empty(rows.data.shape[0], rows.data.dtype)
     _check(kernels.logsumexp(kernels.pointer(lse), _row_params(rows.data), kernels.pointer(rows.data)))
     return _scalar_or_array(lse.reshape(rows.row_shape))
@@ -216,7 +216,7 @@ def logsumexp(x, axis=-1):
 def log_softmax(x, axis=-1):
     """x - logsumexp(x) along `axis`, accurate near 0; a row with +inf or no finite value is NaN."""
     rows = _validate.rows_of(x, axis)
-    kernels = _KERNELS[rows.data.dtype.name]
+    kernels = _KERNELS[_validate.dtype_name(rows.data.dtype)]
     out = np.empty_like(rows.data)
     _check(kernels.log_softmax(kernels.pointer(out), _row_params(rows.data), kernels.pointer(rows.data)))
     return rows.restore(out)
@@ -225,7 +225,7 @@ def log_softmax(x, axis=-1):
 def softmax(x, axis=-1):
     """exp(x) / sum(exp(x)) along `axis`; a row with +inf or no finite value is NaN."""
     rows = _validate.rows_of(x, axis)
-    kernels = _KERNELS[rows.data.dtype.name]
+    kernels = _KERNELS[_validate.dtype_name(rows.data.dtype)]
     out = np.empty_like(rows.data)
     _check(kernels.softmax(kernels.pointer(out), _row_params(rows.data), kernels.pointer(rows.data)))
     return rows.restore(out)

@@ -33,7 +33,8 @@ class Rows(NamedTuple):
 
     def restore(self, data):
         """An (N, K) result in the caller's layout (a view: the class axis moved back)."""
-        return np.moveaxis(data.reshape(self.moved_shape), -1, self.axis)
+        moved = data.reshape(self.moved_shape)
+        return moved if self.axis == len(self.moved_shape) - 1 else np.moveaxis(moved, -1, self.axis)
 
 
 class Options(NamedTuple):
@@ -55,13 +56,24 @@ class CrossEntropyProblem(NamedTuple):
     options: Options
 
 
+_DTYPE_NAMES = {}
+
+
+def dtype_name(dtype):
+    """dtype.name, cached: NumPy computes it anew on every access, which small calls notice."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = dtype.name
+    return name
+
+
 def float_array(x, name):
     """x as an array of a supported float dtype with at least one dimension (byte-swapped floats
     are converted to native order)."""
     array = np.asarray(x)
     if array.dtype.kind == "f" and not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
-    if array.dtype.name not in LOGIT_DTYPE_NAMES:
+    if dtype_name(array.dtype) not in LOGIT_DTYPE_NAMES:
         raise TypeError(f"{name} must be a float32, float64, float16 or bfloat16 array, got dtype {array.dtype}")
     if array.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension (the class axis), got a 0-d array")
@@ -84,7 +96,7 @@ def as_rows(array, axis):
     n_classes = array.shape[axis]
     if n_classes == 0:
         raise ValueError("the class axis has length 0: softmax needs at least one class")
-    moved = np.moveaxis(array, axis, -1)
+    moved = array if axis == array.ndim - 1 else np.moveaxis(array, axis, -1)
     data = np.require(moved, requirements=["C", "A"]).reshape(-1, n_classes)
     return Rows(data, moved.shape, axis)
 
@@ -186,7 +198,7 @@ def cross_entropy_problem(logits, target, axis, reduction, **options):
     kind = target.dtype.kind
     if kind in "iu":
         return CrossEntropyProblem(logits, rows, class_indices(target, rows), None, reduction, options)
-    if kind == "f" or target.dtype.name == "bfloat16":
+    if kind == "f" or dtype_name(target.dtype) == "bfloat16":
         if options.ignore_index != DEFAULT_IGNORE_INDEX:
             raise ValueError("ignore_index applies to class-index targets only, not to probabilities")
         prob = class_probabilities(target, rows, logits.shape)
