@@ -59,11 +59,13 @@ static const isa_kernels ALL_ISAS[] = {
 static int cpu_has(const isa_kernels *isa) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
+    /* every feature the isa_*.h target pragma enables */
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                     __builtin_cpu_supports("f16c");
     if (strcmp(isa->name, "avx512") == 0)
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-    if (strcmp(isa->name, "avx2") == 0)
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (strcmp(isa->name, "avx2") == 0) return avx2;
 #endif
     return 1;
 }
@@ -91,7 +93,7 @@ __attribute__((constructor)) static void choose_isa(void) {
 const char *sce_isa(void) { return current()->name; }
 
 int sce_select_isa(const char *name) {
-    for (int i = 0; i < N_ISAS; i++) {
+    for (int i = 0; name && i < N_ISAS; i++) {
         if (strcmp(ALL_ISAS[i].name, name) == 0 && cpu_has(&ALL_ISAS[i])) {
             __atomic_store_n(&active, &ALL_ISAS[i], __ATOMIC_RELEASE);
             return SCE_OK;

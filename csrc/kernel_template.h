@@ -151,8 +151,8 @@ SPECIALISED double exp_sum_blocks(double *restrict e, double *restrict slope, co
     partial_sums sums = {{0.0}, {0.0}};
     int64_t k = begin;
     for (; k + PARTIAL_SUMS <= end; k += PARTIAL_SUMS)
-        exp_block(&sums, e + k, slope + k, x + k, PARTIAL_SUMS, max, softcap, store);
-    exp_block(&sums, e + k, slope + k, x + k, (int)(end - k), max, softcap, store);
+        exp_block(&sums, store ? e + k : NULL, store ? slope + k : NULL, x + k, PARTIAL_SUMS, max, softcap, store);
+    exp_block(&sums, store ? e + k : NULL, store ? slope + k : NULL, x + k, (int)(end - k), max, softcap, store);
     return total_of(&sums);
 }
 
@@ -320,7 +320,8 @@ static int check_cross_entropy_arguments(const sce_result *result, const sce_par
                         (params->z_loss != 0 && !result->row_z_loss);
     const int out_of_range = params->n_threads < 1 ||
                              !(params->label_smoothing >= 0 && params->label_smoothing <= 1) ||
-                             !(params->z_loss >= 0) || !(params->softcap >= 0) ||
+                             !(params->z_loss >= 0 && isfinite(params->z_loss)) ||
+                             !(params->softcap >= 0 && isfinite(params->softcap)) ||
                              params->reduction < SCE_MEAN || params->reduction > SCE_NONE;
     return missing || out_of_range ? SCE_ERR_ARGUMENT : SCE_OK;
 }

@@ -4,7 +4,7 @@
 
 #include <pthread.h>
 
-#define MAX_WORKERS 256
+#define MAX_WORKERS 64 /* workers are never reclaimed: keep what a huge num_threads can leave */
 
 static pthread_mutex_t job_owner = PTHREAD_MUTEX_INITIALIZER; /* held by the caller running a job */
 static pthread_mutex_t state = PTHREAD_MUTEX_INITIALIZER;     /* guards everything below */

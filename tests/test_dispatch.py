@@ -8,7 +8,7 @@ import pytest
 
 import softmax_ce_c
 from conftest import ALL_ISAS, DEFAULT_ISA, available_isas
-from softmax_ce_c._kernel import lib
+from softmax_ce_c._kernel import ffi, lib
 
 
 def isa_in_fresh_process(environment_value):
@@ -39,4 +39,5 @@ def test_an_unknown_level_forces_nothing():
 
 def test_selecting_an_unknown_level_fails_and_changes_nothing(isa):
     assert lib.sce_select_isa(b"sse9") == lib.SCE_ERR_ARGUMENT
+    assert lib.sce_select_isa(ffi.NULL) == lib.SCE_ERR_ARGUMENT
     assert softmax_ce_c.instruction_set() == isa

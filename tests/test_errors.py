@@ -252,6 +252,7 @@ def test_kernel_writes_nothing_before_reporting_a_bad_target():
         (2, 0, {}, lib.SCE_ERR_SHAPE),
         (2, 4, {"label_smoothing": 1.5}, lib.SCE_ERR_ARGUMENT),
         (2, 4, {"softcap": -1.0}, lib.SCE_ERR_ARGUMENT),
+        (2, 4, {"softcap": float("inf")}, lib.SCE_ERR_ARGUMENT),
         (2, 4, {"reduction": 7}, lib.SCE_ERR_ARGUMENT),
         (2, 4, {"z_loss": 0.5}, lib.SCE_ERR_ARGUMENT),  # z_loss without a row_z_loss buffer
     ],
