@@ -11,6 +11,17 @@
  * double arithmetic already gives exp of the exact difference. */
 static inline double exp_difference_of_floats(double x, double m) { return exp_of_nonpositive(x - m); }
 
+/* float logits in float arithmetic (twice the vector lanes): x - m split exactly into hi + lo
+ * (TwoSum in float), then exp(hi) (1 + lo) with expf_of_nonpositive's 1.2 ulp. Used for float32
+ * logits, whose contract has room for it; half precision, rounded bit-exactly, keeps the double. */
+static inline double exp_difference_in_float(float x, float m) {
+    const float hi = x - m;
+    const float x_part = hi + m;
+    const float lo = (x - x_part) - (m + (hi - x_part));
+    const float e = expf_of_nonpositive(hi);
+    return lo == lo ? (double)VEXPF_FMA(e, lo, e) : (double)e;
+}
+
 /* double logits: split x - m into hi + lo exactly (Knuth's TwoSum) and use exp(hi + lo) =
  * exp(hi) * (1 + lo), exact to first order since |lo| <= ulp(hi) / 2. lo is NaN when x is -inf;
  * exp(hi) is then 0, which is the answer. */

@@ -8,6 +8,7 @@
  *   TYPE_NAME         f32, f64, f16 or bf16
  *   EXP_DIFFERENCE    exp(x - m) accurate for that type (exp_difference.h)
  *   COMPENSATED_SUMS  1 to keep the rounding errors of row sums (needed for double logits)
+ *   FLOAT_EXP         1 to evaluate exp in float when the logits are uncapped floats (float32 only)
  * The functions defined here are named sce_<function>_<type>_<isa>; dispatch.c exports them under
  * the names of softmax_ce.h, choosing the instruction set once. All arithmetic is in double; STORAGE
  * is only what is read and written.
@@ -34,11 +35,15 @@
 #define KERNEL_EXPAND(name, type, isa) KERNEL_CONCAT(name, type, isa)
 #define KERNEL_NAME(name) KERNEL_EXPAND(name, TYPE_NAME, ISA_NAME)
 
+/* Blocks of the row loops are inlined with constant arguments (the lane count, store 0 or 1, softcap
+ * 0 or not) so that each use gets a branch-free, vectorisable copy. */
+#define SPECIALISED static inline __attribute__((always_inline))
+
 /* Row sums are kept in PARTIAL_SUMS independent lanes: that fixes the order of the additions, whatever
  * the compiler, and lets it keep several in flight. With COMPENSATED_SUMS (double logits) each lane
  * also keeps its rounding error (TwoSum), since a double sum of double terms would otherwise lose
  * about sqrt(K) ulp; float logits have 29 spare bits in a double and need no such care. */
-#define PARTIAL_SUMS 8
+#define PARTIAL_SUMS 16
 
 typedef struct {
     double sum[PARTIAL_SUMS];
@@ -96,50 +101,51 @@ typedef struct {
     double log_sum; /* log1p(rest): lse = max + log_sum */
 } row_stats;
 
-static inline void max_block(double lane_max[PARTIAL_SUMS], const STORAGE *x, int lanes) {
+/* Per lane j: the largest x[k + j] seen, and the k of the block where it was first seen. */
+SPECIALISED void max_block(double lane_max[PARTIAL_SUMS], int64_t lane_block[PARTIAL_SUMS], const STORAGE *x,
+                           int64_t block, int lanes) {
     for (int j = 0; j < lanes; j++) {
-        const double value = LOAD(x[j]);
-        lane_max[j] = value > lane_max[j] ? value : lane_max[j];
+        const double value = LOAD(x[block + j]);
+        const int larger = value > lane_max[j];
+        lane_max[j] = larger ? value : lane_max[j];
+        lane_block[j] = larger ? block : lane_block[j];
     }
 }
 
-/* The first k with x[k] == value (n_classes if none): whole blocks are compared at once. */
-static int64_t first_index_of(const STORAGE *x, int64_t n_classes, double value) {
-    int64_t k = 0;
-    for (; k + PARTIAL_SUMS <= n_classes; k += PARTIAL_SUMS) {
-        int found = 0;
-        for (int j = 0; j < PARTIAL_SUMS; j++) found |= LOAD(x[k + j]) == value;
-        if (found) break;
-    }
-    while (k < n_classes && !(LOAD(x[k]) == value)) k++;
-    return k;
-}
-
-/* The max, then the first index holding it. Comparisons with NaN are false, so NaN is never the max
- * (it reaches the result through rest); a row of NaN and -inf has max -inf, which makes it NaN.
- * softcap is monotonic: the max of x' is the capped max of x. */
+/* The max and the first index holding it, in one vectorisable pass: each lane keeps its own max
+ * and where it first saw it, and the first index is the smallest among the lanes holding the max.
+ * Comparisons with NaN are false, so NaN is never the max (it reaches the result through rest); a
+ * row of NaN and -inf has max -inf, which makes it NaN. softcap is monotonic: the max of x' is the
+ * capped max of x. */
 static void find_row_max(row_stats *stats, const STORAGE *x, int64_t n_classes, double softcap) {
     double lane_max[PARTIAL_SUMS];
-    for (int j = 0; j < PARTIAL_SUMS; j++) lane_max[j] = -INFINITY;
+    int64_t lane_block[PARTIAL_SUMS];
+    for (int j = 0; j < PARTIAL_SUMS; j++) {
+        lane_max[j] = -INFINITY;
+        lane_block[j] = 0;
+    }
     int64_t k = 0;
-    for (; k + PARTIAL_SUMS <= n_classes; k += PARTIAL_SUMS) max_block(lane_max, x + k, PARTIAL_SUMS);
-    max_block(lane_max, x + k, (int)(n_classes - k));
+    for (; k + PARTIAL_SUMS <= n_classes; k += PARTIAL_SUMS) max_block(lane_max, lane_block, x, k, PARTIAL_SUMS);
+    max_block(lane_max, lane_block, x, k, (int)(n_classes - k));
     double max = lane_max[0];
     for (int j = 1; j < PARTIAL_SUMS; j++) max = lane_max[j] > max ? lane_max[j] : max;
-    const int64_t argmax = first_index_of(x, n_classes, max);
+    int64_t argmax = n_classes;
+    for (int j = 0; j < PARTIAL_SUMS; j++) {
+        const int64_t index = lane_block[j] + j;
+        if (lane_max[j] == max && index < argmax) argmax = index;
+    }
     stats->max = capped(max, softcap);
     stats->argmax = argmax < n_classes ? argmax : 0;
 }
 
-/* Blocks that are inlined with constant arguments (store 0 or 1, softcap 0 or not) so that each use
- * gets a branch-free, vectorisable copy. */
-#define SPECIALISED static inline __attribute__((always_inline))
 
 SPECIALISED void exp_block(partial_sums *sums, double *restrict e, double *restrict slope, const STORAGE *x,
                            int lanes, double max, double softcap, int store) {
     for (int j = 0; j < lanes; j++) {
         const capped_logit logit = softcap > 0 ? softcapped(LOAD(x[j]), softcap) : (capped_logit){LOAD(x[j]), 1.0};
-        const double term = EXP_DIFFERENCE(logit.value, max);
+        /* uncapped float logits: max is a float too, and the exp can run in float */
+        const double term = FLOAT_EXP && !(softcap > 0) ? exp_difference_in_float((float)logit.value, (float)max)
+                                                        : EXP_DIFFERENCE(logit.value, max);
         if (store) e[j] = term;
         if (store && softcap > 0) slope[j] = logit.slope;
         add_to_lane(sums, j, term);

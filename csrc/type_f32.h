@@ -6,3 +6,4 @@
 #define TYPE_NAME f32
 #define EXP_DIFFERENCE exp_difference_of_floats
 #define COMPENSATED_SUMS 0
+#define FLOAT_EXP 1

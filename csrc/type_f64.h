@@ -6,3 +6,4 @@
 #define TYPE_NAME f64
 #define EXP_DIFFERENCE exp_difference_of_doubles
 #define COMPENSATED_SUMS 1
+#define FLOAT_EXP 0

@@ -84,4 +84,49 @@ static inline double expm1_of_nonpositive(double d) {
     return parts.k == 0 ? parts.r * parts.q : elsewhere;
 }
 
+/* The float version, for float logits: exp(d) for d <= 0 in float arithmetic (twice the lanes of
+ * double), degree-7 Taylor polynomial after the same reduction (truncation below 6e-9 relative),
+ * 2^k in two normal halves. */
+#define VEXPF_LOG2E 1.44269504f
+#define VEXPF_LN2_HI 0.693145751953125f /* 16 significant bits: k * LN2_HI is exact */
+#define VEXPF_LN2_LO 1.42860677e-06f
+#define VEXPF_ROUND 12582912.0f /* 1.5 * 2^23 */
+#define VEXPF_FLOOR (-104.0f)   /* exp(-104) rounds to 0 in float */
+
+#if defined(__FMA__) || defined(__aarch64__)
+#define VEXPF_FMA(a, b, c) __builtin_fmaf(a, b, c)
+#else
+#define VEXPF_FMA(a, b, c) ((a) * (b) + (c))
+#endif
+
+static inline float vexpf_from_bits(uint32_t bits) {
+    float value;
+    memcpy(&value, &bits, sizeof value);
+    return value;
+}
+
+static inline uint32_t vexpf_to_bits(float value) {
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    return bits;
+}
+
+static inline float expf_of_nonpositive(float d) {
+    d = d < VEXPF_FLOOR ? VEXPF_FLOOR : d; /* NaN passes through */
+    const float shifted = d * VEXPF_LOG2E + VEXPF_ROUND;
+    const float k = shifted - VEXPF_ROUND;
+    const float r = (d - k * VEXPF_LN2_HI) - k * VEXPF_LN2_LO;
+    float p = 1.0f / 5040.0f;
+    p = VEXPF_FMA(p, r, 1.0f / 720.0f);
+    p = VEXPF_FMA(p, r, 1.0f / 120.0f);
+    p = VEXPF_FMA(p, r, 1.0f / 24.0f);
+    p = VEXPF_FMA(p, r, 1.0f / 6.0f);
+    p = VEXPF_FMA(p, r, 0.5f);
+    p = VEXPF_FMA(p, r, 1.0f);
+    p = VEXPF_FMA(p, r, 1.0f);
+    const int32_t k_int = (int32_t)(vexpf_to_bits(shifted) - vexpf_to_bits(VEXPF_ROUND));
+    const int32_t low = k_int >> 1, high = k_int - low; /* each >= -76: 2^each is normal */
+    return p * vexpf_from_bits((uint32_t)(low + 127) << 23) * vexpf_from_bits((uint32_t)(high + 127) << 23);
+}
+
 #endif
