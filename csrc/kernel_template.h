@@ -10,8 +10,9 @@
  *   COMPENSATED_SUMS  1 to keep the rounding errors of row sums (needed for double logits)
  *   FLOAT_EXP         1 to evaluate exp in float when the logits are uncapped floats (float32 only)
  * The functions defined here are named sce_<function>_<type>_<isa>; dispatch.c exports them under
- * the names of softmax_ce.h, choosing the instruction set once. All arithmetic is in double; STORAGE
- * is only what is read and written.
+ * the names of softmax_ce.h, choosing the instruction set once. All arithmetic is in double (but the
+ * exp of float32 logits, see FLOAT_EXP); STORAGE is only what is read and written. Rows are shared
+ * out to threads in chunks (thread_pool.h); each row's result is independent of the chunking.
  *
  * Every row goes through the same statistics of its logits x' (after the optional softcap): the max
  * m, the first index a holding it (its exp is exactly 1) and rest = sum over k != a of exp(x'_k - m).
@@ -112,8 +113,9 @@ SPECIALISED void max_block(double lane_max[PARTIAL_SUMS], int64_t lane_block[PAR
     }
 }
 
-/* The max and the first index holding it, in one vectorisable pass: each lane keeps its own max
- * and where it first saw it, and the first index is the smallest among the lanes holding the max.
+/* The max and the first index holding it, in one pass: each lane keeps its own max and where it
+ * first saw it, and the first index is the smallest among the lanes holding the max. (Written for
+ * vectorisation, but GCC 12 keeps this select-reduction scalar: the next thing to speed up.)
  * Comparisons with NaN are false, so NaN is never the max (it reaches the result through rest); a
  * row of NaN and -inf has max -inf, which makes it NaN. softcap is monotonic: the max of x' is the
  * capped max of x. */
