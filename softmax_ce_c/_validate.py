@@ -10,7 +10,6 @@ import numpy as np
 
 # bfloat16 is ml_dtypes' NumPy dtype; it is recognised by name so ml_dtypes is never imported here
 LOGIT_DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")
-HALF_DTYPE_NAMES = ("float16", "bfloat16")
 REDUCTIONS = ("mean", "sum", "none")
 DEFAULT_IGNORE_INDEX = -100
 
