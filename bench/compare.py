@@ -1,14 +1,20 @@
-"""Time softmax_ce_c against its NumPy reference, PyTorch and a memory-copy floor.
+"""Time softmax_ce_c against its NumPy reference, PyTorch, JAX and a memory-copy floor, and measure
+the peak memory one call adds.
 
-    python bench/compare.py [--quick] [--cases SUBSTRING] [--json PATH]
+    python bench/compare.py [--quick] [--cases SUBSTRING] [--json PATH] [--no-memory]
 
 Run from the repo root, this imports the *installed* softmax_ce_c: sys.path[0] is bench/, not
 the checkout. Prints markdown tables to stdout and progress to stderr.
 """
 import argparse
+import importlib
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -19,26 +25,20 @@ from machine import describe_machine, usable_cpu_count
 from timing import Method, RepPolicy, benchmark, do_nothing
 
 
-def import_torch():
-    """torch, or None when it is not importable (it is an optional peer)."""
+def import_optional(name):
+    """The module, or None when it is not importable: the peers are optional, and without ml_dtypes
+    (NumPy's bfloat16) the bfloat16 cases are skipped."""
     try:
-        import torch
+        return importlib.import_module(name)
     except (ImportError, OSError):  # OSError: an install whose shared libraries fail to load
         return None
-    return torch
 
 
-def import_ml_dtypes():
-    """ml_dtypes (NumPy's bfloat16), or None: without it the bfloat16 cases are skipped."""
-    try:
-        import ml_dtypes
-    except ImportError:
-        return None
-    return ml_dtypes
-
-
-torch = import_torch()
-ml_dtypes = import_ml_dtypes()
+torch = import_optional("torch")
+ml_dtypes = import_optional("ml_dtypes")
+jax = import_optional("jax")
+if jax is not None:
+    jax.config.update("jax_enable_x64", True)  # for the float64 cases; float32 inputs stay float32
 
 
 def class_weights(rng, n_classes, dtype):
@@ -125,7 +125,11 @@ OURS_INPLACE = "softmax_ce_c inplace=True"
 REFERENCE = "NumPy reference"
 TORCH_ONE_THREAD = "torch fwd+bwd, 1 thread"
 TORCH_ALL_CORES = f"torch fwd+bwd, all {ALL_CORES} threads"
+JAX = "jax jit fwd+bwd (all cores)"
 COPY_FLOOR = "np.copyto (floor)"
+JAX_DTYPES = ("float32", "float64")  # on the plain cases of these
+# the methods whose peak memory is measured, on the plain float32 cases
+MEMORY_METHODS = (OURS, OURS_INPLACE, OURS_LOSS_ONLY, TORCH_ALL_CORES, COPY_FLOOR)
 
 
 def numpy_dtype(name):
@@ -226,20 +230,103 @@ def torch_methods(case, logits, target, options, policy):
     return [at_threads(TORCH_ONE_THREAD, 1), at_threads(TORCH_ALL_CORES, ALL_CORES)]
 
 
+def jax_loss(logits, target):
+    """The mean softmax cross-entropy with integer labels, in jax.numpy."""
+    log_probabilities = jax.nn.log_softmax(logits)
+    return -jax.numpy.mean(jax.numpy.take_along_axis(log_probabilities, target[:, None], axis=1))
+
+
+def jax_methods(case, logits, target, options, policy):
+    """jit(value_and_grad(jax_loss)) on the plain JAX_DTYPES cases, at JAX's default threading (all
+    cores); none without jax. benchmark()'s warm-up call compiles it."""
+    if jax is None or case.options != PLAIN or case.dtype not in JAX_DTYPES:
+        return []
+    loss_and_grad = jax.jit(jax.value_and_grad(jax_loss))
+    # device_put copies asynchronously: wait, or the copy would overlap the other methods' calls
+    logits_array, target_array = jax.block_until_ready(jax.device_put((logits, target)))
+    return [Method(JAX, lambda: jax.block_until_ready(loss_and_grad(logits_array, target_array)), policy)]
+
+
 def copy_floor_method(logits, policy):
     """A fused pass must at least read the logits and write the gradient: one copy."""
     destination = np.empty_like(logits)
     return Method(COPY_FLOOR, lambda: np.copyto(destination, logits), policy)
 
 
-def time_case(case, policy):
+def case_methods(case, policy):
     logits, target, options = make_inputs(case)
-    methods = [
+    return [
         *softmax_ce_c_methods(case, logits, target, options, policy),
         *torch_methods(case, logits, target, options, policy),
+        *jax_methods(case, logits, target, options, policy),
         copy_floor_method(logits, policy),
     ]
-    return benchmark(methods)
+
+
+def time_case(case, policy):
+    return benchmark(case_methods(case, policy))
+
+
+def rss_kib(field):
+    """VmRSS (now) or VmHWM (the peak) of this process, from Linux's /proc."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+
+def memory_child(case_name, method_name):
+    """Run in a fresh process by measure_memory: build the case's inputs and methods, reset the peak
+    RSS to the current RSS, make one call and print, as JSON, the KiB by which it raised the peak
+    (null when the method does not exist here) and which softmax_ce_c it imported. The peak is
+    VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's peak (exec keeps the max).
+    The child runs without jax (see measure_memory)."""
+    case = next(c for c in CASES if c.name == case_name)
+    method = next((m for m in case_methods(case, QUICK_POLICY) if m.name == method_name), None)
+    added_kib = None
+    if method is not None:
+        method.prepare()
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")  # VmHWM := VmRSS
+        before_kib = rss_kib("VmHWM")
+        result = method.call()  # kept alive until the peak is read
+        added_kib = rss_kib("VmHWM") - before_kib
+        del result
+    print(json.dumps({"added_kib": added_kib, "softmax_ce_c": os.path.dirname(softmax_ce_c.__file__)}))
+
+
+def measure_memory(cases):
+    """One record per plain float32 case and MEMORY_METHODS method, each measured by memory_child in
+    its own `python -c`, with the parent's softmax_ce_c and bench/ on its path and a cwd without a
+    softmax_ce_c folder. The children run ALL_CORES at a time: each one measures only its own RSS.
+    They do not import jax: it is not measured, and its CPU backend, started by the device_put of
+    the JAX method, allocates in background threads (tens of MiB that would land in the peaks)."""
+    package_dir = os.path.dirname(softmax_ce_c.__file__)
+    bench_dir = os.path.dirname(os.path.abspath(__file__))
+    path = [os.path.dirname(package_dir), bench_dir, os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
+    code = "import sys; sys.modules['jax'] = None; import compare; compare.memory_child(*sys.argv[1:])"
+    jobs = [(case, method) for case in cases if case.is_plain_float32 for method in MEMORY_METHODS]
+
+    def measure(job):
+        case, method = job
+        child = subprocess.run([sys.executable, "-c", code, case.name, method], check=False, cwd=cwd,
+                               env=env, capture_output=True, text=True)
+        if child.returncode:
+            print(f"peak memory of {method} on {case.name} failed:\n{child.stderr}", file=sys.stderr)
+            added_kib = None
+        else:
+            reply = json.loads(child.stdout.splitlines()[-1])
+            if reply["softmax_ce_c"] != package_dir:
+                raise RuntimeError(f"the memory child imported {reply['softmax_ce_c']}, not {package_dir}")
+            added_kib = reply["added_kib"]
+        return {
+            "case": case.label,
+            "method": method,
+            "array_mib": case.n_elements * numpy_dtype(case.dtype).itemsize / 2**20,
+            "added_mib": None if added_kib is None else added_kib / 1024,
+        }
+
+    with tempfile.TemporaryDirectory() as cwd, ThreadPoolExecutor(ALL_CORES) as pool:
+        return list(pool.map(measure, jobs))
 
 
 def result_records(case, timings):
@@ -316,15 +403,16 @@ def summary_rows(records):
     case_keys = dict.fromkeys((r["case"], r["dtype"], r["options"]) for r in records)  # ordered, unique
     rows = []
     for case_key in case_keys:
-        ours, ours_one, torch_one, torch_all, copy_floor = (
+        ours, ours_one, torch_one, torch_all, jax_all, copy_floor = (
             median_by_key.get((*case_key, method))
-            for method in (OURS, OURS_ONE_THREAD, TORCH_ONE_THREAD, TORCH_ALL_CORES, COPY_FLOOR)
+            for method in (OURS, OURS_ONE_THREAD, TORCH_ONE_THREAD, TORCH_ALL_CORES, JAX, COPY_FLOOR)
         )
         plain = median_by_key.get((case_key[0], "float32", PLAIN, OURS))
         rows.append([
             *case_key,
             format_optional(divide(torch_one, ours_one), "{:.2f}x"),
             format_optional(divide(torch_all, ours), "{:.2f}x"),
+            format_optional(divide(jax_all, ours), "{:.2f}x"),
             format_optional(divide(ours_one, copy_floor), "{:.2f}"),
             format_optional(divide(ours, copy_floor), "{:.2f}"),
             format_optional(divide(ours_one, ours), "{:.2f}x"),
@@ -340,12 +428,13 @@ def summary_table(records):
         "options",
         "vs torch, 1 thread",
         f"vs torch, {ALL_CORES} threads",
+        "vs jax",
         "/ copy, 1 thread",
         f"/ copy, {ALL_CORES} threads",
         f"1 -> {ALL_CORES} threads",
         "vs plain pass",
     ]
-    return markdown_table(header, summary_rows(records), "lllrrrrrr")
+    return markdown_table(header, summary_rows(records), "lllrrrrrrr")
 
 
 def header_lines(machine, policy, records):
@@ -358,7 +447,7 @@ def header_lines(machine, policy, records):
         f" ({machine['usable_cpus']} usable), {machine['platform']}",
         f"- load average (1 min) at start: {format_optional(machine['load_average_1min'], '{:.2f}')}",
         f"- Python {machine['python']}, NumPy {machine['numpy']}, torch {machine['torch']}, "
-        f"ml_dtypes {machine['ml_dtypes']}, softmax_ce_c {machine['softmax_ce_c']} "
+        f"jax {machine['jax']}, ml_dtypes {machine['ml_dtypes']}, softmax_ce_c {machine['softmax_ce_c']} "
         f"({machine['softmax_ce_c_path']}), kernel instruction set {machine['softmax_ce_c_instruction_set']}",
         f"- timings are medians of interleaved repetitions (round-robin over the methods, "
         f"~{policy.target_s} s per method per case, after a warm-up call)",
@@ -376,14 +465,50 @@ def header_lines(machine, policy, records):
     if any(r["method"] == OURS_INPLACE for r in records):
         lines.append(f"- {OURS_OUT}: into a preallocated gradient; {OURS_INPLACE}: over a scratch copy "
                      f"of the logits, refilled (untimed) before every call")
+    if any(r["method"] == JAX for r in records):
+        lines.append(f"- {JAX}: jax.jit(jax.value_and_grad(loss)), loss(x, y) = "
+                     "-mean(take_along_axis(log_softmax(x), y[:, None], axis=1)), on the plain "
+                     f"{' and '.join(JAX_DTYPES)} cases (jax_enable_x64 on, for float64); one call = the "
+                     "jitted call + block_until_ready on the loss and the gradient; the warm-up call compiles")
+    for peer, module_name, module in (("PyTorch", "torch", torch), ("JAX", "jax", jax)):
+        if module is None:
+            lines.append(f"- {peer} rows skipped: {module_name} is not importable")
     return lines
 
 
-def report(records, machine, policy, notes):
+def memory_table(memory):
+    """A row per case: the size of its N x K logits, then the MiB each method's call added."""
+    added_mib = {(m["case"], m["method"]): m["added_mib"] for m in memory}
+    array_mib = {m["case"]: m["array_mib"] for m in memory}  # ordered by case
+    rows = [
+        [case, f"{size:.2f}", *(format_optional(added_mib[case, m], "{:.2f}") for m in MEMORY_METHODS)]
+        for case, size in array_mib.items()
+    ]
+    header = ["case (float32, plain)", "N x K array", *MEMORY_METHODS]
+    return markdown_table(header, rows, "l" + "r" * (len(header) - 1))
+
+
+def memory_section(memory):
+    if not memory:
+        return []
+    return [
+        "",
+        "## Peak memory added by one call (MiB)",
+        "",
+        ("Each cell is its own fresh process (`python -c`): it builds the inputs and the method (the "
+         "inplace scratch copy filled), resets the peak RSS to the current RSS (Linux: "
+         "/proc/self/clear_refs, VmHWM), makes one call (the first in the process, so any lazy "
+         "initialisation counts) and reports the peak minus the RSS before. The output np.copyto writes "
+         "was allocated untouched beforehand, so it shows one N x K array being written. n/a: not "
+         "measured (torch not importable, or the child failed). MiB = 2^20 bytes."),
+        "",
+        memory_table(memory),
+    ]
+
+
+def report(records, machine, policy, notes, memory):
     lines = header_lines(machine, policy, records)
     lines += [f"- {note}" for note in notes]
-    if torch is None:
-        lines.append("- PyTorch rows skipped: torch is not importable")
     lines += [
         "",
         results_table(records),
@@ -391,12 +516,14 @@ def report(records, machine, policy, notes):
         "## Summary",
         "",
         "vs torch = torch fwd+bwd time / softmax_ce_c loss+grad time at the same thread count (>1: "
-        "softmax_ce_c is faster); / copy = softmax_ce_c loss+grad time / np.copyto time (1: as fast as "
+        f"softmax_ce_c is faster); vs jax = {JAX} time / {OURS} time (n/a: not run); "
+        "/ copy = softmax_ce_c loss+grad time / np.copyto time (1: as fast as "
         "one plain copy, which is single-threaded); 1 -> N threads = the speed-up from threads; "
         f"vs plain pass = {OURS} time / its time on the plain float32 case of the same shape "
         "(what the options or the dtype cost; n/a when that case was not run).",
         "",
         summary_table(records),
+        *memory_section(memory),
     ]
     return "\n".join(lines)
 
@@ -409,6 +536,8 @@ def selected_cases(quick, substring):
         known = ", ".join(c.name for c in candidates)
         sys.exit(f"no case matches {substring!r}; cases: {known}")
     notes = []
+    if not os.path.exists("/proc/self/clear_refs"):
+        notes.append("peak memory not measured: it needs Linux's /proc/self/clear_refs")
     if ml_dtypes is None and any(c.dtype == "bfloat16" for c in cases):
         cases = [c for c in cases if c.dtype != "bfloat16"]
         notes.append("bfloat16 cases skipped: ml_dtypes is not importable")
@@ -424,6 +553,8 @@ def parse_args():
     parser.add_argument("--cases", metavar="SUBSTRING", default="",
                         help='only cases whose "NxK dtype options" contains this, e.g. 8192x1000 '
                              'or bfloat16 or "float32 plain"')
+    parser.add_argument("--no-memory", dest="memory", action="store_false",
+                        help="skip the peak memory table (a child process per plain float32 case and method)")
     return parser.parse_args()
 
 
@@ -431,21 +562,27 @@ def main():
     args = parse_args()
     policy = QUICK_POLICY if args.quick else FULL_POLICY
     cases, notes = selected_cases(args.quick, args.cases)
-    machine = describe_machine(softmax_ce_c, torch, ml_dtypes)
+    machine = describe_machine(softmax_ce_c, torch=torch, jax=jax, ml_dtypes=ml_dtypes)
     records = []
     for index, case in enumerate(cases, 1):
         print(f"[{index}/{len(cases)}] {case.name} ...", end=" ", file=sys.stderr, flush=True)
         start = time.perf_counter()
         records += result_records(case, time_case(case, policy))
         print(f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
+    memory = []
+    if args.memory and os.path.exists("/proc/self/clear_refs"):
+        print("peak memory ...", end=" ", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        memory = measure_memory(cases)
+        print(f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
     for note in notes:
         print(note, file=sys.stderr)
-    print(report(records, machine, policy, notes))
+    print(report(records, machine, policy, notes, memory))
     if args.json:
         options = {name: describe_options(name) for name in dict.fromkeys(c.options for c in cases)}
         with open(args.json, "w") as out:
             json.dump({"machine": machine, "policy": asdict(policy), "options": options, "notes": notes,
-                       "results": records}, out, indent=2)
+                       "results": records, "memory": memory}, out, indent=2)
 
 
 if __name__ == "__main__":

@@ -30,9 +30,9 @@ def load_average():
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
-def describe_machine(softmax_ce_c, torch, ml_dtypes=None):
-    """Machine and versions as a dict; torch and ml_dtypes are the modules, or None when they are not
-    importable."""
+def describe_machine(softmax_ce_c, **optional_modules):
+    """Machine and versions as a dict; optional_modules are name=module, or name=None when that
+    module is not importable (e.g. torch=None)."""
     return {
         "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "cpu_model": cpu_model(),
@@ -42,8 +42,8 @@ def describe_machine(softmax_ce_c, torch, ml_dtypes=None):
         "platform": platform.platform(),
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "torch": torch.__version__ if torch is not None else "not installed",
-        "ml_dtypes": ml_dtypes.__version__ if ml_dtypes is not None else "not installed",
+        **{name: module.__version__ if module is not None else "not installed"
+           for name, module in optional_modules.items()},
         "softmax_ce_c": softmax_ce_c.__version__,
         "softmax_ce_c_path": os.path.dirname(softmax_ce_c.__file__),
         "softmax_ce_c_instruction_set": softmax_ce_c.instruction_set(),
