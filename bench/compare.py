@@ -1,7 +1,7 @@
 """Time softmax_ce_c against its NumPy reference, PyTorch, JAX and a memory-copy floor, and measure
 the peak memory one call adds.
 
-    python bench/compare.py [--quick] [--cases SUBSTRING] [--json PATH] [--no-memory]
+    python bench/compare.py [--quick] [--cases SUBSTRING] [--json PATH] [--plot PATH] [--no-memory]
 
 Run from the repo root, this imports the *installed* softmax_ce_c: sys.path[0] is bench/, not
 the checkout. Prints markdown tables to stdout and progress to stderr.
@@ -549,6 +549,8 @@ def selected_cases(quick, substring):
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", metavar="PATH", help="also write all results and machine info as JSON")
+    parser.add_argument("--plot", metavar="PATH",
+                        help="also draw the plain float32 timings as a PNG (needs matplotlib)")
     parser.add_argument("--quick", action="store_true", help="the cases up to 8192x1000, fewer reps: a smoke test")
     parser.add_argument("--cases", metavar="SUBSTRING", default="",
                         help='only cases whose "NxK dtype options" contains this, e.g. 8192x1000 '
@@ -558,8 +560,19 @@ def parse_args():
     return parser.parse_args()
 
 
+def load_plotter():
+    """bench/plot.py's plot_timings, or None, said on stderr, when matplotlib is not importable."""
+    try:
+        from plot import plot_timings
+    except ImportError as error:
+        print(f"--plot skipped: matplotlib is not importable ({error})", file=sys.stderr)
+        return None
+    return plot_timings
+
+
 def main():
     args = parse_args()
+    plot_timings = load_plotter() if args.plot else None  # before the run: say it now, not after
     policy = QUICK_POLICY if args.quick else FULL_POLICY
     cases, notes = selected_cases(args.quick, args.cases)
     machine = describe_machine(softmax_ce_c, torch=torch, jax=jax, ml_dtypes=ml_dtypes)
@@ -583,6 +596,10 @@ def main():
         with open(args.json, "w") as out:
             json.dump({"machine": machine, "policy": asdict(policy), "options": options, "notes": notes,
                        "results": records, "memory": memory}, out, indent=2)
+    if plot_timings:
+        methods = (OURS, OURS_ONE_THREAD, TORCH_ALL_CORES, TORCH_ONE_THREAD, JAX, COPY_FLOOR, REFERENCE)
+        plot_timings(records, machine, args.plot, methods, faint=(REFERENCE,))
+        print(f"plot written to {args.plot}", file=sys.stderr)
 
 
 if __name__ == "__main__":
