@@ -113,9 +113,58 @@ SPECIALISED void max_block(double lane_max[PARTIAL_SUMS], int64_t lane_block[PAR
     }
 }
 
+#if FLOAT_EXP && (defined(__AVX512F__) || defined(__AVX2__))
+#include <immintrin.h>
+#define VECTOR_ROW_MAX 1
+_Static_assert(PARTIAL_SUMS == 16, "the vector row max keeps 16 float lanes");
+
+/* max_block over the whole blocks of float logits with 16 float lanes in registers (GCC does not
+ * vectorise max_block's select-reduction); returns where it stopped. Lane maxima stay floats,
+ * exactly; block starts are int32, so a row longer than 2^31 finishes in max_block. */
+static int64_t max_blocks_of_floats(double lane_max[PARTIAL_SUMS], int64_t lane_block[PARTIAL_SUMS],
+                                    const float *x, int64_t n_classes) {
+    float maxima[16];
+    int32_t blocks[16];
+    int64_t k = 0;
+#if defined(__AVX512F__)
+    __m512 max = _mm512_set1_ps(-INFINITY);
+    __m512i block = _mm512_setzero_si512();
+    for (; k + 16 <= n_classes && k < INT32_MAX; k += 16) {
+        const __m512 value = _mm512_loadu_ps(x + k);
+        const __mmask16 larger = _mm512_cmp_ps_mask(value, max, _CMP_GT_OQ); /* false for NaN */
+        max = _mm512_mask_mov_ps(max, larger, value);
+        block = _mm512_mask_mov_epi32(block, larger, _mm512_set1_epi32((int32_t)k));
+    }
+    _mm512_storeu_ps(maxima, max);
+    _mm512_storeu_si512(blocks, block);
+#else
+    __m256 max[2] = {_mm256_set1_ps(-INFINITY), _mm256_set1_ps(-INFINITY)};
+    __m256i block[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    for (; k + 16 <= n_classes && k < INT32_MAX; k += 16) {
+        const __m256i start = _mm256_set1_epi32((int32_t)k);
+        for (int half = 0; half < 2; half++) {
+            const __m256 value = _mm256_loadu_ps(x + k + 8 * half);
+            const __m256 larger = _mm256_cmp_ps(value, max[half], _CMP_GT_OQ); /* false for NaN */
+            max[half] = _mm256_blendv_ps(max[half], value, larger);
+            block[half] = _mm256_blendv_epi8(block[half], start, _mm256_castps_si256(larger));
+        }
+    }
+    for (int half = 0; half < 2; half++) {
+        _mm256_storeu_ps(maxima + 8 * half, max[half]);
+        _mm256_storeu_si256((__m256i *)(blocks + 8 * half), block[half]);
+    }
+#endif
+    for (int j = 0; j < 16; j++) {
+        lane_max[j] = maxima[j];
+        lane_block[j] = blocks[j];
+    }
+    return k;
+}
+#endif
+
 /* The max and the first index holding it, in one pass: each lane keeps its own max and where it
- * first saw it, and the first index is the smallest among the lanes holding the max. (Written for
- * vectorisation, but GCC 12 keeps this select-reduction scalar: the next thing to speed up.)
+ * first saw it, and the first index is the smallest among the lanes holding the max. (GCC 12 keeps
+ * this select-reduction scalar; float logits take the vector path above on AVX2 and AVX-512.)
  * Comparisons with NaN are false, so NaN is never the max (it reaches the result through rest); a
  * row of NaN and -inf has max -inf, which makes it NaN. softcap is monotonic: the max of x' is the
  * capped max of x. */
@@ -127,6 +176,9 @@ static void find_row_max(row_stats *stats, const STORAGE *x, int64_t n_classes, 
         lane_block[j] = 0;
     }
     int64_t k = 0;
+#ifdef VECTOR_ROW_MAX
+    k = max_blocks_of_floats(lane_max, lane_block, x, n_classes);
+#endif
     for (; k + PARTIAL_SUMS <= n_classes; k += PARTIAL_SUMS) max_block(lane_max, lane_block, x, k, PARTIAL_SUMS);
     max_block(lane_max, lane_block, x, k, (int)(n_classes - k));
     double max = lane_max[0];
