@@ -96,7 +96,9 @@ def as_rows(array, axis):
     if n_classes == 0:
         raise ValueError("the class axis has length 0: softmax needs at least one class")
     moved = array if axis == array.ndim - 1 else np.moveaxis(array, axis, -1)
-    data = np.require(moved, requirements=["C", "A"]).reshape(-1, n_classes)
+    if not (moved.flags.c_contiguous and moved.flags.aligned):
+        moved = np.require(moved, requirements=["C", "A"])
+    data = moved.reshape(-1, n_classes)
     return Rows(data, moved.shape, axis)
 
 
@@ -112,6 +114,8 @@ def check_reduction(reduction):
 
 def real_number(value, name):
     """value as a float; bools and non-numbers are a TypeError."""
+    if type(value) is float or type(value) is int:  # the common case, without the ABC check
+        return float(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     return float(value)
@@ -211,7 +215,7 @@ def cross_entropy_problem(logits, target, axis, reduction, **options):
 def upstream_gradient(grad_scale, reduction, row_shape):
     """(scalar, per-row array or None): a scalar for any reduction; for "none" also an array with
     the shape of the row losses, one upstream gradient per row."""
-    if np.ndim(grad_scale) == 0:
+    if type(grad_scale) is float or np.ndim(grad_scale) == 0:
         return real_number(grad_scale.item() if isinstance(grad_scale, np.ndarray) else grad_scale,
                            "grad_scale"), None
     if reduction != "none":
@@ -275,8 +279,16 @@ def positive_int(value, name):
     return min(value, 2**31 - 1)
 
 
+def usable_cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+USABLE_CORES = usable_cores()  # read once: the affinity mask rarely changes while a process runs
+
+
 def thread_count(num_threads):
-    """num_threads, or for None the environment variable or else every core this process may use."""
+    """num_threads, or for None the environment variable or else every core this process could use
+    when it imported softmax_ce_c."""
     if num_threads is not None:
         return positive_int(num_threads, "num_threads")
     configured = os.environ.get(THREADS_VARIABLE)
@@ -285,5 +297,5 @@ def thread_count(num_threads):
             return positive_int(int(configured), THREADS_VARIABLE)
         except ValueError:
             raise ValueError(f"{THREADS_VARIABLE} must be a positive integer, got {configured!r}") from None
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return USABLE_CORES
 
