@@ -193,13 +193,16 @@ static void find_row_max(row_stats *stats, const STORAGE *x, int64_t n_classes, 
 }
 
 
+/* exp(x' - max); for uncapped float logits max is a float too, and the exp can run in float */
+static inline double exp_term(double value, double max, int with_softcap) {
+    return FLOAT_EXP && !with_softcap ? exp_difference_in_float((float)value, (float)max) : EXP_DIFFERENCE(value, max);
+}
+
 SPECIALISED void exp_block(partial_sums *sums, double *restrict e, double *restrict slope, const STORAGE *x,
                            int lanes, double max, double softcap, int store) {
     for (int j = 0; j < lanes; j++) {
         const capped_logit logit = softcap > 0 ? softcapped(LOAD(x[j]), softcap) : (capped_logit){LOAD(x[j]), 1.0};
-        /* uncapped float logits: max is a float too, and the exp can run in float */
-        const double term = FLOAT_EXP && !(softcap > 0) ? exp_difference_in_float((float)logit.value, (float)max)
-                                                        : EXP_DIFFERENCE(logit.value, max);
+        const double term = exp_term(logit.value, max, softcap > 0);
         if (store) e[j] = term;
         if (store && softcap > 0) slope[j] = logit.slope;
         add_to_lane(sums, j, term);
@@ -245,6 +248,72 @@ static row_stats compute_row_stats(double *restrict scratch, const STORAGE *x, i
     if (!isfinite(stats.max)) stats.rest = NAN;
     stats.log_sum = log1p(stats.rest);
     return stats;
+}
+
+/* Rows of at most FEW_CLASSES classes are too short to vectorise along, and the fixed costs of
+ * find_row_max and sum_exp (16 lanes set up and reduced) would dominate them. They are taken
+ * ROW_GROUP at a time instead, transposed so that a class is a vector across the rows, with the same
+ * statistics as compute_row_stats (rest summed in class order). Each row's lane is computed on its
+ * own, so a row's result does not depend on the rows grouped with it. */
+#define FEW_CLASSES 32
+#define ROW_GROUP 16
+/* GCC unrolls a loop of 16 constant trips completely before its vectoriser sees it, and the
+ * unrolled body then stays scalar; kept as a loop, it becomes a few vector instructions. */
+#define ACROSS_ROWS _Pragma("GCC unroll 1")
+
+/* The statistics of n_rows <= ROW_GROUP rows from x on; with scratch not NULL, what compute_row_stats
+ * stores for row r at scratch + 2 K r. */
+SPECIALISED void group_stats_with(row_stats stats[ROW_GROUP], double *restrict scratch, const STORAGE *x,
+                                  int64_t n_rows, int64_t n_classes, double softcap, int with_softcap) {
+    double value[FEW_CLASSES][ROW_GROUP], slope[FEW_CLASSES][ROW_GROUP]; /* row r's class k at [k][r] */
+    double max[ROW_GROUP], rest[ROW_GROUP], carry[ROW_GROUP];
+    int64_t argmax[ROW_GROUP];
+    for (int64_t k = 0; k < n_classes; k++)
+        for (int r = 0; r < ROW_GROUP; r++) value[k][r] = r < n_rows ? LOAD(x[r * n_classes + k]) : 0.0;
+    for (int r = 0; r < ROW_GROUP; r++) {
+        max[r] = -INFINITY;
+        argmax[r] = 0;
+        rest[r] = carry[r] = 0.0;
+    }
+    for (int64_t k = 0; k < n_classes; k++) /* as find_row_max: the first index of the largest x */
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            const int larger = value[k][r] > max[r];
+            max[r] = larger ? value[k][r] : max[r];
+            argmax[r] = larger ? k : argmax[r];
+        }
+    if (with_softcap) {
+        for (int r = 0; r < ROW_GROUP; r++) max[r] = softcapped(max[r], softcap).value;
+        for (int64_t k = 0; k < n_classes; k++)
+            ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+                const capped_logit logit = softcapped(value[k][r], softcap);
+                value[k][r] = logit.value;
+                slope[k][r] = logit.slope;
+            }
+    }
+    for (int64_t k = 0; k < n_classes; k++) /* value becomes e = exp(x' - max), exactly 1 at argmax */
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            const double term = exp_term(value[k][r], max[r], with_softcap);
+            add_to_sum(&rest[r], &carry[r], k == argmax[r] ? 0.0 : term);
+            value[k][r] = k == argmax[r] ? 1.0 : term;
+        }
+    for (int r = 0; r < n_rows; r++) {
+        const double sum = isfinite(rest[r]) ? rest[r] + carry[r] : rest[r];
+        stats[r] = (row_stats){max[r], argmax[r], isfinite(max[r]) ? sum : NAN, 0.0};
+        stats[r].log_sum = log1p(stats[r].rest);
+        if (!scratch) continue;
+        double *row_scratch = scratch + 2 * n_classes * r;
+        for (int64_t k = 0; k < n_classes; k++) row_scratch[k] = value[k][r];
+        if (with_softcap)
+            for (int64_t k = 0; k < n_classes; k++) row_scratch[n_classes + k] = slope[k][r];
+    }
+}
+
+static void compute_group_stats(row_stats stats[ROW_GROUP], double *restrict scratch, const STORAGE *x,
+                                int64_t n_rows, int64_t n_classes, double softcap) {
+    if (softcap > 0)
+        group_stats_with(stats, scratch, x, n_rows, n_classes, softcap, 1);
+    else
+        group_stats_with(stats, scratch, x, n_rows, n_classes, 0.0, 0);
 }
 
 /* What one row is asked to predict, as the coefficients c_k of (lse - x'_k) in its loss:
@@ -399,8 +468,9 @@ static double mean_scale(double upstream, double denominator) {
     return denominator != 0 ? upstream / denominator : NAN;
 }
 
-/* The whole of one row: its loss (and z-loss term), and with grad its gradient. */
-static void cross_entropy_row(STORAGE *grad, double *scratch, const sce_result *result,
+/* The whole of one row: its loss (and z-loss term), and with grad its gradient. known is the row's
+ * statistics if computed already (with what they store in scratch), else NULL. */
+static void cross_entropy_row(STORAGE *grad, double *scratch, const row_stats *known, const sce_result *result,
                               const sce_params *params, const call_constants *call, const STORAGE *logits,
                               const int64_t *target_index, const TARGET *target_prob, int64_t n) {
     const int64_t n_classes = params->n_classes;
@@ -422,7 +492,7 @@ static void cross_entropy_row(STORAGE *grad, double *scratch, const sce_result *
         target.prob = target_prob + n * n_classes;
     }
     /* every read of x happens before the gradient is written: grad may be logits */
-    const row_stats stats = compute_row_stats(g ? scratch : NULL, x, n_classes, call->softcap);
+    const row_stats stats = known ? *known : compute_row_stats(g ? scratch : NULL, x, n_classes, call->softcap);
     const target_sums sums = sum_over_target(&target, x, n_classes, stats.max, call->softcap);
     const double lse = stats.max + stats.log_sum;
     result->row_loss[n] = sums.distance + sums.total * stats.log_sum;
@@ -440,9 +510,14 @@ static void cross_entropy_row(STORAGE *grad, double *scratch, const sce_result *
  * chunks stays on the calling thread. */
 #define CHUNK_ELEMENTS 32768
 
+/* Each worker's scratch: 2K doubles per row it holds statistics for at once. */
+static int64_t scratch_per_worker(int64_t n_classes) {
+    return 2 * n_classes * (n_classes > FEW_CLASSES ? 1 : ROW_GROUP);
+}
+
 typedef struct {
     STORAGE *grad;
-    double *scratch; /* (n_threads, 2K): each worker's own */
+    double *scratch; /* (n_threads, scratch_per_worker): each worker's own */
     const sce_result *result;
     const sce_params *params;
     call_constants call;
@@ -457,10 +532,22 @@ static void cross_entropy_chunk(void *context, int worker, int64_t chunk) {
     const int64_t begin = chunk * job->rows_per_chunk;
     const int64_t end = begin + job->rows_per_chunk < job->params->n_rows ? begin + job->rows_per_chunk
                                                                           : job->params->n_rows;
-    double *scratch = job->scratch ? job->scratch + (int64_t)worker * 2 * job->params->n_classes : NULL;
-    for (int64_t n = begin; n < end; n++)
-        cross_entropy_row(job->grad, scratch, job->result, job->params, &job->call, job->logits,
-                          job->target_index, job->target_prob, n);
+    const int64_t n_classes = job->params->n_classes;
+    double *scratch = job->scratch ? job->scratch + (int64_t)worker * scratch_per_worker(n_classes) : NULL;
+    if (n_classes > FEW_CLASSES) {
+        for (int64_t n = begin; n < end; n++)
+            cross_entropy_row(job->grad, scratch, NULL, job->result, job->params, &job->call, job->logits,
+                              job->target_index, job->target_prob, n);
+        return;
+    }
+    for (int64_t first = begin; first < end; first += ROW_GROUP) {
+        const int64_t n_rows = end - first < ROW_GROUP ? end - first : ROW_GROUP;
+        row_stats stats[ROW_GROUP];
+        compute_group_stats(stats, scratch, job->logits + first * n_classes, n_rows, n_classes, job->call.softcap);
+        for (int64_t r = 0; r < n_rows; r++)
+            cross_entropy_row(job->grad, scratch ? scratch + 2 * n_classes * r : NULL, &stats[r], job->result,
+                              job->params, &job->call, job->logits, job->target_index, job->target_prob, first + r);
+    }
 }
 
 int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_params *params,
@@ -476,7 +563,7 @@ int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_
     const int n_threads = pool_threads_for(params->n_threads, n_chunks);
     double *scratch = NULL;
     if (grad && n_rows > 0) {
-        scratch = malloc(sizeof(double) * 2 * (size_t)n_classes * (size_t)n_threads);
+        scratch = malloc(sizeof(double) * (size_t)scratch_per_worker(n_classes) * (size_t)n_threads);
         if (!scratch) return SCE_ERR_MEMORY;
     }
     const cross_entropy_job job = {grad, scratch, result, params,
