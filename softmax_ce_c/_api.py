@@ -60,13 +60,13 @@ def _scalar_or_array(array):
 
 
 def _reduce(row_loss, row_z_loss, result, reduction, dtype, row_shape):
-    """Row losses are float64, so the sums lose nothing before the one rounding to dtype. A mean
-    divides the cross-entropy and the z-loss by their own denominators (PyTorch's total weight, and
-    the rows not ignored)."""
+    """Row losses, and the kernel's sums of them, are float64: nothing is lost before the one
+    rounding to dtype. A mean divides the cross-entropy and the z-loss by their own denominators
+    (PyTorch's total weight, and the rows not ignored)."""
     if reduction == "none":
         total = row_loss if row_z_loss is None else row_loss + row_z_loss
         return _scalar_or_array(total.astype(dtype).reshape(row_shape))
-    ce, z = row_loss.sum(), 0.0 if row_z_loss is None else row_z_loss.sum()
+    ce, z = result.loss_sum, result.z_loss_sum
     if reduction == "mean":
         ce = _mean(ce, result.ce_denominator)
         z = _mean(z, result.z_denominator) if row_z_loss is not None else z
@@ -165,10 +165,15 @@ def softmax_cross_entropy(
     "none" an array; grad the gradient of grad_scale times the returned loss (for "none", of the sum
     of the row losses times their grad_scale), shaped like the logits.
     """
-    problem = _validate.cross_entropy_problem(
-        logits, target, axis, reduction, weight=weight, ignore_index=ignore_index,
-        label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
-    )
+    problem = None
+    if out is None and inplace is False:
+        problem = _validate.plain_problem(logits, target, axis, reduction, weight, ignore_index,
+                                          label_smoothing, z_loss, softcap)
+    if problem is None:
+        problem = _validate.cross_entropy_problem(
+            logits, target, axis, reduction, weight=weight, ignore_index=ignore_index,
+            label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
+        )
     upstream, row_upstream = _validate.upstream_gradient(grad_scale, reduction, problem.logits.row_shape)
     n_threads = _validate.thread_count(num_threads)
     destination = _validate.gradient_destination(logits, problem, out, inplace)
@@ -197,10 +202,13 @@ def cross_entropy(
 ):
     """The loss of softmax_cross_entropy alone (same options but grad_scale, out and inplace); the
     kernel computes and writes no gradient."""
-    problem = _validate.cross_entropy_problem(
-        logits, target, axis, reduction, weight=weight, ignore_index=ignore_index,
-        label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
-    )
+    problem = _validate.plain_problem(logits, target, axis, reduction, weight, ignore_index,
+                                      label_smoothing, z_loss, softcap)
+    if problem is None:
+        problem = _validate.cross_entropy_problem(
+            logits, target, axis, reduction, weight=weight, ignore_index=ignore_index,
+            label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
+        )
     return _cross_entropy(problem, _validate.thread_count(num_threads))
 
 

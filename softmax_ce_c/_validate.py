@@ -212,6 +212,33 @@ def cross_entropy_problem(logits, target, axis, reduction, **options):
     )
 
 
+_PLAIN_OPTIONS = Options(None, DEFAULT_IGNORE_INDEX, 0.0, 0.0, None)
+_PLAIN_LOGIT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_INT64 = np.dtype(np.int64)
+
+
+def plain_problem(logits, target, axis, reduction, weight, ignore_index, label_smoothing, z_loss, softcap):
+    """The problem of the most common call without the general checks: every one of them would pass
+    for C-contiguous aligned float32/float64 logits with the classes last, C-contiguous int64 class
+    indices of the row shape, a valid reduction and no option set. None for any other call. The
+    targets are not copied: the caller passes no out= or inplace=True, so nothing the kernel writes
+    can overlap them."""
+    if not (type(logits) is np.ndarray and type(target) is np.ndarray and target.dtype is _INT64
+            and logits.dtype in _PLAIN_LOGIT_DTYPES and logits.ndim >= 1 and logits.shape[-1] > 0
+            and type(axis) is int and (axis == -1 or axis == logits.ndim - 1)
+            and target.shape == logits.shape[:-1] and type(reduction) is str and reduction in REDUCTIONS
+            and weight is None and softcap is None and type(ignore_index) is int
+            and ignore_index == DEFAULT_IGNORE_INDEX and type(label_smoothing) in (float, int)
+            and label_smoothing == 0 and type(z_loss) in (float, int) and z_loss == 0):
+        return None
+    logit_flags, target_flags = logits.flags, target.flags
+    if not (logit_flags.c_contiguous and logit_flags.aligned and logits.dtype.isnative
+            and target_flags.c_contiguous and target_flags.aligned):
+        return None
+    rows = Rows(logits.reshape(-1, logits.shape[-1]), logits.shape, logits.ndim - 1)
+    return CrossEntropyProblem(logits, rows, target.reshape(-1), None, reduction, _PLAIN_OPTIONS)
+
+
 def upstream_gradient(grad_scale, reduction, row_shape):
     """(scalar, per-row array or None): a scalar for any reduction; for "none" also an array with
     the shape of the row losses, one upstream gradient per row."""

@@ -145,3 +145,24 @@ def test_integer_target_dtypes_agree():
     for dtype in [np.int8, np.int16, np.int32, np.uint8, np.uint16, np.uint32, np.uint64]:
         got = softmax_ce_c.softmax_cross_entropy(x, y.astype(dtype))
         assert got[0] == want[0] and np.array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_shortcut_for_plain_calls_agrees_with_the_general_path(dtype, reduction):
+    """C-contiguous logits with int64 targets and no option skip the general checks; an int32
+    target, a strided copy or an explicit default option takes the general path: same answer."""
+    rng = np.random.default_rng(15)
+    x = make_logits(rng, (3, 50, 7), dtype, "special")
+    y = make_index_target(rng, (3, 50), 7)
+    loss, grad = softmax_ce_c.softmax_cross_entropy(x, y, reduction=reduction)
+    strided = np.zeros((3, 50, 14), dtype)[:, :, ::2]
+    strided[...] = x
+    strided_y = np.zeros((3, 100), np.int64)[:, ::2]
+    strided_y[...] = y
+    for other_x, other_y, options in [(x, y.astype(np.int32), {}), (strided, y, {}), (x, strided_y, {}),
+                                      (x, y, {"label_smoothing": np.float64(0.0)}), (x, y, {"axis": 2})]:
+        other_loss, other_grad = softmax_ce_c.softmax_cross_entropy(other_x, other_y, reduction=reduction, **options)
+        assert np.array_equal(other_loss, loss, equal_nan=True) and np.array_equal(other_grad, grad, equal_nan=True)
+        assert np.array_equal(softmax_ce_c.cross_entropy(other_x, other_y, reduction=reduction, **options), loss,
+                              equal_nan=True)
