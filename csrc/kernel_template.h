@@ -128,43 +128,81 @@ _Static_assert(PARTIAL_SUMS == 16, "the vector row max keeps 16 float lanes");
 
 /* max_block over the whole blocks of float logits with 16 float lanes in registers (GCC does not
  * vectorise max_block's select-reduction); returns where it stopped. Lane maxima stay floats,
- * exactly; block starts are int32, so a row longer than 2^31 finishes in max_block. */
+ * exactly; block starts are int32, so a row longer than 2^31 finishes in max_block. A compare and
+ * a select chained on one register would take several cycles per block: CHAINS registers take
+ * turns, and are merged at the end (the larger value, or the same value seen in an earlier block). */
+#define CHAINS 4
+
+static void merge_chain(double lane_max[PARTIAL_SUMS], int64_t lane_block[PARTIAL_SUMS], const float maxima[16],
+                        const int32_t blocks[16]) {
+    for (int j = 0; j < 16; j++)
+        if (maxima[j] > lane_max[j] || (maxima[j] == lane_max[j] && blocks[j] < lane_block[j])) {
+            lane_max[j] = maxima[j];
+            lane_block[j] = blocks[j];
+        }
+}
+
+#if defined(__AVX512F__)
+typedef struct {
+    __m512 max;
+    __m512i block;
+} max_chain;
+
+static inline max_chain new_chain(void) { return (max_chain){_mm512_set1_ps(-INFINITY), _mm512_setzero_si512()}; }
+
+static inline void chain_step(max_chain *chain, const float *x, int64_t k) {
+    const __m512 value = _mm512_loadu_ps(x + k);
+    const __mmask16 larger = _mm512_cmp_ps_mask(value, chain->max, _CMP_GT_OQ); /* false for NaN */
+    chain->max = _mm512_mask_mov_ps(chain->max, larger, value);
+    chain->block = _mm512_mask_mov_epi32(chain->block, larger, _mm512_set1_epi32((int32_t)k));
+}
+
+static inline void chain_store(float maxima[16], int32_t blocks[16], const max_chain *chain) {
+    _mm512_storeu_ps(maxima, chain->max);
+    _mm512_storeu_si512(blocks, chain->block);
+}
+#else
+typedef struct {
+    __m256 max[2];
+    __m256i block[2];
+} max_chain;
+
+static inline max_chain new_chain(void) {
+    const __m256 low = _mm256_set1_ps(-INFINITY);
+    return (max_chain){{low, low}, {_mm256_setzero_si256(), _mm256_setzero_si256()}};
+}
+
+static inline void chain_step(max_chain *chain, const float *x, int64_t k) {
+    const __m256i start = _mm256_set1_epi32((int32_t)k);
+    for (int half = 0; half < 2; half++) {
+        const __m256 value = _mm256_loadu_ps(x + k + 8 * half);
+        const __m256 larger = _mm256_cmp_ps(value, chain->max[half], _CMP_GT_OQ); /* false for NaN */
+        chain->max[half] = _mm256_blendv_ps(chain->max[half], value, larger);
+        chain->block[half] = _mm256_blendv_epi8(chain->block[half], start, _mm256_castps_si256(larger));
+    }
+}
+
+static inline void chain_store(float maxima[16], int32_t blocks[16], const max_chain *chain) {
+    for (int half = 0; half < 2; half++) {
+        _mm256_storeu_ps(maxima + 8 * half, chain->max[half]);
+        _mm256_storeu_si256((__m256i *)(blocks + 8 * half), chain->block[half]);
+    }
+}
+#endif
+
 static int64_t max_blocks_of_floats(double lane_max[PARTIAL_SUMS], int64_t lane_block[PARTIAL_SUMS],
                                     const float *x, int64_t n_classes) {
-    float maxima[16];
-    int32_t blocks[16];
+    max_chain chains[CHAINS];
+    for (int c = 0; c < CHAINS; c++) chains[c] = new_chain();
     int64_t k = 0;
-#if defined(__AVX512F__)
-    __m512 max = _mm512_set1_ps(-INFINITY);
-    __m512i block = _mm512_setzero_si512();
-    for (; k + 16 <= n_classes && k < INT32_MAX; k += 16) {
-        const __m512 value = _mm512_loadu_ps(x + k);
-        const __mmask16 larger = _mm512_cmp_ps_mask(value, max, _CMP_GT_OQ); /* false for NaN */
-        max = _mm512_mask_mov_ps(max, larger, value);
-        block = _mm512_mask_mov_epi32(block, larger, _mm512_set1_epi32((int32_t)k));
-    }
-    _mm512_storeu_ps(maxima, max);
-    _mm512_storeu_si512(blocks, block);
-#else
-    __m256 max[2] = {_mm256_set1_ps(-INFINITY), _mm256_set1_ps(-INFINITY)};
-    __m256i block[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
-    for (; k + 16 <= n_classes && k < INT32_MAX; k += 16) {
-        const __m256i start = _mm256_set1_epi32((int32_t)k);
-        for (int half = 0; half < 2; half++) {
-            const __m256 value = _mm256_loadu_ps(x + k + 8 * half);
-            const __m256 larger = _mm256_cmp_ps(value, max[half], _CMP_GT_OQ); /* false for NaN */
-            max[half] = _mm256_blendv_ps(max[half], value, larger);
-            block[half] = _mm256_blendv_epi8(block[half], start, _mm256_castps_si256(larger));
-        }
-    }
-    for (int half = 0; half < 2; half++) {
-        _mm256_storeu_ps(maxima + 8 * half, max[half]);
-        _mm256_storeu_si256((__m256i *)(blocks + 8 * half), block[half]);
-    }
-#endif
-    for (int j = 0; j < 16; j++) {
-        lane_max[j] = maxima[j];
-        lane_block[j] = blocks[j];
+    for (; k + 16 * CHAINS <= n_classes && k + 16 * CHAINS < INT32_MAX; k += 16 * CHAINS)
+        for (int c = 0; c < CHAINS; c++) chain_step(&chains[c], x, k + 16 * c);
+    for (; k + 16 <= n_classes && k + 16 < INT32_MAX; k += 16) chain_step(&chains[0], x, k);
+    for (int c = 0; c < CHAINS; c++) {
+        float maxima[16];
+        int32_t blocks[16];
+        chain_store(maxima, blocks, &chains[c]);
+        merge_chain(lane_max, lane_block, maxima, blocks);
     }
     return k;
 }
@@ -217,38 +255,51 @@ SPECIALISED void exp_block(partial_sums *sums, double *restrict e, double *restr
     }
 }
 
-SPECIALISED double exp_sum_blocks(double *restrict e, double *restrict slope, const STORAGE *x, int64_t begin,
-                                  int64_t end, double max, double softcap, int store) {
+/* The exp pass computes while the row max pass waits on memory: asking for the next row's block k
+ * while computing this row's block k gives the memory system work during the exp pass, and the next
+ * row's max pass finds its data in cache. */
+static inline void prefetch_block(const STORAGE *block) {
+    for (size_t byte = 0; byte < PARTIAL_SUMS * sizeof(STORAGE); byte += 64) /* 64: a cache line */
+        __builtin_prefetch((const char *)block + byte, 0, 1); /* 1: into L2, not L1 */
+}
+
+SPECIALISED double exp_sum_blocks(double *restrict e, double *restrict slope, const STORAGE *x,
+                                  const STORAGE *next_row, int64_t begin, int64_t end, double max, double softcap,
+                                  int store) {
     partial_sums sums = {{0.0}, {0.0}};
     int64_t k = begin;
-    for (; k + PARTIAL_SUMS <= end; k += PARTIAL_SUMS)
+    for (; k + PARTIAL_SUMS <= end; k += PARTIAL_SUMS) {
+        if (next_row) prefetch_block(next_row + k);
         exp_block(&sums, store ? e + k : NULL, store ? slope + k : NULL, x + k, PARTIAL_SUMS, max, softcap, store);
+    }
     exp_block(&sums, store ? e + k : NULL, store ? slope + k : NULL, x + k, (int)(end - k), max, softcap, store);
     return total_of(&sums);
 }
 
 /* Sum of exp(x'_k - max) for k in [begin, end); with scratch not NULL, e_k = exp(x'_k - max) is
  * also stored in scratch[k] and, with a softcap, the slope dx'_k/dx_k in scratch[K + k].
- *   scratch  (2K) out or NULL
- *   x        (K) */
-static double sum_exp(double *restrict scratch, const STORAGE *x, int64_t n_classes, int64_t begin, int64_t end,
-                      double max, double softcap) {
+ *   scratch   (2K) out or NULL
+ *   x         (K)
+ *   next_row  (K) the row computed next, to prefetch, or NULL */
+static double sum_exp(double *restrict scratch, const STORAGE *x, const STORAGE *next_row, int64_t n_classes,
+                      int64_t begin, int64_t end, double max, double softcap) {
     double *slope = scratch ? scratch + n_classes : NULL;
     if (softcap > 0)
-        return scratch ? exp_sum_blocks(scratch, slope, x, begin, end, max, softcap, 1)
-                       : exp_sum_blocks(scratch, slope, x, begin, end, max, softcap, 0);
-    return scratch ? exp_sum_blocks(scratch, slope, x, begin, end, max, 0.0, 1)
-                   : exp_sum_blocks(scratch, slope, x, begin, end, max, 0.0, 0);
+        return scratch ? exp_sum_blocks(scratch, slope, x, next_row, begin, end, max, softcap, 1)
+                       : exp_sum_blocks(scratch, slope, x, next_row, begin, end, max, softcap, 0);
+    return scratch ? exp_sum_blocks(scratch, slope, x, next_row, begin, end, max, 0.0, 1)
+                   : exp_sum_blocks(scratch, slope, x, next_row, begin, end, max, 0.0, 0);
 }
 
-/* The statistics of one row; with scratch not NULL, also what sum_exp stores there, for every k. */
-static row_stats compute_row_stats(double *restrict scratch, const STORAGE *x, int64_t n_classes,
-                                   double softcap) {
+/* The statistics of one row; with scratch not NULL, also what sum_exp stores there, for every k.
+ * next_row (or NULL) is prefetched meanwhile. */
+static row_stats compute_row_stats(double *restrict scratch, const STORAGE *x, const STORAGE *next_row,
+                                   int64_t n_classes, double softcap) {
     row_stats stats;
     find_row_max(&stats, x, n_classes, softcap);
     const int64_t a = stats.argmax;
-    stats.rest = sum_exp(scratch, x, n_classes, 0, a, stats.max, softcap) +
-                 sum_exp(scratch, x, n_classes, a + 1, n_classes, stats.max, softcap);
+    stats.rest = sum_exp(scratch, x, next_row, n_classes, 0, a, stats.max, softcap) +
+                 sum_exp(scratch, x, next_row, n_classes, a + 1, n_classes, stats.max, softcap);
     if (scratch) {
         scratch[a] = 1.0;
         if (softcap > 0) scratch[n_classes + a] = softcapped(LOAD(x[a]), softcap).slope;
@@ -499,7 +550,8 @@ static void cross_entropy_row(STORAGE *grad, double *scratch, const row_stats *k
         target.prob = target_prob + n * n_classes;
     }
     /* every read of x happens before the gradient is written: grad may be logits */
-    const row_stats stats = known ? *known : compute_row_stats(g ? scratch : NULL, x, n_classes, call->softcap);
+    const STORAGE *next_row = n + 1 < params->n_rows ? x + n_classes : NULL;
+    const row_stats stats = known ? *known : compute_row_stats(g ? scratch : NULL, x, next_row, n_classes, call->softcap);
     const target_sums sums = sum_over_target(&target, x, n_classes, stats.max, call->softcap);
     const double lse = stats.max + stats.log_sum;
     result->row_loss[n] = sums.distance + sums.total * stats.log_sum;
@@ -600,7 +652,7 @@ int KERNEL_NAME(sce_logsumexp)(STORAGE *lse, const sce_params *params, const STO
     const int64_t n_classes = params->n_classes;
     for (int64_t n = 0; n < params->n_rows; n++) {
         const STORAGE *row = x + n * n_classes;
-        const row_stats stats = compute_row_stats(NULL, row, n_classes, 0.0);
+        const row_stats stats = compute_row_stats(NULL, row, NULL, n_classes, 0.0);
         double value = stats.max + stats.log_sum;
         if (isinf(stats.max)) {
             /* +inf or -inf is the answer, unless the row also holds a NaN */
@@ -619,7 +671,7 @@ int KERNEL_NAME(sce_log_softmax)(STORAGE *out, const sce_params *params, const S
     for (int64_t n = 0; n < params->n_rows; n++) {
         const STORAGE *row = x + n * n_classes;
         STORAGE *o = out + n * n_classes;
-        const row_stats stats = compute_row_stats(NULL, row, n_classes, 0.0);
+        const row_stats stats = compute_row_stats(NULL, row, NULL, n_classes, 0.0);
         /* both terms <= 0: no cancellation */
         for (int64_t k = 0; k < n_classes; k++)
             o[k] = STORE((LOAD(row[k]) - stats.max) - stats.log_sum);
@@ -634,7 +686,7 @@ int KERNEL_NAME(sce_softmax)(STORAGE *out, const sce_params *params, const STORA
     if (!scratch) return SCE_ERR_MEMORY;
     for (int64_t n = 0; n < params->n_rows; n++) {
         STORAGE *o = out + n * n_classes;
-        const row_stats stats = compute_row_stats(scratch, x + n * n_classes, n_classes, 0.0);
+        const row_stats stats = compute_row_stats(scratch, x + n * n_classes, NULL, n_classes, 0.0);
         const double inverse_sum = 1.0 / (1.0 + stats.rest);
         for (int64_t k = 0; k < n_classes; k++) o[k] = STORE(scratch[k] * inverse_sum);
     }
