@@ -29,6 +29,7 @@
 #include <stdlib.h>
 
 #include "exp_difference.h"
+#include "vector_log.h"
 #include "softmax_ce.h"
 #include "thread_pool.h"
 
@@ -305,73 +306,8 @@ static row_stats compute_row_stats(double *restrict scratch, const STORAGE *x, c
         if (softcap > 0) scratch[n_classes + a] = softcapped(LOAD(x[a]), softcap).slope;
     }
     if (!isfinite(stats.max)) stats.rest = NAN;
-    stats.log_sum = log1p(stats.rest);
+    stats.log_sum = log1p_of_nonnegative(stats.rest);
     return stats;
-}
-
-/* Rows of at most FEW_CLASSES classes are too short to vectorise along, and the fixed costs of
- * find_row_max and sum_exp (16 lanes set up and reduced) would dominate them. They are taken
- * ROW_GROUP at a time instead, transposed so that a class is a vector across the rows, with the same
- * statistics as compute_row_stats (rest summed in class order). Each row's lane is computed on its
- * own, so a row's result does not depend on the rows grouped with it. */
-#define FEW_CLASSES 32
-#define ROW_GROUP 16
-/* GCC unrolls a loop of 16 constant trips completely before its vectoriser sees it, and the
- * unrolled body then stays scalar; kept as a loop, it becomes a few vector instructions. */
-#define ACROSS_ROWS _Pragma("GCC unroll 1")
-
-/* The statistics of n_rows <= ROW_GROUP rows from x on; with scratch not NULL, what compute_row_stats
- * stores for row r at scratch + 2 K r. */
-SPECIALISED void group_stats_with(row_stats stats[ROW_GROUP], double *restrict scratch, const STORAGE *x,
-                                  int64_t n_rows, int64_t n_classes, double softcap, int with_softcap) {
-    double value[FEW_CLASSES][ROW_GROUP], slope[FEW_CLASSES][ROW_GROUP]; /* row r's class k at [k][r] */
-    double max[ROW_GROUP], rest[ROW_GROUP], carry[ROW_GROUP];
-    int64_t argmax[ROW_GROUP];
-    for (int64_t k = 0; k < n_classes; k++)
-        for (int r = 0; r < ROW_GROUP; r++) value[k][r] = r < n_rows ? LOAD(x[r * n_classes + k]) : 0.0;
-    for (int r = 0; r < ROW_GROUP; r++) {
-        max[r] = -INFINITY;
-        argmax[r] = 0;
-        rest[r] = carry[r] = 0.0;
-    }
-    for (int64_t k = 0; k < n_classes; k++) /* as find_row_max: the first index of the largest x */
-        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-            const int larger = value[k][r] > max[r];
-            max[r] = larger ? value[k][r] : max[r];
-            argmax[r] = larger ? k : argmax[r];
-        }
-    if (with_softcap) {
-        for (int r = 0; r < ROW_GROUP; r++) max[r] = softcapped(max[r], softcap).value;
-        for (int64_t k = 0; k < n_classes; k++)
-            ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-                const capped_logit logit = softcapped(value[k][r], softcap);
-                value[k][r] = logit.value;
-                slope[k][r] = logit.slope;
-            }
-    }
-    for (int64_t k = 0; k < n_classes; k++) /* value becomes e = exp(x' - max), exactly 1 at argmax */
-        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-            const double term = exp_term(value[k][r], max[r], with_softcap);
-            add_to_sum(&rest[r], &carry[r], k == argmax[r] ? 0.0 : term);
-            value[k][r] = k == argmax[r] ? 1.0 : term;
-        }
-    for (int r = 0; r < n_rows; r++) {
-        stats[r] = (row_stats){max[r], argmax[r], isfinite(max[r]) ? with_carry(rest[r], carry[r]) : NAN, 0.0};
-        stats[r].log_sum = log1p(stats[r].rest);
-        if (!scratch) continue;
-        double *row_scratch = scratch + 2 * n_classes * r;
-        for (int64_t k = 0; k < n_classes; k++) row_scratch[k] = value[k][r];
-        if (with_softcap)
-            for (int64_t k = 0; k < n_classes; k++) row_scratch[n_classes + k] = slope[k][r];
-    }
-}
-
-static void compute_group_stats(row_stats stats[ROW_GROUP], double *restrict scratch, const STORAGE *x,
-                                int64_t n_rows, int64_t n_classes, double softcap) {
-    if (softcap > 0)
-        group_stats_with(stats, scratch, x, n_rows, n_classes, softcap, 1);
-    else
-        group_stats_with(stats, scratch, x, n_rows, n_classes, 0.0, 0);
 }
 
 /* What one row is asked to predict, as the coefficients c_k of (lse - x'_k) in its loss:
@@ -387,10 +323,30 @@ typedef struct {
     const double *weight; /* (K) or NULL */
 } row_target;
 
+/* c_k from its parts: t is 0 in a class-index row (keep t + spread is then exactly spread), and
+ * at_index says whether k is its class */
+static inline double coefficient_of(double w, double keep, double t, double spread, int at_index, double on_target) {
+    return w * (keep * t + spread) + (at_index ? on_target : 0.0);
+}
+
 static inline double coefficient(const row_target *target, int64_t k) {
-    const double w = target->weight ? target->weight[k] : 1.0;
-    if (target->prob) return w * (target->keep * target->prob[k] + target->spread);
-    return w * target->spread + (k == target->index ? target->on_target : 0.0);
+    return coefficient_of(target->weight ? target->weight[k] : 1.0, target->keep, target->prob ? target->prob[k] : 0.0,
+                          target->spread, k == target->index, target->on_target);
+}
+
+/* The target of row n; 0 when the row is ignored. */
+static int target_of_row(row_target *target, const sce_params *params, const int64_t *target_index,
+                         const TARGET *target_prob, int64_t n) {
+    const double eps = params->label_smoothing;
+    *target = (row_target){-1, NULL, 0.0, 1.0 - eps, eps / (double)params->n_classes, params->weight};
+    if (!target_index) {
+        target->prob = target_prob + n * params->n_classes;
+        return 1;
+    }
+    if (target_index[n] == params->ignore_index) return 0;
+    target->index = target_index[n];
+    target->on_target = (1.0 - eps) * (params->weight ? params->weight[target->index] : 1.0);
+    return 1;
 }
 
 /* The parts of a row's loss that depend on its target:
@@ -437,38 +393,80 @@ typedef struct {
     double weight_total; /* sum of the class weights (K without weights) */
 } call_constants;
 
-/* The gradient of one row, given what compute_row_stats stored in scratch:
- *   grad_k = slope_k * (p_k (T ce_scale + 2 z lse z_scale) - c_k ce_scale)
- * with slope_k the softcap's derivative. x is not read: grad may be the logits (in-place). */
-SPECIALISED void write_gradient_rows(STORAGE *grad, const double *restrict scratch, const row_target *target,
-                                     const row_stats *stats, double total, double ce_scale, double z_scale,
-                                     const call_constants *call, int with_softcap) {
-    const int64_t a = stats->argmax, n_classes = call->n_classes;
-    const double *slope = scratch + n_classes;
-    const double sum = 1.0 + stats->rest, lse = stats->max + stats->log_sum;
-    const double z_part = 2.0 * call->z_loss * lse * z_scale;
-    const double p_coef = (total * ce_scale + z_part) / sum;
-    for (int64_t k = 0; k < n_classes; k++) {
-        const double g = scratch[k] * p_coef - coefficient(target, k) * ce_scale;
-        grad[k] = STORE(with_softcap ? g * slope[k] : g);
-    }
-    /* p_a T - c_a = ((T - c_a) - c_a rest) / sum, free of the cancellation of p_a T against c_a
-     * when p_a is near 1; for a class index on the argmax, T - c_a is exactly spread * (W - w_a) */
-    const double c_a = coefficient(target, a);
-    const double others = a == target->index
-                              ? target->spread * (call->weight_total - (target->weight ? target->weight[a] : 1.0))
-                              : total - c_a;
-    const double g_a = ((others - c_a * stats->rest) / sum) * ce_scale + z_part / sum;
-    grad[a] = STORE(with_softcap ? g_a * slope[a] : g_a);
+/* The gradient of a row is grad_k = slope_k (e_k probability - c_k target) but at the argmax, with
+ * e_k = exp(x'_k - max) and slope_k the softcap's derivative:
+ *   probability = (T ce_scale + 2 z lse z_scale) / sum, target = ce_scale. */
+typedef struct {
+    double probability, target;
+    double at_argmax; /* grad_a / slope_a */
+} gradient_factors;
+
+/* A mean over nothing (rows counted, but of total weight 0) is NaN, and so is its gradient, as in
+ * PyTorch; rows ignored keep their zero gradient (so every row ignored gives a zero gradient). */
+static inline double mean_scale(double upstream, double denominator) {
+    return denominator != 0 ? upstream / denominator : NAN;
 }
 
-static void write_gradient(STORAGE *grad, const double *restrict scratch, const row_target *target,
-                           const row_stats *stats, double total, double ce_scale, double z_scale,
-                           const call_constants *call) {
+/* A mean's scales of the gradient (upstream / denominator), else the upstream gradient. */
+typedef struct {
+    double ce, z;
+} gradient_scales;
+
+static inline gradient_scales scales_of(double upstream, const sce_result *result, int reduction) {
+    if (reduction != SCE_MEAN) return (gradient_scales){upstream, upstream};
+    return (gradient_scales){mean_scale(upstream, result->ce_denominator), mean_scale(upstream, result->z_denominator)};
+}
+
+static inline double upstream_of_row(const sce_params *params, int64_t n) {
+    return params->row_grad_scale ? params->row_grad_scale[n] : params->grad_scale;
+}
+
+/* The factors from a row's statistics, its target total T, c_a and others = T - c_a (see below). */
+static inline gradient_factors factors_of(double rest, double lse, double total, double c_a, double others,
+                                          gradient_scales scales, double z_loss) {
+    const double sum = 1.0 + rest;
+    const double z_part = 2.0 * z_loss * lse * scales.z;
+    /* p_a T - c_a = ((T - c_a) - c_a rest) / sum, free of the cancellation of p_a T against c_a
+     * when p_a is near 1 */
+    return (gradient_factors){(total * scales.ce + z_part) / sum, scales.ce,
+                              ((others - c_a * rest) / sum) * scales.ce + z_part / sum};
+}
+
+/* T - c_a; for a class index on the argmax exactly spread * (W - w_a), W the sum of the weights */
+static inline double others_than_argmax(double total, double c_a, int argmax_is_index, double spread,
+                                        double weight_total, double w_a) {
+    return argmax_is_index ? spread * (weight_total - w_a) : total - c_a;
+}
+
+static gradient_factors factors_of_row(const row_target *target, const row_stats *stats, double total,
+                                       const sce_result *result, const sce_params *params, const call_constants *call,
+                                       int64_t n) {
+    const int64_t a = stats->argmax;
+    const double c_a = coefficient(target, a);
+    const double others = others_than_argmax(total, c_a, a == target->index, target->spread, call->weight_total,
+                                             target->weight ? target->weight[a] : 1.0);
+    return factors_of(stats->rest, stats->max + stats->log_sum, total, c_a, others,
+                      scales_of(upstream_of_row(params, n), result, params->reduction), call->z_loss);
+}
+
+/* The gradient of one row, given what compute_row_stats stored in scratch. x is not read: grad may
+ * be the logits (in-place). */
+SPECIALISED void write_gradient_with(STORAGE *grad, const double *restrict scratch, const row_target *target,
+                                     int64_t argmax, gradient_factors factors, int64_t n_classes, int with_softcap) {
+    const double *slope = scratch + n_classes;
+    for (int64_t k = 0; k < n_classes; k++) {
+        const double g = scratch[k] * factors.probability - coefficient(target, k) * factors.target;
+        grad[k] = STORE(with_softcap ? g * slope[k] : g);
+    }
+    grad[argmax] = STORE(with_softcap ? factors.at_argmax * slope[argmax] : factors.at_argmax);
+}
+
+static void write_gradient(STORAGE *grad, const double *restrict scratch, const row_target *target, int64_t argmax,
+                           gradient_factors factors, const call_constants *call) {
     if (call->softcap > 0)
-        write_gradient_rows(grad, scratch, target, stats, total, ce_scale, z_scale, call, 1);
+        write_gradient_with(grad, scratch, target, argmax, factors, call->n_classes, 1);
     else
-        write_gradient_rows(grad, scratch, target, stats, total, ce_scale, z_scale, call, 0);
+        write_gradient_with(grad, scratch, target, argmax, factors, call->n_classes, 0);
 }
 
 static void write_zeros(STORAGE *row, int64_t n_classes) {
@@ -520,49 +518,31 @@ static double sum_of_weights(const sce_params *params) {
     return total_of(&sums);
 }
 
-/* A mean over nothing (rows counted, but of total weight 0) is NaN, and so is its gradient, as in
- * PyTorch; rows ignored keep their zero gradient (so every row ignored gives a zero gradient). */
-static double mean_scale(double upstream, double denominator) {
-    return denominator != 0 ? upstream / denominator : NAN;
-}
-
-/* The whole of one row: its loss (and z-loss term), and with grad its gradient. known is the row's
- * statistics if computed already (with what they store in scratch), else NULL. */
-static void cross_entropy_row(STORAGE *grad, double *scratch, const row_stats *known, const sce_result *result,
-                              const sce_params *params, const call_constants *call, const STORAGE *logits,
-                              const int64_t *target_index, const TARGET *target_prob, int64_t n) {
+/* The whole of one row: its loss (and z-loss term), and with grad its gradient. */
+static void cross_entropy_row(STORAGE *grad, double *scratch, const sce_result *result, const sce_params *params,
+                              const call_constants *call, const STORAGE *logits, const int64_t *target_index,
+                              const TARGET *target_prob, int64_t n) {
     const int64_t n_classes = params->n_classes;
-    const double eps = params->label_smoothing;
     const STORAGE *x = logits + n * n_classes;
     STORAGE *g = grad ? grad + n * n_classes : NULL;
     double *z_term = result->row_z_loss ? &result->row_z_loss[n] : NULL;
-    if (target_index && target_index[n] == params->ignore_index) {
+    row_target target;
+    if (!target_of_row(&target, params, target_index, target_prob, n)) {
         result->row_loss[n] = 0.0;
         if (z_term) *z_term = 0.0;
         if (g) write_zeros(g, n_classes);
         return;
     }
-    row_target target = {-1, NULL, 0.0, 1.0 - eps, eps / (double)n_classes, params->weight};
-    if (target_index) {
-        target.index = target_index[n];
-        target.on_target = (1.0 - eps) * (params->weight ? params->weight[target.index] : 1.0);
-    } else {
-        target.prob = target_prob + n * n_classes;
-    }
     /* every read of x happens before the gradient is written: grad may be logits */
     const STORAGE *next_row = n + 1 < params->n_rows ? x + n_classes : NULL;
-    const row_stats stats = known ? *known : compute_row_stats(g ? scratch : NULL, x, next_row, n_classes, call->softcap);
+    const row_stats stats = compute_row_stats(g ? scratch : NULL, x, next_row, n_classes, call->softcap);
     const target_sums sums = sum_over_target(&target, x, n_classes, stats.max, call->softcap);
     const double lse = stats.max + stats.log_sum;
     result->row_loss[n] = sums.distance + sums.total * stats.log_sum;
     if (z_term) *z_term = call->z_loss * lse * lse;
-    if (g) {
-        const int mean = params->reduction == SCE_MEAN;
-        const double upstream = params->row_grad_scale ? params->row_grad_scale[n] : params->grad_scale;
-        const double ce_scale = mean ? mean_scale(upstream, result->ce_denominator) : upstream;
-        const double z_scale = mean ? mean_scale(upstream, result->z_denominator) : upstream;
-        write_gradient(g, scratch, &target, &stats, sums.total, ce_scale, z_scale, call);
-    }
+    if (g)
+        write_gradient(g, scratch, &target, stats.argmax,
+                       factors_of_row(&target, &stats, sums.total, result, params, call, n), call);
 }
 
 /* The sum of a call's row losses: compensated, so that the mean of a million rows is as accurate as
@@ -577,14 +557,9 @@ static double row_order_sum(const double *values, int64_t n) {
  * chunks stays on the calling thread. */
 #define CHUNK_ELEMENTS 32768
 
-/* Each worker's scratch: 2K doubles per row it holds statistics for at once. */
-static int64_t scratch_per_worker(int64_t n_classes) {
-    return 2 * n_classes * (n_classes > FEW_CLASSES ? 1 : ROW_GROUP);
-}
-
 typedef struct {
     STORAGE *grad;
-    double *scratch; /* (n_threads, scratch_per_worker): each worker's own */
+    double *scratch; /* (n_threads, 2K): each worker's own; NULL for the loss alone or few classes */
     const sce_result *result;
     const sce_params *params;
     call_constants call;
@@ -594,27 +569,146 @@ typedef struct {
     int64_t rows_per_chunk;
 } cross_entropy_job;
 
+/* Rows of at most FEW_CLASSES classes are too short to vectorise along: the fixed costs of a row
+ * (16 lanes of sums set up and reduced, loops of a few trips) would dominate them. They are taken
+ * ROW_GROUP at a time instead, transposed so that a class is a vector across the rows, with the
+ * formulas of cross_entropy_row (sums in class order). Each row has its own lane, so a row's result
+ * does not depend on the rows grouped with it. */
+#define FEW_CLASSES 32
+#define ROW_GROUP 16
+/* GCC unrolls a loop of 16 constant trips completely before its vectoriser sees it, and the
+ * unrolled body then stays scalar; kept as a loop, it becomes a few vector instructions. */
+#define ACROSS_ROWS _Pragma("GCC unroll 1")
+
+typedef double across_rows[FEW_CLASSES][ROW_GROUP]; /* class k of the group's row r at [k][r] */
+
+SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, int64_t first, int64_t n_rows,
+                                          int with_softcap) {
+    const sce_params *params = job->params;
+    const sce_result *result = job->result;
+    const int64_t n_classes = params->n_classes;
+    const double softcap = job->call.softcap;
+    const double *weight = params->weight;
+    const STORAGE *x = job->logits + first * n_classes;
+    across_rows value, slope, e, c;
+    row_target target[ROW_GROUP];
+    int counted[ROW_GROUP]; /* a row of the group, and not ignored */
+    double max[ROW_GROUP], rest[ROW_GROUP], rest_carry[ROW_GROUP], total[ROW_GROUP], total_carry[ROW_GROUP],
+        distance[ROW_GROUP], distance_carry[ROW_GROUP];
+    int64_t argmax[ROW_GROUP];
+    for (int r = 0; r < ROW_GROUP; r++) {
+        counted[r] = r < n_rows && target_of_row(&target[r], params, job->target_index, job->target_prob, first + r);
+        if (!counted[r]) target[r] = (row_target){-1, NULL, 0.0, 0.0, 0.0, NULL};
+        max[r] = -INFINITY;
+        argmax[r] = 0;
+        rest[r] = rest_carry[r] = total[r] = total_carry[r] = distance[r] = distance_carry[r] = 0.0;
+    }
+    /* every read of x and of the targets happens before the gradient is written: grad may be logits */
+    /* lanes past the group's last row repeat its first row: loads without branches (gathers) */
+    for (int64_t k = 0; k < n_classes; k++)
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) value[k][r] = LOAD(x[(r < n_rows ? r : 0) * n_classes + k]);
+    for (int64_t k = 0; k < n_classes; k++) /* the probabilities t, made c below */
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) c[k][r] = 0.0;
+    if (job->target_prob)
+        for (int64_t r = 0; r < n_rows; r++)
+            for (int64_t k = 0; k < n_classes; k++) c[k][r] = target[r].prob[k];
+    for (int64_t k = 0; k < n_classes; k++) /* as find_row_max: the first index of the largest x */
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            const int larger = value[k][r] > max[r];
+            max[r] = larger ? value[k][r] : max[r];
+            argmax[r] = larger ? k : argmax[r];
+        }
+    if (with_softcap) {
+        for (int r = 0; r < ROW_GROUP; r++) max[r] = softcapped(max[r], softcap).value;
+        for (int64_t k = 0; k < n_classes; k++)
+            ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+                const capped_logit logit = softcapped(value[k][r], softcap);
+                value[k][r] = logit.value;
+                slope[k][r] = logit.slope;
+            }
+    }
+    for (int64_t k = 0; k < n_classes; k++) /* e = exp(x' - max), exactly 1 at argmax */
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            const double term = exp_term(value[k][r], max[r], with_softcap);
+            add_to_sum(&rest[r], &rest_carry[r], k == argmax[r] ? 0.0 : term);
+            e[k][r] = k == argmax[r] ? 1.0 : term;
+        }
+    /* the coefficients, from the parts of row_target (keep and spread are the same for every row) */
+    const double keep = 1.0 - params->label_smoothing, spread = params->label_smoothing / (double)n_classes;
+    int64_t index[ROW_GROUP];
+    double on_target[ROW_GROUP];
+    for (int r = 0; r < ROW_GROUP; r++) {
+        index[r] = counted[r] ? target[r].index : -1;
+        on_target[r] = target[r].on_target;
+    }
+    double w[FEW_CLASSES];
+    for (int64_t k = 0; k < n_classes; k++) w[k] = weight ? weight[k] : 1.0;
+    for (int64_t k = 0; k < n_classes; k++)
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            const double coef = coefficient_of(w[k], keep, c[k][r], spread, k == index[r], on_target[r]);
+            c[k][r] = counted[r] ? coef : 0.0;
+            add_to_sum(&total[r], &total_carry[r], c[k][r]);
+            add_to_sum(&distance[r], &distance_carry[r], c[k][r] != 0 ? c[k][r] * (max[r] - value[k][r]) : 0.0);
+        }
+    /* per row, as cross_entropy_row */
+    double loss[ROW_GROUP], z_term[ROW_GROUP], upstream[ROW_GROUP], probability[ROW_GROUP],
+        target_factor[ROW_GROUP], at_argmax[ROW_GROUP];
+    for (int r = 0; r < ROW_GROUP; r++) upstream[r] = r < n_rows ? upstream_of_row(params, first + r) : 0.0;
+    const double z_loss = job->call.z_loss, weight_total = job->call.weight_total;
+    const int reduction = params->reduction;
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+        const double row_rest = isfinite(max[r]) ? with_carry(rest[r], rest_carry[r]) : NAN;
+        const double log_sum = log1p_of_nonnegative(row_rest), lse = max[r] + log_sum;
+        const double row_total = with_carry(total[r], total_carry[r]);
+        loss[r] = counted[r] ? with_carry(distance[r], distance_carry[r]) + row_total * log_sum : 0.0;
+        z_term[r] = counted[r] ? z_loss * lse * lse : 0.0;
+        const int64_t a = argmax[r];
+        const double c_a = c[a][r];
+        const double others = others_than_argmax(row_total, c_a, a == index[r], spread, weight_total, w[a]);
+        const gradient_factors factors =
+            factors_of(row_rest, lse, row_total, c_a, others, scales_of(upstream[r], result, reduction), z_loss);
+        probability[r] = counted[r] ? factors.probability : 0.0;
+        target_factor[r] = counted[r] ? factors.target : 0.0;
+        at_argmax[r] = counted[r] ? factors.at_argmax : 0.0;
+    }
+    for (int r = 0; r < n_rows; r++) {
+        result->row_loss[first + r] = loss[r];
+        if (result->row_z_loss) result->row_z_loss[first + r] = z_term[r];
+    }
+    if (!job->grad) return;
+    for (int64_t k = 0; k < n_classes; k++) /* value becomes the gradient; 0 on rows not counted */
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            const double g = k == argmax[r] ? at_argmax[r] : e[k][r] * probability[r] - c[k][r] * target_factor[r];
+            const double capped_g = with_softcap ? g * slope[k][r] : g;
+            value[k][r] = counted[r] ? capped_g : 0.0;
+        }
+    STORAGE *grad = job->grad + first * n_classes;
+    for (int64_t r = 0; r < n_rows; r++)
+        for (int64_t k = 0; k < n_classes; k++) grad[r * n_classes + k] = STORE(value[k][r]);
+}
+
+static void cross_entropy_group(const cross_entropy_job *job, int64_t first, int64_t n_rows) {
+    if (job->call.softcap > 0)
+        cross_entropy_group_with(job, first, n_rows, 1);
+    else
+        cross_entropy_group_with(job, first, n_rows, 0);
+}
+
 static void cross_entropy_chunk(void *context, int worker, int64_t chunk) {
     const cross_entropy_job *job = context;
     const int64_t begin = chunk * job->rows_per_chunk;
     const int64_t end = begin + job->rows_per_chunk < job->params->n_rows ? begin + job->rows_per_chunk
                                                                           : job->params->n_rows;
     const int64_t n_classes = job->params->n_classes;
-    double *scratch = job->scratch ? job->scratch + (int64_t)worker * scratch_per_worker(n_classes) : NULL;
-    if (n_classes > FEW_CLASSES) {
-        for (int64_t n = begin; n < end; n++)
-            cross_entropy_row(job->grad, scratch, NULL, job->result, job->params, &job->call, job->logits,
-                              job->target_index, job->target_prob, n);
+    if (n_classes <= FEW_CLASSES) {
+        for (int64_t first = begin; first < end; first += ROW_GROUP)
+            cross_entropy_group(job, first, end - first < ROW_GROUP ? end - first : ROW_GROUP);
         return;
     }
-    for (int64_t first = begin; first < end; first += ROW_GROUP) {
-        const int64_t n_rows = end - first < ROW_GROUP ? end - first : ROW_GROUP;
-        row_stats stats[ROW_GROUP];
-        compute_group_stats(stats, scratch, job->logits + first * n_classes, n_rows, n_classes, job->call.softcap);
-        for (int64_t r = 0; r < n_rows; r++)
-            cross_entropy_row(job->grad, scratch ? scratch + 2 * n_classes * r : NULL, &stats[r], job->result,
-                              job->params, &job->call, job->logits, job->target_index, job->target_prob, first + r);
-    }
+    double *scratch = job->scratch ? job->scratch + (int64_t)worker * 2 * n_classes : NULL;
+    for (int64_t n = begin; n < end; n++)
+        cross_entropy_row(job->grad, scratch, job->result, job->params, &job->call, job->logits, job->target_index,
+                          job->target_prob, n);
 }
 
 int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_params *params,
@@ -629,8 +723,8 @@ int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_
     const int64_t n_chunks = (n_rows + rows_per_chunk - 1) / rows_per_chunk;
     const int n_threads = pool_threads_for(params->n_threads, n_chunks);
     double *scratch = NULL;
-    if (grad && n_rows > 0) {
-        scratch = malloc(sizeof(double) * (size_t)scratch_per_worker(n_classes) * (size_t)n_threads);
+    if (grad && n_rows > 0 && n_classes > FEW_CLASSES) {
+        scratch = malloc(sizeof(double) * 2 * (size_t)n_classes * (size_t)n_threads);
         if (!scratch) return SCE_ERR_MEMORY;
     }
     const cross_entropy_job job = {grad, scratch, result, params,
