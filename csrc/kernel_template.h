@@ -9,6 +9,8 @@
  *   EXP_DIFFERENCE    exp(x - m) accurate for that type (exp_difference.h)
  *   COMPENSATED_SUMS  1 to keep the rounding errors of row sums (needed for double logits)
  *   FLOAT_EXP         1 to evaluate exp in float when the logits are uncapped floats (float32 only)
+ *   LOAD_16_AS_FLOATS for logits that floats hold exactly, the loader of the vector row max
+ *                     (vector_row_max.h); left undefined for double logits
  * The functions defined here are named sce_<function>_<type>_<isa>; dispatch.c exports them under
  * the names of softmax_ce.h, choosing the instruction set once. All arithmetic is in double (but the
  * exp of float32 logits, see FLOAT_EXP); STORAGE is only what is read and written. Rows are shared
@@ -122,91 +124,9 @@ SPECIALISED void max_block(double lane_max[PARTIAL_SUMS], int64_t lane_block[PAR
     }
 }
 
-#if FLOAT_EXP && (defined(__AVX512F__) || defined(__AVX2__))
-#include <immintrin.h>
+#if defined(LOAD_16_AS_FLOATS) && (defined(__AVX512F__) || defined(__AVX2__))
 #define VECTOR_ROW_MAX 1
-_Static_assert(PARTIAL_SUMS == 16, "the vector row max keeps 16 float lanes");
-
-/* max_block over the whole blocks of float logits with 16 float lanes in registers (GCC does not
- * vectorise max_block's select-reduction); returns where it stopped. Lane maxima stay floats,
- * exactly; block starts are int32, so a row longer than 2^31 finishes in max_block. A compare and
- * a select chained on one register would take several cycles per block: CHAINS registers take
- * turns, and are merged at the end (the larger value, or the same value seen in an earlier block). */
-#define CHAINS 4
-
-static void merge_chain(double lane_max[PARTIAL_SUMS], int64_t lane_block[PARTIAL_SUMS], const float maxima[16],
-                        const int32_t blocks[16]) {
-    for (int j = 0; j < 16; j++)
-        if (maxima[j] > lane_max[j] || (maxima[j] == lane_max[j] && blocks[j] < lane_block[j])) {
-            lane_max[j] = maxima[j];
-            lane_block[j] = blocks[j];
-        }
-}
-
-#if defined(__AVX512F__)
-typedef struct {
-    __m512 max;
-    __m512i block;
-} max_chain;
-
-static inline max_chain new_chain(void) { return (max_chain){_mm512_set1_ps(-INFINITY), _mm512_setzero_si512()}; }
-
-static inline void chain_step(max_chain *chain, const float *x, int64_t k) {
-    const __m512 value = _mm512_loadu_ps(x + k);
-    const __mmask16 larger = _mm512_cmp_ps_mask(value, chain->max, _CMP_GT_OQ); /* false for NaN */
-    chain->max = _mm512_mask_mov_ps(chain->max, larger, value);
-    chain->block = _mm512_mask_mov_epi32(chain->block, larger, _mm512_set1_epi32((int32_t)k));
-}
-
-static inline void chain_store(float maxima[16], int32_t blocks[16], const max_chain *chain) {
-    _mm512_storeu_ps(maxima, chain->max);
-    _mm512_storeu_si512(blocks, chain->block);
-}
-#else
-typedef struct {
-    __m256 max[2];
-    __m256i block[2];
-} max_chain;
-
-static inline max_chain new_chain(void) {
-    const __m256 low = _mm256_set1_ps(-INFINITY);
-    return (max_chain){{low, low}, {_mm256_setzero_si256(), _mm256_setzero_si256()}};
-}
-
-static inline void chain_step(max_chain *chain, const float *x, int64_t k) {
-    const __m256i start = _mm256_set1_epi32((int32_t)k);
-    for (int half = 0; half < 2; half++) {
-        const __m256 value = _mm256_loadu_ps(x + k + 8 * half);
-        const __m256 larger = _mm256_cmp_ps(value, chain->max[half], _CMP_GT_OQ); /* false for NaN */
-        chain->max[half] = _mm256_blendv_ps(chain->max[half], value, larger);
-        chain->block[half] = _mm256_blendv_epi8(chain->block[half], start, _mm256_castps_si256(larger));
-    }
-}
-
-static inline void chain_store(float maxima[16], int32_t blocks[16], const max_chain *chain) {
-    for (int half = 0; half < 2; half++) {
-        _mm256_storeu_ps(maxima + 8 * half, chain->max[half]);
-        _mm256_storeu_si256((__m256i *)(blocks + 8 * half), chain->block[half]);
-    }
-}
-#endif
-
-static int64_t max_blocks_of_floats(double lane_max[PARTIAL_SUMS], int64_t lane_block[PARTIAL_SUMS],
-                                    const float *x, int64_t n_classes) {
-    max_chain chains[CHAINS];
-    for (int c = 0; c < CHAINS; c++) chains[c] = new_chain();
-    int64_t k = 0;
-    for (; k + 16 * CHAINS <= n_classes && k + 16 * CHAINS < INT32_MAX; k += 16 * CHAINS)
-        for (int c = 0; c < CHAINS; c++) chain_step(&chains[c], x, k + 16 * c);
-    for (; k + 16 <= n_classes && k + 16 < INT32_MAX; k += 16) chain_step(&chains[0], x, k);
-    for (int c = 0; c < CHAINS; c++) {
-        float maxima[16];
-        int32_t blocks[16];
-        chain_store(maxima, blocks, &chains[c]);
-        merge_chain(lane_max, lane_block, maxima, blocks);
-    }
-    return k;
-}
+#include "vector_row_max.h"
 #endif
 
 /* The max and the first index holding it, in one pass: each lane keeps its own max and where it

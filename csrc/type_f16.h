@@ -8,3 +8,4 @@
 #define EXP_DIFFERENCE exp_difference_of_floats
 #define COMPENSATED_SUMS 0
 #define FLOAT_EXP 0
+#define LOAD_16_AS_FLOATS load_16_f16 /* the vector row max (vector_row_max.h) */

@@ -7,3 +7,4 @@
 #define EXP_DIFFERENCE exp_difference_of_floats
 #define COMPENSATED_SUMS 0
 #define FLOAT_EXP 1
+#define LOAD_16_AS_FLOATS load_16_floats /* the vector row max (vector_row_max.h) */
