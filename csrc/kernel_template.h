@@ -134,8 +134,13 @@ SPECIALISED void max_block(double lane_max[PARTIAL_SUMS], int64_t lane_block[PAR
  * this select-reduction scalar; float logits take the vector path above on AVX2 and AVX-512.)
  * Comparisons with NaN are false, so NaN is never the max (it reaches the result through rest); a
  * row of NaN and -inf has max -inf, which makes it NaN. softcap is monotonic: the max of x' is the
- * capped max of x. */
-static void find_row_max(row_stats *stats, const STORAGE *x, int64_t n_classes, double softcap) {
+ * capped max of x (found on x, so that the index is the first of the largest x). */
+typedef struct {
+    double value;  /* the max of x (before the softcap) */
+    int64_t index; /* the first index holding it; 0 when no x is larger than -inf */
+} logit_max;
+
+static logit_max find_max(const STORAGE *x, int64_t n_classes) {
     double lane_max[PARTIAL_SUMS];
     int64_t lane_block[PARTIAL_SUMS];
     for (int j = 0; j < PARTIAL_SUMS; j++) {
@@ -155,8 +160,7 @@ static void find_row_max(row_stats *stats, const STORAGE *x, int64_t n_classes, 
         const int64_t index = lane_block[j] + j;
         if (lane_max[j] == max && index < argmax) argmax = index;
     }
-    stats->max = capped(max, softcap);
-    stats->argmax = argmax < n_classes ? argmax : 0;
+    return (logit_max){max, argmax < n_classes ? argmax : 0};
 }
 
 
@@ -212,22 +216,43 @@ static double sum_exp(double *restrict scratch, const STORAGE *x, const STORAGE 
                    : exp_sum_blocks(scratch, slope, x, next_row, begin, end, max, 0.0, 0);
 }
 
+/* A row longer than SEGMENT classes is summed segment by segment, each in its own partial sums, and
+ * the segment totals added in order: the same sums whether one thread takes the row or several
+ * share its segments (cross_entropy_split). */
+#define SEGMENT 32768
+
+/* sum_exp over the segment from begin, leaving out the argmax a (whose term is the 1 of 1 + rest) */
+static double sum_exp_of_segment(double *restrict scratch, const STORAGE *x, const STORAGE *next_row,
+                                 int64_t n_classes, int64_t begin, int64_t a, double max, double softcap) {
+    const int64_t end = begin + SEGMENT < n_classes ? begin + SEGMENT : n_classes;
+    if (a < begin || a >= end) return sum_exp(scratch, x, next_row, n_classes, begin, end, max, softcap);
+    return sum_exp(scratch, x, next_row, n_classes, begin, a, max, softcap) +
+           sum_exp(scratch, x, next_row, n_classes, a + 1, end, max, softcap);
+}
+
+/* The statistics from the max and rest; the argmax's own entries of scratch. */
+static row_stats finish_row_stats(double *restrict scratch, const STORAGE *x, int64_t n_classes, logit_max max,
+                                  double rest, double softcap) {
+    const double capped_max = capped(max.value, softcap);
+    row_stats stats = {capped_max, max.index, isfinite(capped_max) ? rest : NAN, 0.0};
+    stats.log_sum = log1p_of_nonnegative(stats.rest);
+    if (scratch) {
+        scratch[max.index] = 1.0;
+        if (softcap > 0) scratch[n_classes + max.index] = softcapped(LOAD(x[max.index]), softcap).slope;
+    }
+    return stats;
+}
+
 /* The statistics of one row; with scratch not NULL, also what sum_exp stores there, for every k.
  * next_row (or NULL) is prefetched meanwhile. */
 static row_stats compute_row_stats(double *restrict scratch, const STORAGE *x, const STORAGE *next_row,
                                    int64_t n_classes, double softcap) {
-    row_stats stats;
-    find_row_max(&stats, x, n_classes, softcap);
-    const int64_t a = stats.argmax;
-    stats.rest = sum_exp(scratch, x, next_row, n_classes, 0, a, stats.max, softcap) +
-                 sum_exp(scratch, x, next_row, n_classes, a + 1, n_classes, stats.max, softcap);
-    if (scratch) {
-        scratch[a] = 1.0;
-        if (softcap > 0) scratch[n_classes + a] = softcapped(LOAD(x[a]), softcap).slope;
-    }
-    if (!isfinite(stats.max)) stats.rest = NAN;
-    stats.log_sum = log1p_of_nonnegative(stats.rest);
-    return stats;
+    const logit_max max = find_max(x, n_classes);
+    double rest = 0.0;
+    for (int64_t begin = 0; begin < n_classes; begin += SEGMENT)
+        rest += sum_exp_of_segment(scratch, x, next_row, n_classes, begin, max.index, capped(max.value, softcap),
+                                   softcap);
+    return finish_row_stats(scratch, x, n_classes, max, rest, softcap);
 }
 
 /* What one row is asked to predict, as the coefficients c_k of (lse - x'_k) in its loss:
@@ -369,24 +394,26 @@ static gradient_factors factors_of_row(const row_target *target, const row_stats
                       scales_of(upstream_of_row(params, n), result, params->reduction), call->z_loss);
 }
 
-/* The gradient of one row, given what compute_row_stats stored in scratch. x is not read: grad may
- * be the logits (in-place). */
+/* The gradient of one row over classes [begin, end), given what compute_row_stats stored in
+ * scratch. x is not read: grad may be the logits (in-place). */
 SPECIALISED void write_gradient_with(STORAGE *grad, const double *restrict scratch, const row_target *target,
-                                     int64_t argmax, gradient_factors factors, int64_t n_classes, int with_softcap) {
+                                     int64_t argmax, gradient_factors factors, int64_t n_classes, int64_t begin,
+                                     int64_t end, int with_softcap) {
     const double *slope = scratch + n_classes;
-    for (int64_t k = 0; k < n_classes; k++) {
+    for (int64_t k = begin; k < end; k++) {
         const double g = scratch[k] * factors.probability - coefficient(target, k) * factors.target;
         grad[k] = STORE(with_softcap ? g * slope[k] : g);
     }
-    grad[argmax] = STORE(with_softcap ? factors.at_argmax * slope[argmax] : factors.at_argmax);
+    if (argmax >= begin && argmax < end)
+        grad[argmax] = STORE(with_softcap ? factors.at_argmax * slope[argmax] : factors.at_argmax);
 }
 
 static void write_gradient(STORAGE *grad, const double *restrict scratch, const row_target *target, int64_t argmax,
-                           gradient_factors factors, const call_constants *call) {
+                           gradient_factors factors, const call_constants *call, int64_t begin, int64_t end) {
     if (call->softcap > 0)
-        write_gradient_with(grad, scratch, target, argmax, factors, call->n_classes, 1);
+        write_gradient_with(grad, scratch, target, argmax, factors, call->n_classes, begin, end, 1);
     else
-        write_gradient_with(grad, scratch, target, argmax, factors, call->n_classes, 0);
+        write_gradient_with(grad, scratch, target, argmax, factors, call->n_classes, begin, end, 0);
 }
 
 static void write_zeros(STORAGE *row, int64_t n_classes) {
@@ -462,7 +489,7 @@ static void cross_entropy_row(STORAGE *grad, double *scratch, const sce_result *
     if (z_term) *z_term = call->z_loss * lse * lse;
     if (g)
         write_gradient(g, scratch, &target, stats.argmax,
-                       factors_of_row(&target, &stats, sums.total, result, params, call, n), call);
+                       factors_of_row(&target, &stats, sums.total, result, params, call, n), call, 0, n_classes);
 }
 
 /* The sum of a call's row losses: compensated, so that the mean of a million rows is as accurate as
@@ -631,6 +658,8 @@ static void cross_entropy_chunk(void *context, int worker, int64_t chunk) {
                           job->target_prob, n);
 }
 
+#include "kernel_split_classes.h"
+
 int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_params *params,
                                    const STORAGE *logits, const int64_t *target_index,
                                    const TARGET *target_prob) {
@@ -641,20 +670,26 @@ int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_
     const int64_t n_rows = params->n_rows, n_classes = params->n_classes;
     const int64_t rows_per_chunk = n_classes >= CHUNK_ELEMENTS ? 1 : CHUNK_ELEMENTS / n_classes;
     const int64_t n_chunks = (n_rows + rows_per_chunk - 1) / rows_per_chunk;
-    const int n_threads = pool_threads_for(params->n_threads, n_chunks);
+    /* fewer rows than threads, each of several segments: the threads share out the class axis */
+    const int split_classes = n_rows > 0 && n_rows < params->n_threads && n_classes > SEGMENT;
+    const int n_threads = pool_threads_for(params->n_threads, split_classes ? n_rows * n_classes : n_chunks);
+    const int64_t scratch_rows = split_classes ? n_rows : n_threads; /* 2K doubles each */
     double *scratch = NULL;
     if (grad && n_rows > 0 && n_classes > FEW_CLASSES) {
-        scratch = malloc(sizeof(double) * 2 * (size_t)n_classes * (size_t)n_threads);
+        scratch = malloc(sizeof(double) * 2 * (size_t)n_classes * (size_t)scratch_rows);
         if (!scratch) return SCE_ERR_MEMORY;
     }
     const cross_entropy_job job = {grad, scratch, result, params,
                                    {n_classes, params->softcap, params->z_loss, sum_of_weights(params)},
                                    logits, target_index, target_prob, rows_per_chunk};
-    pool_run(n_threads, cross_entropy_chunk, (void *)&job, n_chunks);
+    if (split_classes)
+        status = cross_entropy_split(&job, n_threads);
+    else
+        pool_run(n_threads, cross_entropy_chunk, (void *)&job, n_chunks);
     free(scratch);
     result->loss_sum = row_order_sum(result->row_loss, n_rows);
     result->z_loss_sum = result->row_z_loss ? row_order_sum(result->row_z_loss, n_rows) : 0.0;
-    return SCE_OK;
+    return status;
 }
 
 static int check_shape(const sce_params *params) {

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import softmax_ce_c
-from helpers import make_index_target, make_logits
+from helpers import make_index_target, make_logits, make_prob_target
 
 SHAPES = [(4096, 100), (300, 1000), (7, 40000), (20000, 10)]
 OPTIONS = dict(label_smoothing=0.1, z_loss=1e-3, softcap=20.0)
@@ -29,6 +29,34 @@ def test_every_thread_count_gives_bitwise_the_same_answer(shape, options):
         assert np.array_equal(loss, want_loss, equal_nan=True) and np.array_equal(grad, want_grad, equal_nan=True)
         mean = softmax_ce_c.cross_entropy(x, y, num_threads=n_threads, **options)
         assert np.array_equal(mean, softmax_ce_c.cross_entropy(x, y, num_threads=1, **options), equal_nan=True)
+
+
+SPLIT_SHAPES = [(1, 70000), (3, 65537), (2, 32769)]  # fewer rows than threads: the classes are shared out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SPLIT_SHAPES)
+def test_sharing_out_the_classes_of_a_row_gives_bitwise_the_same_answer(shape, dtype):
+    rng = np.random.default_rng(1)
+    x = make_logits(rng, shape, dtype, "special")
+    index = make_index_target(rng, shape[0], shape[1])
+    index[-1] = 7  # ignored below
+    weight = rng.uniform(0.5, 2.0, shape[1])
+    cases = [({}, index), (dict(OPTIONS, weight=weight, ignore_index=7), index),
+             (dict(label_smoothing=0.2, softcap=5.0), make_prob_target(rng, shape, dtype))]
+    for options, target in cases:
+        want_loss, want_grad = softmax_ce_c.softmax_cross_entropy(x, target, reduction="none", num_threads=1,
+                                                                  **options)
+        for n_threads in range(2, 9):
+            loss, grad = softmax_ce_c.softmax_cross_entropy(x, target, reduction="none", num_threads=n_threads,
+                                                            **options)
+            assert np.array_equal(loss, want_loss, equal_nan=True) and np.array_equal(grad, want_grad, equal_nan=True)
+            in_place = x.copy()
+            softmax_ce_c.softmax_cross_entropy(in_place, target, reduction="none", num_threads=n_threads,
+                                               inplace=True, **options)
+            assert np.array_equal(in_place, want_grad, equal_nan=True)
+            mean = softmax_ce_c.cross_entropy(x, target, num_threads=n_threads, **options)
+            assert np.array_equal(mean, softmax_ce_c.cross_entropy(x, target, num_threads=1, **options), equal_nan=True)
 
 
 def test_concurrent_callers_get_their_serial_answers():
