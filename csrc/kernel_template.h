@@ -89,15 +89,18 @@ static double total_of(const partial_sums *sums) {
 }
 
 /* The logit as the loss sees it, x' = softcap tanh(x / softcap), and its slope dx'/dx = 1 - tanh^2.
- * From m = expm1(-2 |u|), u = x / softcap: tanh |u| = -m / (2 + m) and 1 - tanh^2 = 4 (1 + m) /
- * (2 + m)^2, both free of cancellation, and in plain arithmetic the compiler can vectorise. */
+ * From e = exp(-2 |u|), u = x / softcap, and m = e - 1 = expm1(-2 |u|): tanh |u| = -m / (2 + m) and
+ * 1 - tanh^2 = 4 e / (2 + m)^2, both free of cancellation (also near saturation, where e is tiny),
+ * and in plain arithmetic the compiler can vectorise. */
 typedef struct {
     double value, slope;
 } capped_logit;
 
 static inline capped_logit softcapped(double x, double softcap) {
-    const double u = x / softcap, m = expm1_of_nonpositive(-2.0 * fabs(u)), two_plus_m = 2.0 + m;
-    return (capped_logit){softcap * copysign(-m / two_plus_m, u), 4.0 * (1.0 + m) / (two_plus_m * two_plus_m)};
+    const double u = x / softcap;
+    const vexp_pair e = exp_and_expm1_of_nonpositive(-2.0 * fabs(u));
+    const double two_plus_m = 2.0 + e.expm1;
+    return (capped_logit){softcap * copysign(-e.expm1 / two_plus_m, u), 4.0 * e.exp / (two_plus_m * two_plus_m)};
 }
 
 /* x' (x itself when softcap is 0) */
@@ -230,11 +233,18 @@ static double sum_exp_of_segment(double *restrict scratch, const STORAGE *x, con
            sum_exp(scratch, x, next_row, n_classes, a + 1, end, max, softcap);
 }
 
+/* rest, or NaN for a row that is NaN: a max that is not finite (a +inf logit, or none finite), or a
+ * NaN at the argmax, whose term rest leaves out (with a softcap, -inf is a finite x' = -softcap, and
+ * a row of NaN and -inf has max -inf at index 0, which may hold the NaN) */
+static inline double row_rest(double rest, double capped_max, double x_at_argmax) {
+    return isfinite(capped_max) && x_at_argmax == x_at_argmax ? rest : NAN;
+}
+
 /* The statistics from the max and rest; the argmax's own entries of scratch. */
 static row_stats finish_row_stats(double *restrict scratch, const STORAGE *x, int64_t n_classes, logit_max max,
                                   double rest, double softcap) {
     const double capped_max = capped(max.value, softcap);
-    row_stats stats = {capped_max, max.index, isfinite(capped_max) ? rest : NAN, 0.0};
+    row_stats stats = {capped_max, max.index, row_rest(rest, capped_max, LOAD(x[max.index])), 0.0};
     stats.log_sum = log1p_of_nonnegative(stats.rest);
     if (scratch) {
         scratch[max.index] = 1.0;
@@ -427,7 +437,7 @@ static int count_targets(sce_result *result, const sce_params *params, const int
         result->ce_denominator = result->z_denominator = (double)n_rows;
         return SCE_OK;
     }
-    double weight_sum = 0.0;
+    double weight_sum = 0.0, weight_carry = 0.0; /* compensated: a mean over many rows */
     int64_t counted = 0;
     for (int64_t n = 0; n < n_rows; n++) {
         const int64_t y = target_index[n];
@@ -438,9 +448,9 @@ static int count_targets(sce_result *result, const sce_params *params, const int
             return SCE_ERR_TARGET_RANGE;
         }
         counted++;
-        weight_sum += params->weight ? params->weight[y] : 1.0;
+        add_with_carry(&weight_sum, &weight_carry, params->weight ? params->weight[y] : 1.0);
     }
-    result->ce_denominator = weight_sum;
+    result->ce_denominator = with_carry(weight_sum, weight_carry);
     result->z_denominator = (double)counted;
     return SCE_OK;
 }
@@ -604,16 +614,16 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, int64_t 
     const double z_loss = job->call.z_loss, weight_total = job->call.weight_total;
     const int reduction = params->reduction;
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-        const double row_rest = isfinite(max[r]) ? with_carry(rest[r], rest_carry[r]) : NAN;
-        const double log_sum = log1p_of_nonnegative(row_rest), lse = max[r] + log_sum;
+        const int64_t a = argmax[r];
+        const double rest_r = row_rest(with_carry(rest[r], rest_carry[r]), max[r], value[a][r]);
+        const double log_sum = log1p_of_nonnegative(rest_r), lse = max[r] + log_sum;
         const double row_total = with_carry(total[r], total_carry[r]);
         loss[r] = counted[r] ? with_carry(distance[r], distance_carry[r]) + row_total * log_sum : 0.0;
         z_term[r] = counted[r] ? z_loss * lse * lse : 0.0;
-        const int64_t a = argmax[r];
         const double c_a = c[a][r];
         const double others = others_than_argmax(row_total, c_a, a == index[r], spread, weight_total, w[a]);
         const gradient_factors factors =
-            factors_of(row_rest, lse, row_total, c_a, others, scales_of(upstream[r], result, reduction), z_loss);
+            factors_of(rest_r, lse, row_total, c_a, others, scales_of(upstream[r], result, reduction), z_loss);
         probability[r] = counted[r] ? factors.probability : 0.0;
         target_factor[r] = counted[r] ? factors.target : 0.0;
         at_argmax[r] = counted[r] ? factors.at_argmax : 0.0;

@@ -77,11 +77,16 @@ static inline double exp_of_nonpositive(double d) {
     return vexp_times_power_of_2(VEXP_FMA(parts.r, parts.q, 1.0), parts.k);
 }
 
-/* exp(d) - 1 for d <= 0, without the cancellation near 0: r q itself when k = 0. */
-static inline double expm1_of_nonpositive(double d) {
+/* exp(d) and exp(d) - 1 for d <= 0 from one reduction, the latter without the cancellation near 0
+ * (r q itself when k = 0). */
+typedef struct {
+    double exp, expm1;
+} vexp_pair;
+
+static inline vexp_pair exp_and_expm1_of_nonpositive(double d) {
     const vexp_parts parts = vexp_reduce(d);
-    const double elsewhere = vexp_times_power_of_2(VEXP_FMA(parts.r, parts.q, 1.0), parts.k) - 1.0;
-    return parts.k == 0 ? parts.r * parts.q : elsewhere;
+    const double e = vexp_times_power_of_2(VEXP_FMA(parts.r, parts.q, 1.0), parts.k);
+    return (vexp_pair){e, parts.k == 0 ? parts.r * parts.q : e - 1.0};
 }
 
 /* The float version, for float logits: exp(d) for d <= 0 in float arithmetic (twice the lanes of
