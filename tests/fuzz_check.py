@@ -14,7 +14,7 @@ contract (helpers.py holds its constants):
 - z_loss: z lse^2 is as accurate as lse, which is max + log1p(rest) and so has an absolute error of
   a few eps64 (|max| + 1) plus, for float32 logits (whose exps run in float lanes, 1.2 ulp), a
   couple of float32 eps: where lse is near 0 that is a large relative error of the z-loss (README's
-  "4 ulp" cannot hold there: it is the conditioning of lse, see LSE_ERROR below).
+  "4 ulp" cannot hold there: it is the conditioning of lse, see lse_error below).
 - known bug, allowed here so that the fuzz test passes and pinned by an xfail test in
   test_known_issues.py: the softcap slope 4 (1 + m) / (2 + m)^2, m = expm1(-2|x / softcap|), loses
   its relative accuracy as 1 + m cancels near saturation (absolute error ~ eps64, exactly 0 beyond
@@ -46,6 +46,8 @@ def finfo(dtype):
         import ml_dtypes
         return ml_dtypes.finfo(dtype)
     return np.finfo(dtype)
+
+
 EPS64 = np.finfo(np.float64).eps
 CANCELLATION = 2.0**-48  # the residue a half-precision gradient may keep where the exact one cancels
 SLOPE_ABSOLUTE_ERROR = 4 * EPS64  # the known softcap-slope bug (see the module docstring)
