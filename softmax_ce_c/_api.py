@@ -65,12 +65,14 @@ def _reduce(row_loss, row_z_loss, result, reduction, dtype, row_shape):
     (PyTorch's total weight, and the rows not ignored)."""
     if reduction == "none":
         total = row_loss if row_z_loss is None else row_loss + row_z_loss
-        return _scalar_or_array(total.astype(dtype).reshape(row_shape))
+        with np.errstate(over="ignore"):  # a loss beyond float32's range is inf, not an error
+            return _scalar_or_array(total.astype(dtype).reshape(row_shape))
     ce, z = result.loss_sum, result.z_loss_sum
     if reduction == "mean":
         ce = _mean(ce, result.ce_denominator)
         z = _mean(z, result.z_denominator) if row_z_loss is not None else z
-    return dtype.type(ce + z)
+    with np.errstate(over="ignore"):
+        return dtype.type(ce + z)
 
 
 def _mean(total, count):

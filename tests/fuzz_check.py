@@ -11,24 +11,15 @@ contract (helpers.py holds its constants):
 - softcap: the kernel computes x' = softcap tanh(x / softcap) in double with a 2-ulp expm1, so its
   result is exact for logits moved by up to DELTA = 4 eps64 softcap; that moves p_k by 2 DELTA p_k
   and the loss by DELTA sum_k |p_k T - c_k| (more than the float64 contract for large softcaps).
+  Its slope 1 - tanh^2(u) = 4 exp(-2|u|) / (1 + exp(-2|u|))^2 has a relative error of about
+  (2|u| + 4) eps64: exp's conditioning times the rounding of u = x / softcap.
 - z_loss: z lse^2 is as accurate as lse, which is max + log1p(rest) and so has an absolute error of
   a few eps64 (|max| + 1) plus, for float32 logits (whose exps run in float lanes, 1.2 ulp), a
   couple of float32 eps: where lse is near 0 that is a large relative error of the z-loss (README's
   "4 ulp" cannot hold there: it is the conditioning of lse, see lse_error below).
-- known bug, allowed here so that the fuzz test passes and pinned by an xfail test in
-  test_known_issues.py: the softcap slope 4 (1 + m) / (2 + m)^2, m = expm1(-2|x / softcap|), loses
-  its relative accuracy as 1 + m cancels near saturation (absolute error ~ eps64, exactly 0 beyond
-  |x / softcap| ~ 19); SLOPE_ABSOLUTE_ERROR allows that. Set it to 0 once the kernel is fixed.
 - the exps are rounded before they are scaled: where exp(x'_k - max) is subnormal (in float for
   float32 logits) the gradient element keeps an absolute error of that subnormal's unit times its
   factor (p_k's multiplier T scale + 2 z lse scale, which is large for a large z-loss lse).
-- known bug, excluded here and pinned by an xfail test in test_known_issues.py: with a softcap, a
-  row holding NaN whose other logits are all -inf comes out finite instead of NaN
-  (KNOWN_SOFTCAP_NAN_ROWS below).
-- known bug, allowed here and pinned by an xfail test in test_known_issues.py: the mean's
-  denominator for class-index targets with weights (the total weight of the counted rows) is summed
-  one row after another in double, so it is off by up to (rows) eps64 relative, and so is every
-  float64 loss and gradient of such a mean (KNOWN_WEIGHT_SUM_ERROR below).
 - NaN exactly where the reference has NaN; an infinity exactly where it has one; a finite exact
   value beyond the dtype's range must come out as that infinity.
 """
@@ -50,17 +41,6 @@ def finfo(dtype):
 
 EPS64 = np.finfo(np.float64).eps
 CANCELLATION = 2.0**-48  # the residue a half-precision gradient may keep where the exact one cancels
-SLOPE_ABSOLUTE_ERROR = 4 * EPS64  # the known softcap-slope bug (see the module docstring)
-KNOWN_WEIGHT_SUM_ERROR = True  # the known weight-sum bug (see the module docstring)
-KNOWN_SOFTCAP_NAN_ROWS = True  # skip the rows of the known softcap NaN bug (see the module docstring)
-
-
-def known_bug_rows(x, options, axis):
-    """Rows (the row shape) that the known softcap NaN bug makes finite: NaN and otherwise -inf."""
-    x_rows = np.moveaxis(x, axis, -1)
-    if not (KNOWN_SOFTCAP_NAN_ROWS and options.get("softcap")):
-        return np.zeros(x_rows.shape[:-1], bool)
-    return np.any(np.isnan(x_rows), axis=-1) & np.all(np.isnan(x_rows) | (x_rows == -np.inf), axis=-1)
 
 
 def lse_error(x_capped_max, float_exps):
@@ -135,21 +115,20 @@ def tolerance_terms(x, target, options, reduction, grad_scale, axis, float_exps)
             ce_denominator = z_denominator = 1
         scale = np.abs(np.asarray(grad_scale, x.dtype))[..., None]
         size = (p * total + np.abs(c)) * scale / ce_denominator + 2 * z_loss * lse * p * scale / z_denominator
+        unsloped_size = size
         size = np.where(counted, size * slope, 0.0)
         delta = 4 * EPS64 * softcap if softcap else 0.0
         lse_delta = lse_error(np.max(np.where(np.isnan(x_capped), -np.inf, x_capped), axis=-1, keepdims=True), float_exps) + delta
         extra = delta * slope * scale * p * 2 * total / ce_denominator
         extra = extra + 2 * z_loss * (lse_delta + 2 * delta * lse) * slope * scale * p / z_denominator
-        if softcap:
-            unscaled = (p * total + np.abs(c)) * scale / ce_denominator + 2 * z_loss * lse * p * scale / z_denominator
-            extra = extra + SLOPE_ABSOLUTE_ERROR * unscaled
         unit = np.finfo(np.float32 if float_exps else np.float64).smallest_subnormal
         factor = total * scale / ce_denominator + 2 * z_loss * lse * scale / z_denominator
         extra = extra + 2 * unit * factor * slope
-        weight_sum_error = 0.0
-        if KNOWN_WEIGHT_SUM_ERROR and reduction == "mean" and is_index and options.get("weight") is not None:
-            weight_sum_error = np.count_nonzero(~ignored) * EPS64
-        extra = extra + weight_sum_error * (p * total + np.abs(c)) * scale / ce_denominator * slope
+        if softcap:  # the slope 1 - tanh^2(u) ~ 4 exp(-2|u|) inherits 2|u| times the rounding of u = x / softcap
+            u = np.where(np.isfinite(x_rows), x_rows / softcap, 0.0)  # an infinite x has slope 0, exactly
+            extra = extra + (2.0 * np.abs(u) + 4.0) * EPS64 * size
+            # and a subnormal slope is off by up to its last unit or two, times the rest of the gradient
+            extra = extra + 2 * np.finfo(np.float64).smallest_subnormal * unsloped_size
         extra = np.where(counted, extra, 0.0)
         ce_moved = delta * np.where(counted, np.abs(p * total - c), 0.0).sum(axis=-1)
         z_term = z_loss * lse_delta[..., 0] * (2 * lse[..., 0] + lse_delta[..., 0])
@@ -157,9 +136,7 @@ def tolerance_terms(x, target, options, reduction, grad_scale, axis, float_exps)
         if reduction == "none":
             loss_extra = ce_moved + z_moved
         else:
-            neg_log_p = -reference.log_softmax(x_capped)
-            ce_sum = np.where(ignored, 0.0, np.where(c == 0, 0.0, c * neg_log_p).sum(axis=-1)).sum()
-            loss_extra = (ce_moved.sum() + weight_sum_error * ce_sum) / ce_denominator + z_moved.sum() / z_denominator
+            loss_extra = ce_moved.sum() / ce_denominator + z_moved.sum() / z_denominator
     return np.moveaxis(size, -1, axis), np.moveaxis(extra, -1, axis), loss_extra
 
 
