@@ -4,10 +4,14 @@ The cdef is the part of csrc/softmax_ce.h between its cdef markers, so declarati
 The row kernels (csrc/kernel_template.h) are compiled once per logit type and instruction set: this
 builder writes the small translation unit of each pair, and csrc/dispatch.c picks the instruction set
 at run time.
+
+SOFTMAX_CE_C_EXTRA_CFLAGS, if set, holds more flags (split as a shell would) for both compiling and
+linking, after the ones below; CI's sanitizer builds (.ci/sanitize) pass -fsanitize=... through it.
 """
 import os
 import pathlib
 import platform
+import shlex
 import sys
 
 from cffi import FFI
@@ -44,6 +48,8 @@ def kernel_sources():
     return sources
 
 
+EXTRA_FLAGS = shlex.split(os.environ.get("SOFTMAX_CE_C_EXTRA_CFLAGS", ""))
+
 ffibuilder = FFI()
 ffibuilder.cdef(read_cdef(CSRC / "softmax_ce.h"))
 ffibuilder.set_source(
@@ -58,7 +64,9 @@ ffibuilder.set_source(
     # blends; NaN and inf results are unchanged. -ffp-contract=off: a fused multiply-add the code
     # did not ask for makes one value computed twice differ (max - softcap * tanh(x / softcap) is
     # then not 0 at the max); vector_exp.h asks for its FMAs explicitly.
-    extra_compile_args=["-O3", "-fno-trapping-math", "-ffp-contract=off"] if sys.platform != "win32" else [],
+    extra_compile_args=(["-O3", "-fno-trapping-math", "-ffp-contract=off"] if sys.platform != "win32" else [])
+    + EXTRA_FLAGS,
+    extra_link_args=EXTRA_FLAGS,  # a sanitizer's runtime must be linked as well as compiled for
 )
 
 if __name__ == "__main__":
