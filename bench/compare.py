@@ -449,8 +449,8 @@ def header_lines(machine, policy, records):
         f"- Python {machine['python']}, NumPy {machine['numpy']}, torch {machine['torch']}, "
         f"jax {machine['jax']}, ml_dtypes {machine['ml_dtypes']}, softmax_ce_c {machine['softmax_ce_c']} "
         f"({machine['softmax_ce_c_path']}), kernel instruction set {machine['softmax_ce_c_instruction_set']}",
-        f"- timings are medians of interleaved repetitions (round-robin over the methods, "
-        f"~{policy.target_s} s per method per case, after a warm-up call)",
+        f"- timings are medians of interleaved repetitions (rounds over all the methods, each round in a "
+        f"new seeded random order, ~{policy.target_s} s per method per case, after a warm-up call)",
         f"- ratio = method time / {OURS} time of the same case (>1: slower than softmax_ce_c); "
         f"ns/element = median / (N*K)",
     ]

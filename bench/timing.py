@@ -2,6 +2,7 @@
 shared, noisy machine (frequency, neighbours, cache state) hits every method alike."""
 import gc
 import math
+import random
 import statistics
 import time
 from dataclasses import dataclass
@@ -61,15 +62,18 @@ def spread_rounds(reps, n_rounds):
 
 
 def measure_interleaved(methods, reps_by_name):
-    """Seconds per call for each method; every round runs its methods in the same fixed order."""
+    """Seconds per call for each method. Every round runs its methods in a new (seeded) random
+    order: a call right after a heavy one (PyTorch's or XLA's threads still spinning, caches and TLB
+    cold) runs several times slower here, and a fixed order would charge that to one method."""
     n_rounds = max(reps_by_name.values())
     schedule = {m.name: spread_rounds(reps_by_name[m.name], n_rounds) for m in methods}
     samples = {m.name: [] for m in methods}
+    order = random.Random(0)
     gc_was_enabled = gc.isenabled()
     gc.disable()  # a collection would be charged to whichever call happened to trigger it
     try:
         for round_index in range(n_rounds):
-            for method in methods:
+            for method in order.sample(methods, len(methods)):
                 if round_index in schedule[method.name]:
                     samples[method.name].append(time_one_call(method))
     finally:
