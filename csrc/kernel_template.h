@@ -14,7 +14,9 @@
  * The functions defined here are named sce_<function>_<type>_<isa>; dispatch.c exports them under
  * the names of softmax_ce.h, choosing the instruction set once. All arithmetic is in double (but the
  * exp of float32 logits, see FLOAT_EXP); STORAGE is only what is read and written. Rows are shared
- * out to threads in chunks (thread_pool.h); each row's result is independent of the chunking.
+ * out to threads in chunks (thread_pool.h), or with fewer rows than threads their classes are
+ * (kernel_split_classes.h); rows of at most 32 classes are computed 16 at a time, across vector
+ * lanes. A row's result depends on none of this: not on the threads, the chunks or its neighbours.
  *
  * Every row goes through the same statistics of its logits x' (after the optional softcap): the max
  * m, the first index a holding it (its exp is exactly 1) and rest = sum over k != a of exp(x'_k - m).
@@ -110,9 +112,8 @@ static inline double capped(double x, double softcap) {
 
 typedef struct {
     double max;     /* the row max of x'; NaN is skipped here and reaches the result through rest */
-    int64_t argmax; /* the first index holding max */
-    double rest;    /* sum of exp(x'_k - max) over k != argmax; NaN when max is not finite (a +inf
-                       logit, or none finite), which makes the whole row NaN */
+    int64_t argmax; /* the first index holding max (of x: see find_max) */
+    double rest;    /* sum of exp(x'_k - max) over k != argmax; NaN for a NaN row (see row_rest) */
     double log_sum; /* log1p(rest): lse = max + log_sum */
 } row_stats;
 
@@ -134,10 +135,10 @@ SPECIALISED void max_block(double lane_max[PARTIAL_SUMS], int64_t lane_block[PAR
 
 /* The max and the first index holding it, in one pass: each lane keeps its own max and where it
  * first saw it, and the first index is the smallest among the lanes holding the max. (GCC 12 keeps
- * this select-reduction scalar; float logits take the vector path above on AVX2 and AVX-512.)
- * Comparisons with NaN are false, so NaN is never the max (it reaches the result through rest); a
- * row of NaN and -inf has max -inf, which makes it NaN. softcap is monotonic: the max of x' is the
- * capped max of x (found on x, so that the index is the first of the largest x). */
+ * this select-reduction scalar; logits that floats hold take vector_row_max.h on AVX2 and AVX-512.)
+ * Comparisons with NaN are false, so NaN is never the max (it reaches the result through rest, or
+ * row_rest). softcap is monotonic: the max of x' is the capped max of x (found on x, so that the
+ * index is the first of the largest x). */
 typedef struct {
     double value;  /* the max of x (before the softcap) */
     int64_t index; /* the first index holding it; 0 when no x is larger than -inf */
@@ -165,7 +166,6 @@ static logit_max find_max(const STORAGE *x, int64_t n_classes) {
     }
     return (logit_max){max, argmax < n_classes ? argmax : 0};
 }
-
 
 /* exp(x' - max); for uncapped float logits max is a float too, and the exp can run in float */
 static inline double exp_term(double value, double max, int with_softcap) {
