@@ -514,6 +514,10 @@ static double row_order_sum(const double *values, int64_t n) {
  * chunks stays on the calling thread. */
 #define CHUNK_ELEMENTS 32768
 
+static int64_t rows_per_chunk_of(int64_t n_classes) {
+    return n_classes >= CHUNK_ELEMENTS ? 1 : CHUNK_ELEMENTS / n_classes;
+}
+
 typedef struct {
     STORAGE *grad;
     double *scratch; /* (n_threads, 2K): each worker's own; NULL for the loss alone or few classes */
@@ -678,7 +682,7 @@ int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_
     if (status != SCE_OK) return status;
 
     const int64_t n_rows = params->n_rows, n_classes = params->n_classes;
-    const int64_t rows_per_chunk = n_classes >= CHUNK_ELEMENTS ? 1 : CHUNK_ELEMENTS / n_classes;
+    const int64_t rows_per_chunk = rows_per_chunk_of(n_classes);
     const int64_t n_chunks = (n_rows + rows_per_chunk - 1) / rows_per_chunk;
     /* fewer rows than threads, each of several segments: the threads share out the class axis */
     const int split_classes = n_rows > 0 && n_rows < params->n_threads && n_classes > SEGMENT;
@@ -702,53 +706,80 @@ int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_
     return status;
 }
 
-static int check_shape(const sce_params *params) {
-    return params->n_rows < 0 || params->n_classes < 1 ? SCE_ERR_SHAPE : SCE_OK;
+/* logsumexp, log_softmax and softmax: a function of one row, the rows shared out to threads in
+ * chunks as the cross-entropy's. */
+typedef void (*row_function)(STORAGE *out, double *scratch, const STORAGE *row, int64_t n_classes, int64_t n);
+
+static void logsumexp_row(STORAGE *lse, double *scratch, const STORAGE *row, int64_t n_classes, int64_t n) {
+    (void)scratch;
+    const row_stats stats = compute_row_stats(NULL, row, NULL, n_classes, 0.0);
+    double value = stats.max + stats.log_sum;
+    if (isinf(stats.max)) {
+        /* +inf or -inf is the answer, unless the row also holds a NaN */
+        value = stats.max;
+        for (int64_t k = 0; k < n_classes; k++)
+            if (isnan(LOAD(row[k]))) value = NAN;
+    }
+    lse[n] = STORE(value);
+}
+
+static void log_softmax_row(STORAGE *out, double *scratch, const STORAGE *row, int64_t n_classes, int64_t n) {
+    (void)scratch;
+    STORAGE *o = out + n * n_classes;
+    const row_stats stats = compute_row_stats(NULL, row, NULL, n_classes, 0.0);
+    /* both terms <= 0: no cancellation */
+    for (int64_t k = 0; k < n_classes; k++) o[k] = STORE((LOAD(row[k]) - stats.max) - stats.log_sum);
+}
+
+static void softmax_row(STORAGE *out, double *scratch, const STORAGE *row, int64_t n_classes, int64_t n) {
+    STORAGE *o = out + n * n_classes;
+    const row_stats stats = compute_row_stats(scratch, row, NULL, n_classes, 0.0);
+    const double inverse_sum = 1.0 / (1.0 + stats.rest);
+    for (int64_t k = 0; k < n_classes; k++) o[k] = STORE(scratch[k] * inverse_sum);
+}
+
+typedef struct {
+    row_function function;
+    STORAGE *out;
+    double *scratch; /* (n_threads, K) or NULL */
+    const STORAGE *x;
+    int64_t n_rows, n_classes, rows_per_chunk;
+} row_function_job;
+
+static void row_function_chunk(void *context, int worker, int64_t chunk) {
+    const row_function_job *job = context;
+    const int64_t begin = chunk * job->rows_per_chunk;
+    const int64_t end = begin + job->rows_per_chunk < job->n_rows ? begin + job->rows_per_chunk : job->n_rows;
+    double *scratch = job->scratch ? job->scratch + (int64_t)worker * job->n_classes : NULL;
+    for (int64_t n = begin; n < end; n++) job->function(job->out, scratch, job->x + n * job->n_classes, job->n_classes, n);
+}
+
+/* function over every row, with a work space of K doubles per thread if it needs one */
+static int run_row_function(row_function function, int needs_scratch, STORAGE *out, const sce_params *params,
+                            const STORAGE *x) {
+    if (params->n_rows < 0 || params->n_classes < 1) return SCE_ERR_SHAPE;
+    const int64_t n_rows = params->n_rows, n_classes = params->n_classes;
+    const int64_t rows_per_chunk = rows_per_chunk_of(n_classes), n_chunks = (n_rows + rows_per_chunk - 1) / rows_per_chunk;
+    const int n_threads = pool_threads_for(params->n_threads, n_chunks);
+    double *scratch = NULL;
+    if (needs_scratch && n_rows > 0) {
+        scratch = malloc(sizeof(double) * (size_t)n_classes * (size_t)n_threads);
+        if (!scratch) return SCE_ERR_MEMORY;
+    }
+    const row_function_job job = {function, out, scratch, x, n_rows, n_classes, rows_per_chunk};
+    pool_run(n_threads, row_function_chunk, (void *)&job, n_chunks);
+    free(scratch);
+    return SCE_OK;
 }
 
 int KERNEL_NAME(sce_logsumexp)(STORAGE *lse, const sce_params *params, const STORAGE *x) {
-    if (check_shape(params) != SCE_OK) return SCE_ERR_SHAPE;
-    const int64_t n_classes = params->n_classes;
-    for (int64_t n = 0; n < params->n_rows; n++) {
-        const STORAGE *row = x + n * n_classes;
-        const row_stats stats = compute_row_stats(NULL, row, NULL, n_classes, 0.0);
-        double value = stats.max + stats.log_sum;
-        if (isinf(stats.max)) {
-            /* +inf or -inf is the answer, unless the row also holds a NaN */
-            value = stats.max;
-            for (int64_t k = 0; k < n_classes; k++)
-                if (isnan(LOAD(row[k]))) value = NAN;
-        }
-        lse[n] = STORE(value);
-    }
-    return SCE_OK;
+    return run_row_function(logsumexp_row, 0, lse, params, x);
 }
 
 int KERNEL_NAME(sce_log_softmax)(STORAGE *out, const sce_params *params, const STORAGE *x) {
-    if (check_shape(params) != SCE_OK) return SCE_ERR_SHAPE;
-    const int64_t n_classes = params->n_classes;
-    for (int64_t n = 0; n < params->n_rows; n++) {
-        const STORAGE *row = x + n * n_classes;
-        STORAGE *o = out + n * n_classes;
-        const row_stats stats = compute_row_stats(NULL, row, NULL, n_classes, 0.0);
-        /* both terms <= 0: no cancellation */
-        for (int64_t k = 0; k < n_classes; k++)
-            o[k] = STORE((LOAD(row[k]) - stats.max) - stats.log_sum);
-    }
-    return SCE_OK;
+    return run_row_function(log_softmax_row, 0, out, params, x);
 }
 
 int KERNEL_NAME(sce_softmax)(STORAGE *out, const sce_params *params, const STORAGE *x) {
-    if (check_shape(params) != SCE_OK) return SCE_ERR_SHAPE;
-    const int64_t n_classes = params->n_classes;
-    double *scratch = malloc(sizeof(double) * (size_t)n_classes);
-    if (!scratch) return SCE_ERR_MEMORY;
-    for (int64_t n = 0; n < params->n_rows; n++) {
-        STORAGE *o = out + n * n_classes;
-        const row_stats stats = compute_row_stats(scratch, x + n * n_classes, NULL, n_classes, 0.0);
-        const double inverse_sum = 1.0 / (1.0 + stats.rest);
-        for (int64_t k = 0; k < n_classes; k++) o[k] = STORE(scratch[k] * inverse_sum);
-    }
-    free(scratch);
-    return SCE_OK;
+    return run_row_function(softmax_row, 1, out, params, x);
 }

@@ -72,7 +72,8 @@ int sce_cross_entropy_bf16(uint16_t *grad, sce_result *result,
                            const sce_params *params, const uint16_t *logits,
                            const int64_t *target_index, const float *target_prob);
 
-/* Row-wise log-sum-exp: lse (N) out, x (N, K). Only n_rows and n_classes of params are read. */
+/* Row-wise log-sum-exp: lse (N) out, x (N, K). Only n_rows, n_classes and n_threads of params are
+ * read (the rows are shared out to threads, as the cross-entropy's). */
 int sce_logsumexp_f32(float *lse, const sce_params *params, const float *x);
 int sce_logsumexp_f64(double *lse, const sce_params *params, const double *x);
 int sce_logsumexp_f16(uint16_t *lse, const sce_params *params, const uint16_t *x);

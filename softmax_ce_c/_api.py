@@ -39,9 +39,10 @@ def _buffer(c_type, array):
     return ffi.NULL if array is None else ffi.from_buffer(c_type + "[]", array)
 
 
-def _row_params(data):
+def _row_params(data, num_threads):
     n_rows, n_classes = data.shape
-    return ffi.new("sce_params *", {"n_rows": n_rows, "n_classes": n_classes})
+    return ffi.new("sce_params *", {"n_rows": n_rows, "n_classes": n_classes,
+                                    "n_threads": _validate.thread_count(num_threads)})
 
 
 def _check(status, rows=None, result=None):
@@ -214,30 +215,34 @@ def cross_entropy(
     return _cross_entropy(problem, _validate.thread_count(num_threads))
 
 
-def logsumexp(x, axis=-1):
-    """log(sum(exp(x))) along `axis`, in x's dtype; +inf / -inf rows give +inf / -inf as in PyTorch."""
+def logsumexp(x, axis=-1, *, num_threads=None):
+    """log(sum(exp(x))) along `axis`, in x's dtype; +inf / -inf rows give +inf / -inf as in PyTorch.
+    num_threads as for softmax_cross_entropy."""
     rows = _validate.rows_of(x, axis)
     kernels = _KERNELS[_validate.dtype_name(rows.data.dtype)]
+    params = _row_params(rows.data, num_threads)
     lse = np.empty(rows.data.shape[0], rows.data.dtype)
-    _check(kernels.logsumexp(kernels.pointer(lse), _row_params(rows.data), kernels.pointer(rows.data)))
+    _check(kernels.logsumexp(kernels.pointer(lse), params, kernels.pointer(rows.data)))
     return _scalar_or_array(lse.reshape(rows.row_shape))
 
 
-def log_softmax(x, axis=-1):
+def log_softmax(x, axis=-1, *, num_threads=None):
     """x - logsumexp(x) along `axis`, accurate near 0; a row with +inf or no finite value is NaN."""
     rows = _validate.rows_of(x, axis)
     kernels = _KERNELS[_validate.dtype_name(rows.data.dtype)]
+    params = _row_params(rows.data, num_threads)
     out = np.empty_like(rows.data)
-    _check(kernels.log_softmax(kernels.pointer(out), _row_params(rows.data), kernels.pointer(rows.data)))
+    _check(kernels.log_softmax(kernels.pointer(out), params, kernels.pointer(rows.data)))
     return rows.restore(out)
 
 
-def softmax(x, axis=-1):
+def softmax(x, axis=-1, *, num_threads=None):
     """exp(x) / sum(exp(x)) along `axis`; a row with +inf or no finite value is NaN."""
     rows = _validate.rows_of(x, axis)
     kernels = _KERNELS[_validate.dtype_name(rows.data.dtype)]
+    params = _row_params(rows.data, num_threads)
     out = np.empty_like(rows.data)
-    _check(kernels.softmax(kernels.pointer(out), _row_params(rows.data), kernels.pointer(rows.data)))
+    _check(kernels.softmax(kernels.pointer(out), params, kernels.pointer(rows.data)))
     return rows.restore(out)
 
 

@@ -59,6 +59,16 @@ def test_sharing_out_the_classes_of_a_row_gives_bitwise_the_same_answer(shape, d
             assert np.array_equal(mean, softmax_ce_c.cross_entropy(x, target, num_threads=1, **options), equal_nan=True)
 
 
+@pytest.mark.parametrize("function", [softmax_ce_c.softmax, softmax_ce_c.log_softmax, softmax_ce_c.logsumexp])
+@pytest.mark.parametrize("shape", [(4096, 100), (20000, 10), (3, 40000)])
+def test_row_functions_give_bitwise_the_same_answer_on_every_thread_count(function, shape):
+    x, _ = problem(shape)
+    want = function(x, num_threads=1)
+    for n_threads in range(2, 9):
+        assert np.array_equal(function(x, num_threads=n_threads), want, equal_nan=True)
+    assert np.array_equal(function(x), want, equal_nan=True)
+
+
 def test_concurrent_callers_get_their_serial_answers():
     cases = [(shape, seed, n_threads) for seed, shape in enumerate(SHAPES * 3) for n_threads in (1, 2, 3)]
     inputs = {(shape, seed): problem(shape, seed) for shape, seed, _ in cases}
@@ -95,6 +105,9 @@ def test_bad_thread_counts(num_threads, error):
     for function in (softmax_ce_c.softmax_cross_entropy, softmax_ce_c.cross_entropy):
         with pytest.raises(error, match="num_threads must be a positive integer"):
             function(x, y, num_threads=num_threads)
+    for function in (softmax_ce_c.softmax, softmax_ce_c.log_softmax, softmax_ce_c.logsumexp):
+        with pytest.raises(error, match="num_threads must be a positive integer"):
+            function(x, num_threads=num_threads)
 
 
 def test_thread_count_from_the_environment(monkeypatch):
