@@ -32,7 +32,7 @@ static void segment_max_task(void *context, int worker, int64_t task) {
     const int64_t n = task / split->n_segments, begin = (task % split->n_segments) * SEGMENT;
     const int64_t n_classes = split->job->params->n_classes;
     if (!split->counted[n]) return;
-    logit_max max = find_max(row_of(split->job, n) + begin, begin + SEGMENT < n_classes ? SEGMENT : n_classes - begin);
+    logit_max max = find_max(row_of(split->job, n) + begin, segment_end(begin, n_classes) - begin);
     max.index += begin;
     split->segment_max[task] = max;
 }
@@ -60,7 +60,7 @@ static void segment_gradient_task(void *context, int worker, int64_t task) {
     const class_split *split = context;
     const cross_entropy_job *job = split->job;
     const int64_t n = task / split->n_segments, begin = (task % split->n_segments) * SEGMENT;
-    const int64_t n_classes = job->params->n_classes, end = begin + SEGMENT < n_classes ? begin + SEGMENT : n_classes;
+    const int64_t n_classes = job->params->n_classes, end = segment_end(begin, n_classes);
     STORAGE *grad = job->grad + n * n_classes;
     if (!split->counted[n]) {
         write_zeros(grad + begin, end - begin);

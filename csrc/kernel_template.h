@@ -224,10 +224,15 @@ static double sum_exp(double *restrict scratch, const STORAGE *x, const STORAGE 
  * share its segments (cross_entropy_split). */
 #define SEGMENT 32768
 
+/* where the segment from begin ends */
+static inline int64_t segment_end(int64_t begin, int64_t n_classes) {
+    return begin + SEGMENT < n_classes ? begin + SEGMENT : n_classes;
+}
+
 /* sum_exp over the segment from begin, leaving out the argmax a (whose term is the 1 of 1 + rest) */
 static double sum_exp_of_segment(double *restrict scratch, const STORAGE *x, const STORAGE *next_row,
                                  int64_t n_classes, int64_t begin, int64_t a, double max, double softcap) {
-    const int64_t end = begin + SEGMENT < n_classes ? begin + SEGMENT : n_classes;
+    const int64_t end = segment_end(begin, n_classes);
     if (a < begin || a >= end) return sum_exp(scratch, x, next_row, n_classes, begin, end, max, softcap);
     return sum_exp(scratch, x, next_row, n_classes, begin, a, max, softcap) +
            sum_exp(scratch, x, next_row, n_classes, a + 1, end, max, softcap);
@@ -279,9 +284,11 @@ typedef struct {
 } row_target;
 
 /* c_k from its parts: t is 0 in a class-index row (keep t + spread is then exactly spread), and
- * at_index says whether k is its class */
+ * at_index says whether k is its class. A class with no share has c_k = 0 whatever its weight (an
+ * infinite or NaN weight of a class no target reaches changes nothing, as in the reference). */
 static inline double coefficient_of(double w, double keep, double t, double spread, int at_index, double on_target) {
-    return w * (keep * t + spread) + (at_index ? on_target : 0.0);
+    const double share = keep * t + spread;
+    return (share != 0 ? w * share : 0.0) + (at_index ? on_target : 0.0);
 }
 
 static inline double coefficient(const row_target *target, int64_t k) {
@@ -387,10 +394,12 @@ static inline gradient_factors factors_of(double rest, double lse, double total,
                               ((others - c_a * rest) / sum) * scales.ce + z_part / sum};
 }
 
-/* T - c_a; for a class index on the argmax exactly spread * (W - w_a), W the sum of the weights */
+/* T - c_a; for a class index on the argmax exactly spread * (W - w_a), W the sum of the weights
+ * (0 without smoothing, whatever the weights) */
 static inline double others_than_argmax(double total, double c_a, int argmax_is_index, double spread,
                                         double weight_total, double w_a) {
-    return argmax_is_index ? spread * (weight_total - w_a) : total - c_a;
+    if (!argmax_is_index) return total - c_a;
+    return spread != 0 ? spread * (weight_total - w_a) : 0.0;
 }
 
 static gradient_factors factors_of_row(const row_target *target, const row_stats *stats, double total,
@@ -520,7 +529,8 @@ static int64_t rows_per_chunk_of(int64_t n_classes) {
 
 typedef struct {
     STORAGE *grad;
-    double *scratch; /* (n_threads, 2K): each worker's own; NULL for the loss alone or few classes */
+    double *scratch; /* 2K doubles per worker (per row when the classes are shared out); NULL for the
+                        loss alone or few classes */
     const sce_result *result;
     const sce_params *params;
     call_constants call;
@@ -573,7 +583,7 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, int64_t 
     if (job->target_prob)
         for (int64_t r = 0; r < n_rows; r++)
             for (int64_t k = 0; k < n_classes; k++) c[k][r] = target[r].prob[k];
-    for (int64_t k = 0; k < n_classes; k++) /* as find_row_max: the first index of the largest x */
+    for (int64_t k = 0; k < n_classes; k++) /* as find_max: the first index of the largest x */
         ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
             const int larger = value[k][r] > max[r];
             max[r] = larger ? value[k][r] : max[r];
@@ -686,7 +696,8 @@ int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_
     const int64_t n_chunks = (n_rows + rows_per_chunk - 1) / rows_per_chunk;
     /* fewer rows than threads, each of several segments: the threads share out the class axis */
     const int split_classes = n_rows > 0 && n_rows < params->n_threads && n_classes > SEGMENT;
-    const int n_threads = pool_threads_for(params->n_threads, split_classes ? n_rows * n_classes : n_chunks);
+    const int64_t n_segments = (n_classes + SEGMENT - 1) / SEGMENT;
+    const int n_threads = pool_threads_for(params->n_threads, split_classes ? n_rows * n_segments : n_chunks);
     const int64_t scratch_rows = split_classes ? n_rows : n_threads; /* 2K doubles each */
     double *scratch = NULL;
     if (grad && n_rows > 0 && n_classes > FEW_CLASSES) {

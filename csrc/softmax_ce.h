@@ -6,8 +6,9 @@
  *
  * Layout: every array is C-contiguous; a (N, K) array is N rows of K classes. Sizes are int64_t.
  * Half-precision arrays are passed as their bit patterns (uint16_t): IEEE binary16 for _f16,
- * bfloat16 for _bf16; they are computed in double inside, like float. Every function is re-entrant
- * (no global state, no allocation) and returns an sce_status.
+ * bfloat16 for _bf16; they are computed in double inside, like float. Every function may be called
+ * from many threads at once (the only global state, the instruction-set choice and the thread pool,
+ * is thread-safe) and returns an sce_status.
  */
 #ifndef SOFTMAX_CE_H
 #define SOFTMAX_CE_H
@@ -21,7 +22,7 @@ typedef enum {
     SCE_ERR_SHAPE = 2,        /* n_rows < 0 or n_classes < 1 */
     SCE_ERR_ARGUMENT = 3,     /* a target or row_z_loss buffer the call needs is NULL, or an option
                                  is out of its range (other pointers must be valid) */
-    SCE_ERR_MEMORY = 4        /* the work space (2K doubles per thread) could not be allocated */
+    SCE_ERR_MEMORY = 4        /* the work space could not be allocated */
 } sce_status;
 
 typedef enum { SCE_MEAN = 0, SCE_SUM = 1, SCE_NONE = 2 } sce_reduction;
@@ -58,8 +59,8 @@ typedef struct {
  *   logits        (N, K)
  *   target_index  (N)     class indices; or NULL, then target_prob is used
  *   target_prob   (N, K)  class probabilities (need not sum to 1); NULL when target_index is given
- * Targets are all checked before anything is written. The work space (2K doubles per thread) is
- * allocated once per call. */
+ * Targets are all checked before anything is written. The work space (2K doubles per thread, or per
+ * row when the class axis is shared out; none for K <= 32) is allocated once per call. */
 int sce_cross_entropy_f32(float *grad, sce_result *result, const sce_params *params,
                           const float *logits, const int64_t *target_index, const float *target_prob);
 int sce_cross_entropy_f64(double *grad, sce_result *result, const sce_params *params,

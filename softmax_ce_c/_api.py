@@ -51,7 +51,7 @@ def _check(status, rows=None, result=None):
     if status == lib.SCE_ERR_TARGET_RANGE:
         raise IndexError(_validate.out_of_range_message(rows, result.bad_row, result.bad_value))
     if status == lib.SCE_ERR_MEMORY:
-        raise MemoryError("the kernel could not allocate its work space (2 K doubles per thread)")
+        raise MemoryError("the kernel could not allocate its work space")
     raise ValueError(_STATUS_MESSAGES.get(status, f"the kernel failed with status {status}"))
 
 

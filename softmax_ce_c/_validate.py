@@ -166,8 +166,14 @@ def class_indices(target, rows):
         # would wrap to a negative int64; report the true value here instead
         row = int(np.argmax(flat > np.iinfo(np.int64).max))
         raise IndexError(out_of_range_message(rows, row, int(flat[row])))
-    # always a private copy (O(N)): the kernel reads it again after writing gradient rows, which
-    # could otherwise overwrite it (a target viewing out= or the logits)
+    return private_indices(flat)
+
+
+def private_indices(flat):
+    """Class indices as a private int64 copy (O(N)), always: the kernel checks them all first and
+    reads them again later, so they must not change in between - not by the gradient rows it writes
+    (a target viewing out= or the logits), nor by another Python thread (the GIL is released), which
+    could slip an index past the check."""
     return np.array(flat, dtype=np.int64)
 
 
@@ -220,9 +226,7 @@ _INT64 = np.dtype(np.int64)
 def plain_problem(logits, target, axis, reduction, weight, ignore_index, label_smoothing, z_loss, softcap):
     """The problem of the most common call without the general checks: every one of them would pass
     for C-contiguous aligned float32/float64 logits with the classes last, C-contiguous int64 class
-    indices of the row shape, a valid reduction and no option set. None for any other call. The
-    targets are not copied: the caller passes no out= or inplace=True, so nothing the kernel writes
-    can overlap them."""
+    indices of the row shape, a valid reduction and no option set. None for any other call."""
     if not (type(logits) is np.ndarray and type(target) is np.ndarray and target.dtype is _INT64
             and logits.dtype in _PLAIN_LOGIT_DTYPES and logits.ndim >= 1 and logits.shape[-1] > 0
             and type(axis) is int and (axis == -1 or axis == logits.ndim - 1)
@@ -236,7 +240,7 @@ def plain_problem(logits, target, axis, reduction, weight, ignore_index, label_s
             and target_flags.c_contiguous and target_flags.aligned):
         return None
     rows = Rows(logits.reshape(-1, logits.shape[-1]), logits.shape, logits.ndim - 1)
-    return CrossEntropyProblem(logits, rows, target.reshape(-1), None, reduction, _PLAIN_OPTIONS)
+    return CrossEntropyProblem(logits, rows, private_indices(target.reshape(-1)), None, reduction, _PLAIN_OPTIONS)
 
 
 def upstream_gradient(grad_scale, reduction, row_shape):

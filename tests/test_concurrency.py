@@ -191,3 +191,42 @@ def test_calls_while_the_pool_is_busy_finish(isa):
     except subprocess.TimeoutExpired:
         pytest.fail(f"deadlock: the scenario did not finish in {TIMEOUT} s")
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout + result.stderr
+
+
+# The kernel checks every class index, then reads them again; a target another thread changes in
+# between (the GIL is released) must not slip past the check: the targets are copied first. Before
+# that copy on the shortcut for plain calls, this crashed the interpreter within a few calls.
+TARGETS_CHANGED_MEANWHILE = textwrap.dedent("""
+    import threading
+    import numpy as np
+    import softmax_ce_c
+    n_rows, n_classes = 100_000, 64
+    x = np.zeros((n_rows, n_classes), np.float32)
+    y = np.zeros(n_rows, np.int64)
+    done = threading.Event()
+    def change_targets():
+        while not done.is_set():
+            y[n_rows // 2:] = 1 << 40
+            y[n_rows // 2:] = 0
+    changer = threading.Thread(target=change_targets)
+    changer.start()
+    for call in range(150):
+        for function in (softmax_ce_c.cross_entropy, softmax_ce_c.softmax_cross_entropy):
+            try:
+                function(x, y, num_threads=1, reduction="sum")
+            except IndexError:
+                pass
+    done.set()
+    changer.join()
+    print("ok")
+""")
+
+
+def test_targets_changed_by_another_thread_during_a_call_cannot_crash_it(isa):
+    if isa != DEFAULT_ISA:
+        pytest.skip("the target copy does not depend on the instruction set: run once")
+    package_parent = os.path.dirname(os.path.dirname(softmax_ce_c.__file__))
+    result = subprocess.run([sys.executable, "-c", TARGETS_CHANGED_MEANWHILE],
+                            env=dict(os.environ, PYTHONPATH=package_parent), capture_output=True, text=True,
+                            timeout=TIMEOUT, cwd=os.path.dirname(__file__))
+    assert result.returncode == 0 and result.stdout.strip() == "ok", (result.returncode, result.stderr[-2000:])

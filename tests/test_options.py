@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import softmax_ce_c
+from softmax_ce_c import reference
 from helpers import assert_loss_accurate, exact, make_index_target, make_logits, make_prob_target
 
 SHAPES = [((0, 5), -1), ((1, 1), -1), ((7, 13), -1), ((3, 1000), -1), ((2, 3, 5), -1), ((3, 6, 4), 1)]
@@ -178,3 +179,20 @@ def test_grad_scale_that_views_the_logits_with_inplace():
     got = softmax_ce_c.softmax_cross_entropy(logits, np.ones(8, np.int64), grad_scale=grad_scale, reduction="none",
                                              inplace=True)
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("n_classes", [10, 40])  # the 16-row groups (K <= 32) and the row path
+@pytest.mark.parametrize("bad_weight", [np.inf, np.nan])
+def test_a_non_finite_weight_of_a_class_no_target_reaches_changes_nothing(bad_weight, n_classes):
+    """Its coefficient is 0 (no target, no smoothing), so it adds nothing, as in the reference."""
+    x = np.random.default_rng(3).standard_normal((5, n_classes)).astype(np.float32)
+    y = np.array([0, 2, 3, 0, 4])
+    weight = np.ones(n_classes)
+    weight[1] = bad_weight
+    for reduction in ("none", "sum", "mean"):
+        loss, grad = softmax_ce_c.softmax_cross_entropy(x, y, weight=weight, reduction=reduction)
+        want_loss, want_grad = reference.softmax_cross_entropy(x.astype(np.float64), y, weight=weight,
+                                                               reduction=reduction)
+        assert np.all(np.isfinite(loss)) and np.all(np.isfinite(grad))
+        np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
+        np.testing.assert_allclose(grad, want_grad, rtol=1e-6, atol=1e-7)
