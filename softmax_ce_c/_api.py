@@ -28,6 +28,7 @@ _KERNELS = {
     "float16": _Kernels("uint16_t", "f16", np.float32),
     "bfloat16": _Kernels("uint16_t", "bf16", np.float32),
 }
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _REDUCTION_CODES = {"mean": lib.SCE_MEAN, "sum": lib.SCE_SUM, "none": lib.SCE_NONE}
 _STATUS_MESSAGES = {
     lib.SCE_ERR_SHAPE: "the kernel was given a negative row count or no classes",
@@ -72,8 +73,11 @@ def _reduce(row_loss, row_z_loss, result, reduction, dtype, row_shape):
     if reduction == "mean":
         ce = _mean(ce, result.ce_denominator)
         z = _mean(z, result.z_denominator) if row_z_loss is not None else z
+    total = ce + z
+    if abs(total) <= _FLOAT32_MAX or total != total:  # np.errstate costs more than the rest of _reduce
+        return dtype.type(total)
     with np.errstate(over="ignore"):
-        return dtype.type(ce + z)
+        return dtype.type(total)
 
 
 def _mean(total, count):
