@@ -284,11 +284,9 @@ typedef struct {
 } row_target;
 
 /* c_k from its parts: t is 0 in a class-index row (keep t + spread is then exactly spread), and
- * at_index says whether k is its class. A class with no share has c_k = 0 whatever its weight (an
- * infinite or NaN weight of a class no target reaches changes nothing, as in the reference). */
+ * at_index says whether k is its class */
 static inline double coefficient_of(double w, double keep, double t, double spread, int at_index, double on_target) {
-    const double share = keep * t + spread;
-    return (share != 0 ? w * share : 0.0) + (at_index ? on_target : 0.0);
+    return w * (keep * t + spread) + (at_index ? on_target : 0.0);
 }
 
 static inline double coefficient(const row_target *target, int64_t k) {
@@ -308,6 +306,7 @@ static int target_of_row(row_target *target, const sce_params *params, const int
     if (target_index[n] == params->ignore_index) return 0;
     target->index = target_index[n];
     target->on_target = (1.0 - eps) * (params->weight ? params->weight[target->index] : 1.0);
+    if (eps == 0) target->weight = NULL; /* no class but y has a share: an inf or NaN weight elsewhere adds nothing */
     return 1;
 }
 
@@ -613,7 +612,8 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, int64_t 
         on_target[r] = target[r].on_target;
     }
     double w[FEW_CLASSES];
-    for (int64_t k = 0; k < n_classes; k++) w[k] = weight ? weight[k] : 1.0;
+    const int weighted_spread = weight && (spread != 0 || job->target_prob); /* as target_of_row */
+    for (int64_t k = 0; k < n_classes; k++) w[k] = weighted_spread ? weight[k] : 1.0;
     for (int64_t k = 0; k < n_classes; k++)
         ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
             const double coef = coefficient_of(w[k], keep, c[k][r], spread, k == index[r], on_target[r]);
