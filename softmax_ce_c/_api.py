@@ -172,15 +172,10 @@ def softmax_cross_entropy(
     "none" an array; grad the gradient of grad_scale times the returned loss (for "none", of the sum
     of the row losses times their grad_scale), shaped like the logits.
     """
-    problem = None
-    if out is None and inplace is False:
-        problem = _validate.plain_problem(logits, target, axis, reduction, weight, ignore_index,
-                                          label_smoothing, z_loss, softcap)
-    if problem is None:
-        problem = _validate.cross_entropy_problem(
-            logits, target, axis, reduction, weight=weight, ignore_index=ignore_index,
-            label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
-        )
+    problem = _validate.cross_entropy_problem(
+        logits, target, axis, reduction, weight=weight, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
+    )
     upstream, row_upstream = _validate.upstream_gradient(grad_scale, reduction, problem.logits.row_shape)
     n_threads = _validate.thread_count(num_threads)
     destination = _validate.gradient_destination(logits, problem, out, inplace)
@@ -209,13 +204,10 @@ def cross_entropy(
 ):
     """The loss of softmax_cross_entropy alone (same options but grad_scale, out and inplace); the
     kernel computes and writes no gradient."""
-    problem = _validate.plain_problem(logits, target, axis, reduction, weight, ignore_index,
-                                      label_smoothing, z_loss, softcap)
-    if problem is None:
-        problem = _validate.cross_entropy_problem(
-            logits, target, axis, reduction, weight=weight, ignore_index=ignore_index,
-            label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
-        )
+    problem = _validate.cross_entropy_problem(
+        logits, target, axis, reduction, weight=weight, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
+    )
     return _cross_entropy(problem, _validate.thread_count(num_threads))
 
 

@@ -198,11 +198,14 @@ def out_of_range_message(rows, row, value):
     return f"class target {value} in {where} is outside [0, {rows.n_classes})"
 
 
-def cross_entropy_problem(logits, target, axis, reduction, **options):
+def cross_entropy_problem(logits, target, axis, reduction, weight, ignore_index, label_smoothing, z_loss, softcap):
+    plain = plain_problem(logits, target, axis, reduction, weight, ignore_index, label_smoothing, z_loss, softcap)
+    if plain is not None:
+        return plain
     logits = float_array(logits, "logits")
     rows = as_rows(logits, axis)
     reduction = check_reduction(reduction)
-    options = check_options(n_classes=rows.n_classes, **options)
+    options = check_options(weight, ignore_index, label_smoothing, z_loss, softcap, rows.n_classes)
     target = np.asarray(target)
     kind = target.dtype.kind
     if kind in "iu":
@@ -224,9 +227,10 @@ _INT64 = np.dtype(np.int64)
 
 
 def plain_problem(logits, target, axis, reduction, weight, ignore_index, label_smoothing, z_loss, softcap):
-    """The problem of the most common call without the general checks: every one of them would pass
-    for C-contiguous aligned float32/float64 logits with the classes last, C-contiguous int64 class
-    indices of the row shape, a valid reduction and no option set. None for any other call."""
+    """The problem of the most common call without the general checks (which cost small calls more
+    than the kernel): every one of them would pass for C-contiguous aligned float32/float64 logits
+    with the classes last, C-contiguous int64 class indices of the row shape, a valid reduction and
+    no option set. The same problem as the general path builds; None for any other call."""
     if not (type(logits) is np.ndarray and type(target) is np.ndarray and target.dtype is _INT64
             and logits.dtype in _PLAIN_LOGIT_DTYPES and logits.ndim >= 1 and logits.shape[-1] > 0
             and type(axis) is int and (axis == -1 or axis == logits.ndim - 1)

@@ -166,3 +166,8 @@ def test_the_shortcut_for_plain_calls_agrees_with_the_general_path(dtype, reduct
         assert np.array_equal(other_loss, loss, equal_nan=True) and np.array_equal(other_grad, grad, equal_nan=True)
         assert np.array_equal(softmax_ce_c.cross_entropy(other_x, other_y, reduction=reduction, **options), loss,
                               equal_nan=True)
+    out, in_place = np.empty_like(x), x.copy()
+    assert np.array_equal(softmax_ce_c.softmax_cross_entropy(x, y, reduction=reduction, out=out)[0], loss,
+                          equal_nan=True)
+    softmax_ce_c.softmax_cross_entropy(in_place, y, reduction=reduction, inplace=True)
+    assert np.array_equal(out, grad, equal_nan=True) and np.array_equal(in_place, grad, equal_nan=True)
