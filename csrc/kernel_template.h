@@ -11,6 +11,9 @@
  *   FLOAT_EXP         1 to evaluate exp in float when the logits are uncapped floats (float32 only)
  *   LOAD_16_AS_FLOATS for logits that floats hold exactly, the loader of the vector row max
  *                     (vector_row_max.h); left undefined for double logits
+ *   SCRATCH           the type a row's exps (and softcap slopes) are kept in between passes: float
+ *                     for float32 (its exps are floats already), double where the gradient must be
+ *                     exact to more bits (float64, and half precision's correct rounding)
  * The functions defined here are named sce_<function>_<type>_<isa>; dispatch.c exports them under
  * the names of softmax_ce.h, choosing the instruction set once. All arithmetic is in double (but the
  * exp of float32 logits, see FLOAT_EXP); STORAGE is only what is read and written. Rows are shared
@@ -172,7 +175,7 @@ static inline double exp_term(double value, double max, int with_softcap) {
     return FLOAT_EXP && !with_softcap ? exp_difference_in_float((float)value, (float)max) : EXP_DIFFERENCE(value, max);
 }
 
-SPECIALISED void exp_block(partial_sums *sums, double *restrict e, double *restrict slope, const STORAGE *x,
+SPECIALISED void exp_block(partial_sums *sums, SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,
                            int lanes, double max, double softcap, int store) {
     for (int j = 0; j < lanes; j++) {
         const capped_logit logit = softcap > 0 ? softcapped(LOAD(x[j]), softcap) : (capped_logit){LOAD(x[j]), 1.0};
@@ -191,7 +194,7 @@ static inline void prefetch_block(const STORAGE *block) {
         __builtin_prefetch((const char *)block + byte, 0, 1); /* 1: into L2, not L1 */
 }
 
-SPECIALISED double exp_sum_blocks(double *restrict e, double *restrict slope, const STORAGE *x,
+SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,
                                   const STORAGE *next_row, int64_t begin, int64_t end, double max, double softcap,
                                   int store) {
     partial_sums sums = {{0.0}, {0.0}};
@@ -209,9 +212,9 @@ SPECIALISED double exp_sum_blocks(double *restrict e, double *restrict slope, co
  *   scratch   (2K) out or NULL
  *   x         (K)
  *   next_row  (K) the row computed next, to prefetch, or NULL */
-static double sum_exp(double *restrict scratch, const STORAGE *x, const STORAGE *next_row, int64_t n_classes,
+static double sum_exp(SCRATCH *restrict scratch, const STORAGE *x, const STORAGE *next_row, int64_t n_classes,
                       int64_t begin, int64_t end, double max, double softcap) {
-    double *slope = scratch ? scratch + n_classes : NULL;
+    SCRATCH *slope = scratch ? scratch + n_classes : NULL;
     if (softcap > 0)
         return scratch ? exp_sum_blocks(scratch, slope, x, next_row, begin, end, max, softcap, 1)
                        : exp_sum_blocks(scratch, slope, x, next_row, begin, end, max, softcap, 0);
@@ -230,7 +233,7 @@ static inline int64_t segment_end(int64_t begin, int64_t n_classes) {
 }
 
 /* sum_exp over the segment from begin, leaving out the argmax a (whose term is the 1 of 1 + rest) */
-static double sum_exp_of_segment(double *restrict scratch, const STORAGE *x, const STORAGE *next_row,
+static double sum_exp_of_segment(SCRATCH *restrict scratch, const STORAGE *x, const STORAGE *next_row,
                                  int64_t n_classes, int64_t begin, int64_t a, double max, double softcap) {
     const int64_t end = segment_end(begin, n_classes);
     if (a < begin || a >= end) return sum_exp(scratch, x, next_row, n_classes, begin, end, max, softcap);
@@ -246,7 +249,7 @@ static inline double row_rest(double rest, double capped_max, double x_at_argmax
 }
 
 /* The statistics from the max and rest; the argmax's own entries of scratch. */
-static row_stats finish_row_stats(double *restrict scratch, const STORAGE *x, int64_t n_classes, logit_max max,
+static row_stats finish_row_stats(SCRATCH *restrict scratch, const STORAGE *x, int64_t n_classes, logit_max max,
                                   double rest, double softcap) {
     const double capped_max = capped(max.value, softcap);
     row_stats stats = {capped_max, max.index, row_rest(rest, capped_max, LOAD(x[max.index])), 0.0};
@@ -260,7 +263,7 @@ static row_stats finish_row_stats(double *restrict scratch, const STORAGE *x, in
 
 /* The statistics of one row; with scratch not NULL, also what sum_exp stores there, for every k.
  * next_row (or NULL) is prefetched meanwhile. */
-static row_stats compute_row_stats(double *restrict scratch, const STORAGE *x, const STORAGE *next_row,
+static row_stats compute_row_stats(SCRATCH *restrict scratch, const STORAGE *x, const STORAGE *next_row,
                                    int64_t n_classes, double softcap) {
     const logit_max max = find_max(x, n_classes);
     double rest = 0.0;
@@ -414,10 +417,10 @@ static gradient_factors factors_of_row(const row_target *target, const row_stats
 
 /* The gradient of one row over classes [begin, end), given what compute_row_stats stored in
  * scratch. x is not read: grad may be the logits (in-place). */
-SPECIALISED void write_gradient_with(STORAGE *grad, const double *restrict scratch, const row_target *target,
+SPECIALISED void write_gradient_with(STORAGE *grad, const SCRATCH *restrict scratch, const row_target *target,
                                      int64_t argmax, gradient_factors factors, int64_t n_classes, int64_t begin,
                                      int64_t end, int with_softcap) {
-    const double *slope = scratch + n_classes;
+    const SCRATCH *slope = scratch + n_classes;
     for (int64_t k = begin; k < end; k++) {
         const double g = scratch[k] * factors.probability - coefficient(target, k) * factors.target;
         grad[k] = STORE(with_softcap ? g * slope[k] : g);
@@ -426,7 +429,7 @@ SPECIALISED void write_gradient_with(STORAGE *grad, const double *restrict scrat
         grad[argmax] = STORE(with_softcap ? factors.at_argmax * slope[argmax] : factors.at_argmax);
 }
 
-static void write_gradient(STORAGE *grad, const double *restrict scratch, const row_target *target, int64_t argmax,
+static void write_gradient(STORAGE *grad, const SCRATCH *restrict scratch, const row_target *target, int64_t argmax,
                            gradient_factors factors, const call_constants *call, int64_t begin, int64_t end) {
     if (call->softcap > 0)
         write_gradient_with(grad, scratch, target, argmax, factors, call->n_classes, begin, end, 1);
@@ -484,7 +487,7 @@ static double sum_of_weights(const sce_params *params) {
 }
 
 /* The whole of one row: its loss (and z-loss term), and with grad its gradient. */
-static void cross_entropy_row(STORAGE *grad, double *scratch, const sce_result *result, const sce_params *params,
+static void cross_entropy_row(STORAGE *grad, SCRATCH *scratch, const sce_result *result, const sce_params *params,
                               const call_constants *call, const STORAGE *logits, const int64_t *target_index,
                               const TARGET *target_prob, int64_t n) {
     const int64_t n_classes = params->n_classes;
@@ -528,7 +531,7 @@ static int64_t rows_per_chunk_of(int64_t n_classes) {
 
 typedef struct {
     STORAGE *grad;
-    double *scratch; /* 2K doubles per worker (per row when the classes are shared out); NULL for the
+    SCRATCH *scratch; /* 2K values per worker (per row when the classes are shared out); NULL for the
                         loss alone or few classes */
     const sce_result *result;
     const sce_params *params;
@@ -676,7 +679,7 @@ static void cross_entropy_chunk(void *context, int worker, int64_t chunk) {
             cross_entropy_group(job, first, end - first < ROW_GROUP ? end - first : ROW_GROUP);
         return;
     }
-    double *scratch = job->scratch ? job->scratch + (int64_t)worker * 2 * n_classes : NULL;
+    SCRATCH *scratch = job->scratch ? job->scratch + (int64_t)worker * 2 * n_classes : NULL;
     for (int64_t n = begin; n < end; n++)
         cross_entropy_row(job->grad, scratch, job->result, job->params, &job->call, job->logits, job->target_index,
                           job->target_prob, n);
@@ -698,10 +701,10 @@ int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_
     const int split_classes = n_rows > 0 && n_rows < params->n_threads && n_classes > SEGMENT;
     const int64_t n_segments = (n_classes + SEGMENT - 1) / SEGMENT;
     const int n_threads = pool_threads_for(params->n_threads, split_classes ? n_rows * n_segments : n_chunks);
-    const int64_t scratch_rows = split_classes ? n_rows : n_threads; /* 2K doubles each */
-    double *scratch = NULL;
+    const int64_t scratch_rows = split_classes ? n_rows : n_threads; /* 2K values each */
+    SCRATCH *scratch = NULL;
     if (grad && n_rows > 0 && n_classes > FEW_CLASSES) {
-        scratch = malloc(sizeof(double) * 2 * (size_t)n_classes * (size_t)scratch_rows);
+        scratch = malloc(sizeof(SCRATCH) * 2 * (size_t)n_classes * (size_t)scratch_rows);
         if (!scratch) return SCE_ERR_MEMORY;
     }
     const cross_entropy_job job = {grad, scratch, result, params,
@@ -719,9 +722,9 @@ int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_
 
 /* logsumexp, log_softmax and softmax: a function of one row, the rows shared out to threads in
  * chunks as the cross-entropy's. */
-typedef void (*row_function)(STORAGE *out, double *scratch, const STORAGE *row, int64_t n_classes, int64_t n);
+typedef void (*row_function)(STORAGE *out, SCRATCH *scratch, const STORAGE *row, int64_t n_classes, int64_t n);
 
-static void logsumexp_row(STORAGE *lse, double *scratch, const STORAGE *row, int64_t n_classes, int64_t n) {
+static void logsumexp_row(STORAGE *lse, SCRATCH *scratch, const STORAGE *row, int64_t n_classes, int64_t n) {
     (void)scratch;
     const row_stats stats = compute_row_stats(NULL, row, NULL, n_classes, 0.0);
     double value = stats.max + stats.log_sum;
@@ -734,7 +737,7 @@ static void logsumexp_row(STORAGE *lse, double *scratch, const STORAGE *row, int
     lse[n] = STORE(value);
 }
 
-static void log_softmax_row(STORAGE *out, double *scratch, const STORAGE *row, int64_t n_classes, int64_t n) {
+static void log_softmax_row(STORAGE *out, SCRATCH *scratch, const STORAGE *row, int64_t n_classes, int64_t n) {
     (void)scratch;
     STORAGE *o = out + n * n_classes;
     const row_stats stats = compute_row_stats(NULL, row, NULL, n_classes, 0.0);
@@ -742,7 +745,7 @@ static void log_softmax_row(STORAGE *out, double *scratch, const STORAGE *row, i
     for (int64_t k = 0; k < n_classes; k++) o[k] = STORE((LOAD(row[k]) - stats.max) - stats.log_sum);
 }
 
-static void softmax_row(STORAGE *out, double *scratch, const STORAGE *row, int64_t n_classes, int64_t n) {
+static void softmax_row(STORAGE *out, SCRATCH *scratch, const STORAGE *row, int64_t n_classes, int64_t n) {
     STORAGE *o = out + n * n_classes;
     const row_stats stats = compute_row_stats(scratch, row, NULL, n_classes, 0.0);
     const double inverse_sum = 1.0 / (1.0 + stats.rest);
@@ -752,7 +755,7 @@ static void softmax_row(STORAGE *out, double *scratch, const STORAGE *row, int64
 typedef struct {
     row_function function;
     STORAGE *out;
-    double *scratch; /* (n_threads, K) or NULL */
+    SCRATCH *scratch; /* (n_threads, K) or NULL */
     const STORAGE *x;
     int64_t n_rows, n_classes, rows_per_chunk;
 } row_function_job;
@@ -761,20 +764,20 @@ static void row_function_chunk(void *context, int worker, int64_t chunk) {
     const row_function_job *job = context;
     const int64_t begin = chunk * job->rows_per_chunk;
     const int64_t end = begin + job->rows_per_chunk < job->n_rows ? begin + job->rows_per_chunk : job->n_rows;
-    double *scratch = job->scratch ? job->scratch + (int64_t)worker * job->n_classes : NULL;
+    SCRATCH *scratch = job->scratch ? job->scratch + (int64_t)worker * job->n_classes : NULL;
     for (int64_t n = begin; n < end; n++) job->function(job->out, scratch, job->x + n * job->n_classes, job->n_classes, n);
 }
 
-/* function over every row, with a work space of K doubles per thread if it needs one */
+/* function over every row, with a work space of K values per thread if it needs one */
 static int run_row_function(row_function function, int needs_scratch, STORAGE *out, const sce_params *params,
                             const STORAGE *x) {
     if (params->n_rows < 0 || params->n_classes < 1) return SCE_ERR_SHAPE;
     const int64_t n_rows = params->n_rows, n_classes = params->n_classes;
     const int64_t rows_per_chunk = rows_per_chunk_of(n_classes), n_chunks = (n_rows + rows_per_chunk - 1) / rows_per_chunk;
     const int n_threads = pool_threads_for(params->n_threads, n_chunks);
-    double *scratch = NULL;
+    SCRATCH *scratch = NULL;
     if (needs_scratch && n_rows > 0) {
-        scratch = malloc(sizeof(double) * (size_t)n_classes * (size_t)n_threads);
+        scratch = malloc(sizeof(SCRATCH) * (size_t)n_classes * (size_t)n_threads);
         if (!scratch) return SCE_ERR_MEMORY;
     }
     const row_function_job job = {function, out, scratch, x, n_rows, n_classes, rows_per_chunk};

@@ -59,7 +59,7 @@ typedef struct {
  *   logits        (N, K)
  *   target_index  (N)     class indices; or NULL, then target_prob is used
  *   target_prob   (N, K)  class probabilities (need not sum to 1); NULL when target_index is given
- * Targets are all checked before anything is written. The work space (2K doubles per thread, or per
+ * Targets are all checked before anything is written. The work space (2K values per thread, or per
  * row when the class axis is shared out; none for K <= 32) is allocated once per call. */
 int sce_cross_entropy_f32(float *grad, sce_result *result, const sce_params *params,
                           const float *logits, const int64_t *target_index, const float *target_prob);

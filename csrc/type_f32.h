@@ -8,3 +8,4 @@
 #define COMPENSATED_SUMS 0
 #define FLOAT_EXP 1
 #define LOAD_16_AS_FLOATS load_16_floats /* the vector row max (vector_row_max.h) */
+#define SCRATCH float /* kernel_template.h: its exps are floats already */

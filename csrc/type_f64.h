@@ -7,3 +7,4 @@
 #define EXP_DIFFERENCE exp_difference_of_doubles
 #define COMPENSATED_SUMS 1
 #define FLOAT_EXP 0
+#define SCRATCH double
