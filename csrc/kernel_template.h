@@ -529,6 +529,11 @@ static int64_t rows_per_chunk_of(int64_t n_classes) {
     return n_classes >= CHUNK_ELEMENTS ? 1 : CHUNK_ELEMENTS / n_classes;
 }
 
+/* the row after the last one of the chunk that starts at begin */
+static int64_t chunk_end(int64_t begin, int64_t rows_per_chunk, int64_t n_rows) {
+    return begin + rows_per_chunk < n_rows ? begin + rows_per_chunk : n_rows;
+}
+
 typedef struct {
     STORAGE *grad;
     SCRATCH *scratch; /* 2K values per worker (per row when the classes are shared out); NULL for the
@@ -671,8 +676,7 @@ static void cross_entropy_group(const cross_entropy_job *job, int64_t first, int
 static void cross_entropy_chunk(void *context, int worker, int64_t chunk) {
     const cross_entropy_job *job = context;
     const int64_t begin = chunk * job->rows_per_chunk;
-    const int64_t end = begin + job->rows_per_chunk < job->params->n_rows ? begin + job->rows_per_chunk
-                                                                          : job->params->n_rows;
+    const int64_t end = chunk_end(begin, job->rows_per_chunk, job->params->n_rows);
     const int64_t n_classes = job->params->n_classes;
     if (n_classes <= FEW_CLASSES) {
         for (int64_t first = begin; first < end; first += ROW_GROUP)
@@ -763,7 +767,7 @@ typedef struct {
 static void row_function_chunk(void *context, int worker, int64_t chunk) {
     const row_function_job *job = context;
     const int64_t begin = chunk * job->rows_per_chunk;
-    const int64_t end = begin + job->rows_per_chunk < job->n_rows ? begin + job->rows_per_chunk : job->n_rows;
+    const int64_t end = chunk_end(begin, job->rows_per_chunk, job->n_rows);
     SCRATCH *scratch = job->scratch ? job->scratch + (int64_t)worker * job->n_classes : NULL;
     for (int64_t n = begin; n < end; n++) job->function(job->out, scratch, job->x + n * job->n_classes, job->n_classes, n);
 }
