@@ -12,14 +12,15 @@
 static inline double exp_difference_of_floats(double x, double m) { return exp_of_nonpositive(x - m); }
 
 /* float logits in float arithmetic (twice the vector lanes): x - m split exactly into hi + lo
- * (TwoSum in float), then exp(hi) (1 + lo) with expf_of_nonpositive's 1.2 ulp. Used for float32
- * logits, whose contract has room for it; half precision, rounded bit-exactly, keeps the double. */
+ * (TwoSum in float), then exp(hi + lo) by expf_of_nonpositive_sum: at most 0.88 float ulp with FMA,
+ * 1.15 without (measured against expl over 2e7 differences up to 110, logits up to 1e6). Used for
+ * float32 logits, whose contract has room for it; half precision, rounded bit-exactly, keeps the
+ * double. */
 static inline double exp_difference_in_float(float x, float m) {
     const float hi = x - m;
     const float x_part = hi + m;
     const float lo = (x - x_part) - (m + (hi - x_part));
-    const float e = expf_of_nonpositive(hi);
-    return lo == lo ? (double)VEXPF_FMA(e, lo, e) : (double)e;
+    return (double)expf_of_nonpositive_sum(hi, lo);
 }
 
 /* double logits: split x - m into hi + lo exactly (Knuth's TwoSum) and use exp(hi + lo) =

@@ -89,9 +89,12 @@ static inline vexp_pair exp_and_expm1_of_nonpositive(double d) {
     return (vexp_pair){e, parts.k == 0 ? parts.r * parts.q : e - 1.0};
 }
 
-/* The float version, for float logits: exp(d) for d <= 0 in float arithmetic (twice the lanes of
- * double), degree-7 Taylor polynomial after the same reduction (truncation below 6e-9 relative),
- * 2^k in two normal halves. */
+/* The float version, for float logits: exp(hi + lo) for hi <= 0 and a correction |lo| <= ulp(hi) / 2
+ * (the rounding error of a difference, see exp_difference_in_float), in float arithmetic (twice the
+ * lanes of double). The same reduction with lo added to the small part, k LN2_LO, so that r is
+ * rounded once; a degree-6 polynomial fitted for relative error on |r| <= ln2 / 2 (Lawson's
+ * iterations; below 4e-9 relative with these float coefficients); 2^k in two normal halves so that
+ * a subnormal result is rounded once. */
 #define VEXPF_LOG2E 1.44269504f
 #define VEXPF_LN2_HI 0.693145751953125f /* 16 significant bits: k * LN2_HI is exact */
 #define VEXPF_LN2_LO 1.42860677e-06f
@@ -116,17 +119,18 @@ static inline uint32_t vexpf_to_bits(float value) {
     return bits;
 }
 
-static inline float expf_of_nonpositive(float d) {
-    d = d < VEXPF_FLOOR ? VEXPF_FLOOR : d; /* NaN passes through */
-    const float shifted = d * VEXPF_LOG2E + VEXPF_ROUND;
+static inline float expf_of_nonpositive_sum(float hi, float lo) {
+    const int underflows = hi < VEXPF_FLOOR; /* then so does the result; lo may be NaN (hi = -inf) */
+    const float d = underflows ? VEXPF_FLOOR : hi; /* NaN passes through */
+    lo = underflows ? 0.0f : lo;
+    const float shifted = VEXPF_FMA(d, VEXPF_LOG2E, VEXPF_ROUND);
     const float k = shifted - VEXPF_ROUND;
-    const float r = (d - k * VEXPF_LN2_HI) - k * VEXPF_LN2_LO;
-    float p = 1.0f / 5040.0f;
-    p = VEXPF_FMA(p, r, 1.0f / 720.0f);
-    p = VEXPF_FMA(p, r, 1.0f / 120.0f);
-    p = VEXPF_FMA(p, r, 1.0f / 24.0f);
-    p = VEXPF_FMA(p, r, 1.0f / 6.0f);
-    p = VEXPF_FMA(p, r, 0.5f);
+    const float r = VEXPF_FMA(-k, VEXPF_LN2_HI, d) + VEXPF_FMA(-k, VEXPF_LN2_LO, lo); /* exact + tiny */
+    float p = 1.38145278e-03f;
+    p = VEXPF_FMA(p, r, 8.36874451e-03f);
+    p = VEXPF_FMA(p, r, 4.16683927e-02f);
+    p = VEXPF_FMA(p, r, 1.66665211e-01f);
+    p = VEXPF_FMA(p, r, 4.99999940e-01f);
     p = VEXPF_FMA(p, r, 1.0f);
     p = VEXPF_FMA(p, r, 1.0f);
     const int32_t k_int = (int32_t)(vexpf_to_bits(shifted) - vexpf_to_bits(VEXPF_ROUND));
