@@ -16,11 +16,11 @@ static inline double exp_difference_of_floats(double x, double m) { return exp_o
  * 1.15 without (measured against expl over 2e7 differences up to 110, logits up to 1e6). Used for
  * float32 logits, whose contract has room for it; half precision, rounded bit-exactly, keeps the
  * double. */
-static inline double exp_difference_in_float(float x, float m) {
+static inline float exp_difference_in_float(float x, float m) {
     const float hi = x - m;
     const float x_part = hi + m;
     const float lo = (x - x_part) - (m + (hi - x_part));
-    return (double)expf_of_nonpositive_sum(hi, lo);
+    return expf_of_nonpositive_sum(hi, lo);
 }
 
 /* double logits: split x - m into hi + lo exactly (Knuth's TwoSum) and use exp(hi + lo) =
