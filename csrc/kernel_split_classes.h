@@ -68,6 +68,7 @@ static void segment_gradient_task(void *context, int worker, int64_t task) {
     }
     write_gradient(grad, scratch_of(job, n), &split->target[n], split->stats[n].argmax, split->factors[n], &job->call,
                    begin, end);
+    if (job->call.stream_gradient) stream_fence();
 }
 
 /* Combines the segments' maxima of each row in order: the first index of the largest x. */

@@ -1,0 +1,68 @@
+"""A gradient of 16 MiB or more is written with streaming stores (whole cache lines past the caches,
+the edges of each row with plain stores). The values must be bitwise those of a small call, which
+writes plainly: rows are independent, so the big call's rows are checked against the same rows
+computed a few at a time, with every alignment of the output and every kind of row."""
+import numpy as np
+import pytest
+
+import softmax_ce_c
+from helpers import make_index_target, make_logits, make_prob_target
+
+STREAM_MIN_BYTES = 16 * 1024 * 1024
+OPTIONS = [{}, dict(label_smoothing=0.1), dict(softcap=20.0, z_loss=1e-3), dict(probabilities=True)]
+
+
+def problem(shape, dtype, probabilities, seed=0):
+    rng = np.random.default_rng(seed)
+    x = make_logits(rng, shape, dtype, "special")
+    target = make_prob_target(rng, shape, dtype) if probabilities else make_index_target(rng, *shape)
+    return x, target
+
+
+def misaligned_empty(shape, dtype, offset):
+    """A C-contiguous array whose data starts offset elements past a 64-byte boundary."""
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.empty(int(np.prod(shape)) * itemsize + 128, dtype=np.uint8)
+    start = (-raw.ctypes.data) % 64 + offset * itemsize
+    return raw[start:start + int(np.prod(shape)) * itemsize].view(dtype).reshape(shape)
+
+
+def rows_in_small_calls(x, target, rows, **options):
+    """The gradient of the given rows, each from a call far below the streaming size."""
+    return np.stack([softmax_ce_c.softmax_cross_entropy(x[n:n + 1], target[n:n + 1], reduction="sum", **options)[1][0]
+                     for n in rows])
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=["plain", "smoothing", "softcap", "probabilities"])
+@pytest.mark.parametrize("offset", [0, 1, 7])
+@pytest.mark.parametrize("shape", [(1030, 4099), (2, 2_100_000)], ids=["rows", "split-classes"])
+def test_streamed_gradient_is_bitwise_the_plain_one(shape, offset, options):
+    options = dict(options)
+    probabilities = options.pop("probabilities", False)
+    x, target = problem(shape, np.float32, probabilities)
+    assert x.nbytes >= STREAM_MIN_BYTES
+    out = misaligned_empty(shape, np.float32, offset)
+    softmax_ce_c.softmax_cross_entropy(x, target, reduction="sum", out=out, num_threads=2, **options)
+    rows = [0, 1, shape[0] // 2, shape[0] - 1]
+    assert np.array_equal(out[rows], rows_in_small_calls(x, target, rows, **options), equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float16", "bfloat16"])
+def test_every_dtype_streams_the_plain_values(dtype):
+    dtype = np.dtype(pytest.importorskip("ml_dtypes").bfloat16 if dtype == "bfloat16" else dtype)
+    n_classes = 3001
+    n_rows = STREAM_MIN_BYTES // (np.dtype(dtype).itemsize * n_classes) + 5
+    x, target = problem((n_rows, n_classes), dtype, probabilities=False)
+    _, grad = softmax_ce_c.softmax_cross_entropy(x, target, reduction="sum")
+    rows = [0, 3, n_rows - 1]
+    bits = np.dtype(f"u{grad.itemsize}")  # NaN rows compare by their bits
+    assert np.array_equal(grad[rows].view(bits), rows_in_small_calls(x, target, rows).view(bits))
+
+
+def test_in_place_streams_over_the_logits():
+    x, target = problem((1030, 4099), np.float32, probabilities=False)
+    rows = [0, 517, 1029]
+    want = rows_in_small_calls(x, target, rows)
+    _, grad = softmax_ce_c.softmax_cross_entropy(x, target, reduction="sum", inplace=True)
+    assert grad is x or np.shares_memory(grad, x)
+    assert np.array_equal(grad[rows], want, equal_nan=True)
