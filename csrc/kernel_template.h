@@ -132,23 +132,26 @@ SPECIALISED void max_block(double lane_max[PARTIAL_SUMS], int64_t lane_block[PAR
     }
 }
 
-#if defined(LOAD_16_AS_FLOATS) && (defined(__AVX512F__) || defined(__AVX2__))
-#define VECTOR_ROW_MAX 1
-#include "vector_row_max.h"
-#endif
-
 /* The max and the first index holding it, in one pass: each lane keeps its own max and where it
  * first saw it, and the first index is the smallest among the lanes holding the max. (GCC 12 keeps
- * this select-reduction scalar; logits that floats hold take vector_row_max.h on AVX2 and AVX-512.)
- * Comparisons with NaN are false, so NaN is never the max (it reaches the result through rest, or
- * row_rest). softcap is monotonic: the max of x' is the capped max of x (found on x, so that the
- * index is the first of the largest x). */
+ * this select-reduction scalar; rows of 16 or more logits that floats hold take vector_row_max.h on
+ * AVX2 and AVX-512.) Comparisons with NaN are false, so NaN is never the max (it reaches the result
+ * through rest, or row_rest). softcap is monotonic: the max of x' is the capped max of x (found on
+ * x, so that the index is the first of the largest x). */
 typedef struct {
     double value;  /* the max of x (before the softcap) */
     int64_t index; /* the first index holding it; 0 when no x is larger than -inf */
 } logit_max;
 
+#if defined(LOAD_16_AS_FLOATS) && (defined(__AVX512F__) || defined(__AVX2__))
+#define VECTOR_ROW_MAX 1
+#include "vector_row_max.h"
+#endif
+
 static logit_max find_max(const STORAGE *x, int64_t n_classes) {
+#ifdef VECTOR_ROW_MAX
+    if (n_classes >= 16) return vector_row_max(x, n_classes);
+#endif
     double lane_max[PARTIAL_SUMS];
     int64_t lane_block[PARTIAL_SUMS];
     for (int j = 0; j < PARTIAL_SUMS; j++) {
@@ -156,9 +159,6 @@ static logit_max find_max(const STORAGE *x, int64_t n_classes) {
         lane_block[j] = 0;
     }
     int64_t k = 0;
-#ifdef VECTOR_ROW_MAX
-    k = max_blocks_of_floats(lane_max, lane_block, x, n_classes);
-#endif
     for (; k + PARTIAL_SUMS <= n_classes; k += PARTIAL_SUMS) max_block(lane_max, lane_block, x, k, PARTIAL_SUMS);
     max_block(lane_max, lane_block, x, k, (int)(n_classes - k));
     double max = lane_max[0];
@@ -176,14 +176,16 @@ static inline double exp_term(double value, double max, int with_softcap) {
     return FLOAT_EXP && !with_softcap ? exp_difference_in_float((float)value, (float)max) : EXP_DIFFERENCE(value, max);
 }
 
+/* The blocks below leave the term of the argmax, at offset skip, out of the sums (it is the 1 of
+ * 1 + rest); a compare per element is cheaper than cutting the row in two there. */
 SPECIALISED void exp_block(partial_sums *sums, SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,
-                           int lanes, double max, double softcap, int store) {
+                           int lanes, int64_t skip, double max, double softcap, int store) {
     for (int j = 0; j < lanes; j++) {
         const capped_logit logit = softcap > 0 ? softcapped(LOAD(x[j]), softcap) : (capped_logit){LOAD(x[j]), 1.0};
         const double term = exp_term(logit.value, max, softcap > 0);
         if (store) e[j] = term;
         if (store && softcap > 0) slope[j] = logit.slope;
-        add_to_lane(sums, j, term);
+        add_to_lane(sums, j, j == skip ? 0.0 : term);
     }
 }
 
@@ -202,48 +204,51 @@ static inline void prefetch_block(const STORAGE *block) {
 #define FLOAT_RUN 4
 
 SPECIALISED void exp_float_run(partial_sums *sums, SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row,
-                               float max, int store) {
+                               int64_t skip, float max, int store) {
     float run[PARTIAL_SUMS] = {0.0f};
     for (int64_t k = 0; k < FLOAT_RUN * PARTIAL_SUMS; k += PARTIAL_SUMS) {
         if (next_row) prefetch_block(next_row + k);
         for (int j = 0; j < PARTIAL_SUMS; j++) {
             const float term = exp_difference_in_float((float)LOAD(x[k + j]), max);
             if (store) e[k + j] = term;
-            run[j] += term;
+            run[j] += k + j == skip ? 0.0f : term;
         }
     }
     for (int j = 0; j < PARTIAL_SUMS; j++) add_to_lane(sums, j, run[j]);
 }
 
 SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,
-                                  const STORAGE *next_row, int64_t begin, int64_t end, double max, double softcap,
-                                  int store) {
+                                  const STORAGE *next_row, int64_t begin, int64_t end, int64_t skip, double max,
+                                  double softcap, int store) {
     partial_sums sums = {{0.0}, {0.0}};
     int64_t k = begin;
     if (FLOAT_EXP && softcap == 0)
         for (; k + FLOAT_RUN * PARTIAL_SUMS <= end; k += FLOAT_RUN * PARTIAL_SUMS)
-            exp_float_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, (float)max, store);
+            exp_float_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, skip - k, (float)max,
+                          store);
     for (; k + PARTIAL_SUMS <= end; k += PARTIAL_SUMS) {
         if (next_row) prefetch_block(next_row + k);
-        exp_block(&sums, store ? e + k : NULL, store ? slope + k : NULL, x + k, PARTIAL_SUMS, max, softcap, store);
+        exp_block(&sums, store ? e + k : NULL, store ? slope + k : NULL, x + k, PARTIAL_SUMS, skip - k, max, softcap,
+                  store);
     }
-    exp_block(&sums, store ? e + k : NULL, store ? slope + k : NULL, x + k, (int)(end - k), max, softcap, store);
+    exp_block(&sums, store ? e + k : NULL, store ? slope + k : NULL, x + k, (int)(end - k), skip - k, max, softcap,
+              store);
     return total_of(&sums);
 }
 
-/* Sum of exp(x'_k - max) for k in [begin, end); with scratch not NULL, e_k = exp(x'_k - max) is
- * also stored in scratch[k] and, with a softcap, the slope dx'_k/dx_k in scratch[K + k].
+/* Sum of exp(x'_k - max) for k in [begin, end) but k = skip; with scratch not NULL, e_k = exp(x'_k -
+ * max) is also stored in scratch[k] and, with a softcap, the slope dx'_k/dx_k in scratch[K + k].
  *   scratch   (2K) out or NULL
  *   x         (K)
  *   next_row  (K) the row computed next, to prefetch, or NULL */
 static double sum_exp(SCRATCH *restrict scratch, const STORAGE *x, const STORAGE *next_row, int64_t n_classes,
-                      int64_t begin, int64_t end, double max, double softcap) {
+                      int64_t begin, int64_t end, int64_t skip, double max, double softcap) {
     SCRATCH *slope = scratch ? scratch + n_classes : NULL;
     if (softcap > 0)
-        return scratch ? exp_sum_blocks(scratch, slope, x, next_row, begin, end, max, softcap, 1)
-                       : exp_sum_blocks(scratch, slope, x, next_row, begin, end, max, softcap, 0);
-    return scratch ? exp_sum_blocks(scratch, slope, x, next_row, begin, end, max, 0.0, 1)
-                   : exp_sum_blocks(scratch, slope, x, next_row, begin, end, max, 0.0, 0);
+        return scratch ? exp_sum_blocks(scratch, slope, x, next_row, begin, end, skip, max, softcap, 1)
+                       : exp_sum_blocks(scratch, slope, x, next_row, begin, end, skip, max, softcap, 0);
+    return scratch ? exp_sum_blocks(scratch, slope, x, next_row, begin, end, skip, max, 0.0, 1)
+                   : exp_sum_blocks(scratch, slope, x, next_row, begin, end, skip, max, 0.0, 0);
 }
 
 /* A row longer than SEGMENT classes is summed segment by segment, each in its own partial sums, and
@@ -259,10 +264,7 @@ static inline int64_t segment_end(int64_t begin, int64_t n_classes) {
 /* sum_exp over the segment from begin, leaving out the argmax a (whose term is the 1 of 1 + rest) */
 static double sum_exp_of_segment(SCRATCH *restrict scratch, const STORAGE *x, const STORAGE *next_row,
                                  int64_t n_classes, int64_t begin, int64_t a, double max, double softcap) {
-    const int64_t end = segment_end(begin, n_classes);
-    if (a < begin || a >= end) return sum_exp(scratch, x, next_row, n_classes, begin, end, max, softcap);
-    return sum_exp(scratch, x, next_row, n_classes, begin, a, max, softcap) +
-           sum_exp(scratch, x, next_row, n_classes, a + 1, end, max, softcap);
+    return sum_exp(scratch, x, next_row, n_classes, begin, segment_end(begin, n_classes), a, max, softcap);
 }
 
 /* rest, or NaN for a row that is NaN: a max that is not finite (a +inf logit, or none finite), or a

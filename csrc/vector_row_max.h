@@ -1,17 +1,18 @@
 /* vector_row_max.h: the row max of logits that are floats or narrower (float32, float16, bfloat16),
- * in AVX-512 or AVX2 registers; included by kernel_template.h, which defines PARTIAL_SUMS, STORAGE
- * and LOAD_16_AS_FLOATS (one of the loaders below: 16 logits as 16 floats, exactly).
+ * and the first index holding it, in AVX-512 or AVX2 registers; included by kernel_template.h,
+ * which defines logit_max, STORAGE and LOAD_16_AS_FLOATS (one of the loaders below: 16 logits as 16
+ * floats, exactly). GCC does not vectorise find_max's select-reduction; this is its vector form.
  *
- * max_blocks_of_floats does what max_block does over the whole blocks of a row (GCC does not
- * vectorise max_block's select-reduction) and returns where it stopped. Lane maxima stay floats,
- * exactly; block starts are int32, so a row longer than 2^31 finishes in max_block. A compare and a
- * select chained on one register would take several cycles per block: CHAINS registers take turns,
- * and are merged at the end (the larger value, or the same value seen in an earlier block). */
+ * Each lane keeps its max (a float, exactly) and the int32 start of the block where it first saw
+ * it. A compare and a select chained on one register would take several cycles per block: CHAINS
+ * registers take turns, and are merged at the end (the larger value, or the same value seen in an
+ * earlier block). A row's last partial block is read as the 16 logits that end the row, overlapping
+ * the block before: an index seen twice is still its own index, and the first of the largest wins.
+ * Rows longer than a PIECE are done piece by piece (int32 block starts). */
 #include <immintrin.h>
 
-_Static_assert(PARTIAL_SUMS == 16, "the vector row max keeps 16 float lanes");
-
 #define CHAINS 4
+#define PIECE ((int64_t)1 << 30)
 
 #if defined(__AVX512F__)
 typedef __m512 floats16;
@@ -39,6 +40,15 @@ static inline void chain_step(max_chain *chain, floats16 value, int64_t k) {
     const __mmask16 larger = _mm512_cmp_ps_mask(value, chain->max, _CMP_GT_OQ); /* false for NaN */
     chain->max = _mm512_mask_mov_ps(chain->max, larger, value);
     chain->block = _mm512_mask_mov_epi32(chain->block, larger, _mm512_set1_epi32((int32_t)k));
+}
+
+/* other's lanes into chain where they hold a larger max, or the same max from an earlier block */
+static inline void chain_merge(max_chain *chain, const max_chain *other) {
+    const __mmask16 larger = _mm512_cmp_ps_mask(other->max, chain->max, _CMP_GT_OQ);
+    const __mmask16 earlier = _mm512_cmp_ps_mask(other->max, chain->max, _CMP_EQ_OQ) &
+                              _mm512_cmplt_epi32_mask(other->block, chain->block);
+    chain->max = _mm512_mask_mov_ps(chain->max, larger | earlier, other->max);
+    chain->block = _mm512_mask_mov_epi32(chain->block, larger | earlier, other->block);
 }
 
 static inline void chain_store(float maxima[16], int32_t blocks[16], const max_chain *chain) {
@@ -87,6 +97,18 @@ static inline void chain_step(max_chain *chain, floats16 value, int64_t k) {
     }
 }
 
+static inline void chain_merge(max_chain *chain, const max_chain *other) {
+    for (int half = 0; half < 2; half++) {
+        const __m256 larger = _mm256_cmp_ps(other->max[half], chain->max[half], _CMP_GT_OQ);
+        const __m256i earlier = _mm256_and_si256(
+            _mm256_castps_si256(_mm256_cmp_ps(other->max[half], chain->max[half], _CMP_EQ_OQ)),
+            _mm256_cmpgt_epi32(chain->block[half], other->block[half]));
+        const __m256 take = _mm256_or_ps(larger, _mm256_castsi256_ps(earlier));
+        chain->max[half] = _mm256_blendv_ps(chain->max[half], other->max[half], take);
+        chain->block[half] = _mm256_blendv_epi8(chain->block[half], other->block[half], _mm256_castps_si256(take));
+    }
+}
+
 static inline void chain_store(float maxima[16], int32_t blocks[16], const max_chain *chain) {
     for (int half = 0; half < 2; half++) {
         _mm256_storeu_ps(maxima + 8 * half, chain->max[half]);
@@ -95,28 +117,35 @@ static inline void chain_store(float maxima[16], int32_t blocks[16], const max_c
 }
 #endif
 
-static void merge_chain(double lane_max[PARTIAL_SUMS], int64_t lane_block[PARTIAL_SUMS], const float maxima[16],
-                        const int32_t blocks[16]) {
-    for (int j = 0; j < 16; j++)
-        if (maxima[j] > lane_max[j] || (maxima[j] == lane_max[j] && blocks[j] < lane_block[j])) {
-            lane_max[j] = maxima[j];
-            lane_block[j] = blocks[j];
-        }
-}
-
-static int64_t max_blocks_of_floats(double lane_max[PARTIAL_SUMS], int64_t lane_block[PARTIAL_SUMS],
-                                    const STORAGE *x, int64_t n_classes) {
+/* the max of x[0, n) and the first index holding it, n <= PIECE; n >= 16, or x is preceded by
+ * 16 - n logits of the same row (a last piece), which the overlapping last block reads */
+static logit_max piece_max(const STORAGE *x, int64_t n) {
     max_chain chains[CHAINS];
     for (int c = 0; c < CHAINS; c++) chains[c] = new_chain();
     int64_t k = 0;
-    for (; k + 16 * CHAINS <= n_classes && k + 16 * CHAINS < INT32_MAX; k += 16 * CHAINS)
+    for (; k + 16 * CHAINS <= n; k += 16 * CHAINS)
         for (int c = 0; c < CHAINS; c++) chain_step(&chains[c], LOAD_16_AS_FLOATS(x + k + 16 * c), k + 16 * c);
-    for (; k + 16 <= n_classes && k + 16 < INT32_MAX; k += 16) chain_step(&chains[0], LOAD_16_AS_FLOATS(x + k), k);
-    for (int c = 0; c < CHAINS; c++) {
-        float maxima[16];
-        int32_t blocks[16];
-        chain_store(maxima, blocks, &chains[c]);
-        merge_chain(lane_max, lane_block, maxima, blocks);
+    for (; k + 16 <= n; k += 16) chain_step(&chains[0], LOAD_16_AS_FLOATS(x + k), k);
+    if (k < n) chain_step(&chains[0], LOAD_16_AS_FLOATS(x + n - 16), n - 16);
+    for (int c = 1; c < CHAINS; c++) chain_merge(&chains[0], &chains[c]);
+    float maxima[16];
+    int32_t blocks[16];
+    chain_store(maxima, blocks, &chains[0]);
+    float max = maxima[0];
+    for (int j = 1; j < 16; j++) max = maxima[j] > max ? maxima[j] : max;
+    int64_t index = INT64_MAX; /* some lane holds max: at worst -inf, in block 0 */
+    for (int j = 0; j < 16; j++)
+        if (maxima[j] == max && blocks[j] + j < index) index = blocks[j] + j;
+    return (logit_max){max, index};
+}
+
+static logit_max vector_row_max(const STORAGE *x, int64_t n_classes) {
+    logit_max max = piece_max(x, n_classes < PIECE ? n_classes : PIECE);
+    for (int64_t start = PIECE; start < n_classes; start += PIECE) {
+        const int64_t length = n_classes - start < PIECE ? n_classes - start : PIECE;
+        logit_max piece = piece_max(x + start, length);
+        piece.index += start;
+        if (piece.value > max.value) max = piece; /* an equal max of a later piece is not the first */
     }
-    return k;
+    return max;
 }
