@@ -23,6 +23,13 @@ static inline float exp_difference_in_float(float x, float m) {
     return expf_of_nonpositive_sum(hi, lo);
 }
 
+/* exp(d) for a double d <= 0 (a softcapped float32 logit minus its max) in float arithmetic: d
+ * split into floats hi + lo, the part hi rounds off; as accurate as exp_difference_in_float. */
+static inline float expf_of_double(double d) {
+    const float hi = (float)d;
+    return expf_of_nonpositive_sum(hi, (float)(d - hi));
+}
+
 /* double logits: split x - m into hi + lo exactly (Knuth's TwoSum) and use exp(hi + lo) =
  * exp(hi) * (1 + lo), exact to first order since |lo| <= ulp(hi) / 2. lo is NaN when x is -inf;
  * exp(hi) is then 0, which is the answer. */

@@ -105,8 +105,8 @@ typedef struct {
 static inline capped_logit softcapped(double x, double softcap) {
     const double u = x / softcap;
     const vexp_pair e = exp_and_expm1_of_nonpositive(-2.0 * fabs(u));
-    const double two_plus_m = 2.0 + e.expm1;
-    return (capped_logit){softcap * copysign(-e.expm1 / two_plus_m, u), 4.0 * e.exp / (two_plus_m * two_plus_m)};
+    const double inverse = 1.0 / (2.0 + e.expm1); /* one division: they are slow */
+    return (capped_logit){softcap * copysign(-e.expm1 * inverse, u), 4.0 * e.exp * inverse * inverse};
 }
 
 /* x' (x itself when softcap is 0) */
@@ -171,9 +171,10 @@ static logit_max find_max(const STORAGE *x, int64_t n_classes) {
     return (logit_max){max, argmax < n_classes ? argmax : 0};
 }
 
-/* exp(x' - max); for uncapped float logits max is a float too, and the exp can run in float */
+/* exp(x' - max); for float32 in float (for uncapped logits, max is a float too) */
 static inline double exp_term(double value, double max, int with_softcap) {
-    return FLOAT_EXP && !with_softcap ? exp_difference_in_float((float)value, (float)max) : EXP_DIFFERENCE(value, max);
+    if (!FLOAT_EXP) return EXP_DIFFERENCE(value, max);
+    return with_softcap ? expf_of_double(value - max) : exp_difference_in_float((float)value, (float)max);
 }
 
 /* The blocks below leave the term of the argmax, at offset skip, out of the sums (it is the 1 of
