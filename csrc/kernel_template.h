@@ -204,6 +204,27 @@ static inline void prefetch_block(const STORAGE *block) {
  * the exp's 0.88 ulp, a tiny loss (log1p(rest) = rest) stays within 3 ulp. */
 #define FLOAT_RUN 4
 
+#if FLOAT_EXP && defined(__AVX512F__)
+#include "vector_exp_avx512.h"
+
+/* the same in AVX-512 intrinsics (vector_exp_avx512.h); float32 sums are not compensated */
+SPECIALISED void exp_float_run(partial_sums *sums, SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row,
+                               int64_t skip, float max, int store) {
+    const __m512 m = _mm512_set1_ps(max);
+    __m512 run = _mm512_setzero_ps();
+    for (int64_t k = 0; k < FLOAT_RUN * PARTIAL_SUMS; k += PARTIAL_SUMS) {
+        if (next_row) prefetch_block(next_row + k);
+        const __m512 term = exp16_difference(_mm512_loadu_ps(x + k), m);
+        if (store) _mm512_storeu_ps(e + k, term);
+        const __mmask16 at_skip = skip >= k && skip < k + PARTIAL_SUMS ? (__mmask16)(1u << (skip - k)) : 0;
+        run = _mm512_add_ps(run, _mm512_maskz_mov_ps(~at_skip, term));
+    }
+    const __m512d low = _mm512_cvtps_pd(_mm512_castps512_ps256(run));
+    const __m512d high = _mm512_cvtps_pd(_mm512_extractf32x8_ps(run, 1));
+    _mm512_storeu_pd(sums->sum, _mm512_add_pd(_mm512_loadu_pd(sums->sum), low));
+    _mm512_storeu_pd(sums->sum + 8, _mm512_add_pd(_mm512_loadu_pd(sums->sum + 8), high));
+}
+#else
 SPECIALISED void exp_float_run(partial_sums *sums, SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row,
                                int64_t skip, float max, int store) {
     float run[PARTIAL_SUMS] = {0.0f};
@@ -217,6 +238,7 @@ SPECIALISED void exp_float_run(partial_sums *sums, SCRATCH *restrict e, const ST
     }
     for (int j = 0; j < PARTIAL_SUMS; j++) add_to_lane(sums, j, run[j]);
 }
+#endif
 
 SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,
                                   const STORAGE *next_row, int64_t begin, int64_t end, int64_t skip, double max,

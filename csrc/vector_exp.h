@@ -100,6 +100,12 @@ static inline vexp_pair exp_and_expm1_of_nonpositive(double d) {
 #define VEXPF_LN2_LO 1.42860677e-06f
 #define VEXPF_ROUND 12582912.0f /* 1.5 * 2^23 */
 #define VEXPF_FLOOR (-104.0f)   /* exp(-104) rounds to 0 in float */
+/* exp(r) = 1 + r (1 + r (C2 + r (C3 + r (C4 + r (C5 + r C6))))) */
+#define VEXPF_C2 4.99999940e-01f
+#define VEXPF_C3 1.66665211e-01f
+#define VEXPF_C4 4.16683927e-02f
+#define VEXPF_C5 8.36874451e-03f
+#define VEXPF_C6 1.38145278e-03f
 
 #if defined(__FMA__) || defined(__aarch64__)
 #define VEXPF_FMA(a, b, c) __builtin_fmaf(a, b, c)
@@ -126,11 +132,11 @@ static inline float expf_of_nonpositive_sum(float hi, float lo) {
     const float shifted = VEXPF_FMA(d, VEXPF_LOG2E, VEXPF_ROUND);
     const float k = shifted - VEXPF_ROUND;
     const float r = VEXPF_FMA(-k, VEXPF_LN2_HI, d) + VEXPF_FMA(-k, VEXPF_LN2_LO, lo); /* exact + tiny */
-    float p = 1.38145278e-03f;
-    p = VEXPF_FMA(p, r, 8.36874451e-03f);
-    p = VEXPF_FMA(p, r, 4.16683927e-02f);
-    p = VEXPF_FMA(p, r, 1.66665211e-01f);
-    p = VEXPF_FMA(p, r, 4.99999940e-01f);
+    float p = VEXPF_C6;
+    p = VEXPF_FMA(p, r, VEXPF_C5);
+    p = VEXPF_FMA(p, r, VEXPF_C4);
+    p = VEXPF_FMA(p, r, VEXPF_C3);
+    p = VEXPF_FMA(p, r, VEXPF_C2);
     p = VEXPF_FMA(p, r, 1.0f);
     p = VEXPF_FMA(p, r, 1.0f);
     const int32_t k_int = (int32_t)(vexpf_to_bits(shifted) - vexpf_to_bits(VEXPF_ROUND));

@@ -1,0 +1,35 @@
+/* vector_exp_avx512.h: exp_difference_in_float (exp_difference.h) for 16 float lanes in AVX-512
+ * intrinsics. The same TwoSum split, reduction and polynomial (vector_exp.h); k comes from
+ * vrndscaleps and 2^k is applied by vscalefps in one step, with one rounding also for subnormal
+ * results: the integer work GCC vectorises for the portable version (two halves of 2^k built from
+ * bits) is 7 of its ~34 instructions per block. Measured against expl like the portable version:
+ * at most 0.88 float ulp. */
+#ifndef VECTOR_EXP_AVX512_H
+#define VECTOR_EXP_AVX512_H
+
+#include <immintrin.h>
+
+#include "vector_exp.h"
+
+static inline __m512 exp16_difference(__m512 x, __m512 m) {
+    const __m512 hi = _mm512_sub_ps(x, m);
+    const __m512 x_part = _mm512_add_ps(hi, m);
+    const __m512 lo = _mm512_sub_ps(_mm512_sub_ps(x, x_part), _mm512_add_ps(m, _mm512_sub_ps(hi, x_part)));
+    /* below the floor the result is 0 (and lo may be NaN: x = -inf); NaN passes through */
+    const __mmask16 underflows = _mm512_cmp_ps_mask(hi, _mm512_set1_ps(VEXPF_FLOOR), _CMP_LT_OQ);
+    const __m512 d = _mm512_mask_mov_ps(hi, underflows, _mm512_set1_ps(VEXPF_FLOOR));
+    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(d, _mm512_set1_ps(VEXPF_LOG2E)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 r = _mm512_add_ps(_mm512_fnmadd_ps(k, _mm512_set1_ps(VEXPF_LN2_HI), d),
+                                   _mm512_fnmadd_ps(k, _mm512_set1_ps(VEXPF_LN2_LO), _mm512_maskz_mov_ps(~underflows, lo)));
+    __m512 p = _mm512_set1_ps(VEXPF_C6);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(VEXPF_C5));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(VEXPF_C4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(VEXPF_C3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(VEXPF_C2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, k);
+}
+
+#endif
