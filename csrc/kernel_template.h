@@ -198,10 +198,11 @@ static inline void prefetch_block(const STORAGE *block) {
         __builtin_prefetch((const char *)block + byte, 0, 1); /* 1: into L2, not L1 */
 }
 
-/* float32 logits without a softcap: their exps are floats, and FLOAT_RUN blocks of them are summed
- * per lane in float before the double sums take them (the conversions to double cost a sixth of
- * the pass, measured). A run's sum of positive terms is within (FLOAT_RUN - 1) 2^-24 relative: with
- * the exp's 0.88 ulp, a tiny loss (log1p(rest) = rest) stays within 3 ulp. */
+/* float32 logits without a softcap: their exps are floats, and runs of up to FLOAT_RUN blocks of
+ * them (count logits, the last run of a row shorter) are summed per lane in float before the double
+ * sums take them (the conversions to double cost a sixth of the pass, measured). A run's sum of
+ * positive terms is within (FLOAT_RUN - 1) 2^-24 relative: with the exp's 0.88 ulp, a tiny loss
+ * (log1p(rest) = rest) stays within 3 ulp. */
 #define FLOAT_RUN 4
 
 #if FLOAT_EXP && defined(__AVX512F__)
@@ -209,15 +210,17 @@ static inline void prefetch_block(const STORAGE *block) {
 
 /* the same in AVX-512 intrinsics (vector_exp_avx512.h); float32 sums are not compensated */
 SPECIALISED void exp_float_run(partial_sums *sums, SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row,
-                               int64_t skip, float max, int store) {
+                               int64_t count, int64_t skip, float max, int store) {
     const __m512 m = _mm512_set1_ps(max);
     __m512 run = _mm512_setzero_ps();
-    for (int64_t k = 0; k < FLOAT_RUN * PARTIAL_SUMS; k += PARTIAL_SUMS) {
+    for (int64_t k = 0; k < count; k += PARTIAL_SUMS) {
         if (next_row) prefetch_block(next_row + k);
-        const __m512 term = exp16_difference(_mm512_loadu_ps(x + k), m);
-        if (store) _mm512_storeu_ps(e + k, term);
+        /* lanes past the row's end: not read (a masked load does not fault), stored or summed */
+        const __mmask16 valid = count - k >= PARTIAL_SUMS ? (__mmask16)0xFFFF : (__mmask16)((1u << (count - k)) - 1);
+        const __m512 term = exp16_difference(_mm512_maskz_loadu_ps(valid, x + k), m);
+        if (store) _mm512_mask_storeu_ps(e + k, valid, term);
         const __mmask16 at_skip = skip >= k && skip < k + PARTIAL_SUMS ? (__mmask16)(1u << (skip - k)) : 0;
-        run = _mm512_add_ps(run, _mm512_maskz_mov_ps(~at_skip, term));
+        run = _mm512_add_ps(run, _mm512_maskz_mov_ps(valid & ~at_skip, term));
     }
     const __m512d low = _mm512_cvtps_pd(_mm512_castps512_ps256(run));
     const __m512d high = _mm512_cvtps_pd(_mm512_extractf32x8_ps(run, 1));
@@ -226,11 +229,12 @@ SPECIALISED void exp_float_run(partial_sums *sums, SCRATCH *restrict e, const ST
 }
 #else
 SPECIALISED void exp_float_run(partial_sums *sums, SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row,
-                               int64_t skip, float max, int store) {
+                               int64_t count, int64_t skip, float max, int store) {
     float run[PARTIAL_SUMS] = {0.0f};
-    for (int64_t k = 0; k < FLOAT_RUN * PARTIAL_SUMS; k += PARTIAL_SUMS) {
+    for (int64_t k = 0; k < count; k += PARTIAL_SUMS) {
         if (next_row) prefetch_block(next_row + k);
-        for (int j = 0; j < PARTIAL_SUMS; j++) {
+        const int lanes = count - k < PARTIAL_SUMS ? (int)(count - k) : PARTIAL_SUMS;
+        for (int j = 0; j < lanes; j++) {
             const float term = exp_difference_in_float((float)LOAD(x[k + j]), max);
             if (store) e[k + j] = term;
             run[j] += k + j == skip ? 0.0f : term;
@@ -245,10 +249,16 @@ SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, 
                                   double softcap, int store) {
     partial_sums sums = {{0.0}, {0.0}};
     int64_t k = begin;
-    if (FLOAT_EXP && softcap == 0)
-        for (; k + FLOAT_RUN * PARTIAL_SUMS <= end; k += FLOAT_RUN * PARTIAL_SUMS)
-            exp_float_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, skip - k, (float)max,
-                          store);
+    if (FLOAT_EXP && softcap == 0) {
+        const int64_t run = FLOAT_RUN * PARTIAL_SUMS; /* whole runs, then what is left: each specialised */
+        for (; k + run <= end; k += run)
+            exp_float_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, run, skip - k,
+                          (float)max, store);
+        if (k < end)
+            exp_float_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, end - k, skip - k,
+                          (float)max, store);
+        return total_of(&sums);
+    }
     for (; k + PARTIAL_SUMS <= end; k += PARTIAL_SUMS) {
         if (next_row) prefetch_block(next_row + k);
         exp_block(&sums, store ? e + k : NULL, store ? slope + k : NULL, x + k, PARTIAL_SUMS, skip - k, max, softcap,
