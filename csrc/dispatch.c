@@ -119,3 +119,40 @@ int sce_select_isa(const char *name) {
     }
 
 FOR_EACH_TYPE(DEFINE_EXPORTS, unused)
+
+/* The plain forms: the sce_params built here, its other fields 0 or NULL (off). */
+#define ROW_SIZES(rows, classes, threads) .n_rows = (rows), .n_classes = (classes), .n_threads = (threads)
+
+#define DEFINE_PLAIN_CROSS_ENTROPY(type, storage)                                                    \
+    int sce_cross_entropy_plain_##type(storage *grad, sce_result *result, double *row_loss,          \
+                                       const storage *logits, const int64_t *target_index,           \
+                                       int64_t n_rows, int64_t n_classes, int reduction,             \
+                                       int64_t ignore_index, double grad_scale, int n_threads) {     \
+        const sce_params params = {ROW_SIZES(n_rows, n_classes, n_threads), .reduction = reduction,  \
+                                   .ignore_index = ignore_index, .grad_scale = grad_scale};          \
+        /* row losses the caller does not want go to a work space of their own */                   \
+        double *own = row_loss ? NULL : malloc(sizeof(double) * (size_t)(n_rows > 0 ? n_rows : 1)); \
+        if (!row_loss && !own) return SCE_ERR_MEMORY;                                                \
+        *result = (sce_result){.row_loss = row_loss ? row_loss : own};                               \
+        const int status = sce_cross_entropy_##type(grad, result, &params, logits, target_index, NULL); \
+        result->row_loss = row_loss; /* not left pointing at freed memory */                        \
+        free(own);                                                                                   \
+        return status;                                                                               \
+    }
+
+DEFINE_PLAIN_CROSS_ENTROPY(f32, float)
+DEFINE_PLAIN_CROSS_ENTROPY(f64, double)
+
+#define DEFINE_PLAIN_ROW_FUNCTION(function, type, storage)                                           \
+    int sce_##function##_plain_##type(storage *out, const storage *x, int64_t n_rows,                \
+                                      int64_t n_classes, int n_threads) {                            \
+        const sce_params params = {ROW_SIZES(n_rows, n_classes, n_threads)};                         \
+        return sce_##function##_##type(out, &params, x);                                             \
+    }
+
+#define DEFINE_PLAIN_ROW_FUNCTIONS(type, storage, target, unused) \
+    DEFINE_PLAIN_ROW_FUNCTION(logsumexp, type, storage)           \
+    DEFINE_PLAIN_ROW_FUNCTION(log_softmax, type, storage)         \
+    DEFINE_PLAIN_ROW_FUNCTION(softmax, type, storage)
+
+FOR_EACH_TYPE(DEFINE_PLAIN_ROW_FUNCTIONS, unused)

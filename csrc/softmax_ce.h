@@ -90,6 +90,32 @@ int sce_softmax_f64(double *out, const sce_params *params, const double *x);
 int sce_softmax_f16(uint16_t *out, const sce_params *params, const uint16_t *x);
 int sce_softmax_bf16(uint16_t *out, const sce_params *params, const uint16_t *x);
 
+/* The plain forms, which the Python layer calls: the functions above with the sizes (and the few
+ * options of a plain call) as arguments instead of an sce_params, whose construction from Python
+ * costs a small call about 0.3 us. The other fields of sce_params are 0 or NULL: for the
+ * cross-entropy no weight, label smoothing, z-loss or softcap, one grad_scale for every row, and
+ * class-index targets (float32 and float64 logits only). Its row_loss (N, out) becomes
+ * result->row_loss; NULL when only the sums are wanted (the row losses then go to a work space of
+ * their own). result->row_z_loss is NULL. */
+int sce_cross_entropy_plain_f32(float *grad, sce_result *result, double *row_loss, const float *logits,
+                                const int64_t *target_index, int64_t n_rows, int64_t n_classes,
+                                int reduction, int64_t ignore_index, double grad_scale, int n_threads);
+int sce_cross_entropy_plain_f64(double *grad, sce_result *result, double *row_loss, const double *logits,
+                                const int64_t *target_index, int64_t n_rows, int64_t n_classes,
+                                int reduction, int64_t ignore_index, double grad_scale, int n_threads);
+int sce_logsumexp_plain_f32(float *lse, const float *x, int64_t n_rows, int64_t n_classes, int n_threads);
+int sce_logsumexp_plain_f64(double *lse, const double *x, int64_t n_rows, int64_t n_classes, int n_threads);
+int sce_logsumexp_plain_f16(uint16_t *lse, const uint16_t *x, int64_t n_rows, int64_t n_classes, int n_threads);
+int sce_logsumexp_plain_bf16(uint16_t *lse, const uint16_t *x, int64_t n_rows, int64_t n_classes, int n_threads);
+int sce_log_softmax_plain_f32(float *out, const float *x, int64_t n_rows, int64_t n_classes, int n_threads);
+int sce_log_softmax_plain_f64(double *out, const double *x, int64_t n_rows, int64_t n_classes, int n_threads);
+int sce_log_softmax_plain_f16(uint16_t *out, const uint16_t *x, int64_t n_rows, int64_t n_classes, int n_threads);
+int sce_log_softmax_plain_bf16(uint16_t *out, const uint16_t *x, int64_t n_rows, int64_t n_classes, int n_threads);
+int sce_softmax_plain_f32(float *out, const float *x, int64_t n_rows, int64_t n_classes, int n_threads);
+int sce_softmax_plain_f64(double *out, const double *x, int64_t n_rows, int64_t n_classes, int n_threads);
+int sce_softmax_plain_f16(uint16_t *out, const uint16_t *x, int64_t n_rows, int64_t n_classes, int n_threads);
+int sce_softmax_plain_bf16(uint16_t *out, const uint16_t *x, int64_t n_rows, int64_t n_classes, int n_threads);
+
 /* The instruction set the kernels run with: "avx512", "avx2" or "baseline" (the build's default),
  * the best this CPU has, or a lower one named by the environment variable SOFTMAX_CE_C_ISA. */
 const char *sce_isa(void);

@@ -10,16 +10,18 @@ class _Kernels:
 
     def __init__(self, c_type, suffix, loss_dtype):
         self.c_array = c_type + "[]"
+        # half precision goes as its bits: NumPy cannot export bfloat16 through the buffer protocol
+        self.as_bits = c_type == "uint16_t"
         self.loss_dtype = np.dtype(loss_dtype)
         self.cross_entropy = getattr(lib, "sce_cross_entropy_" + suffix)
-        self.logsumexp = getattr(lib, "sce_logsumexp_" + suffix)
-        self.log_softmax = getattr(lib, "sce_log_softmax_" + suffix)
-        self.softmax = getattr(lib, "sce_softmax_" + suffix)
+        # float32 and float64, the dtypes of a plain call, have one
+        self.plain_cross_entropy = getattr(lib, "sce_cross_entropy_plain_" + suffix, None)
+        self.logsumexp = getattr(lib, "sce_logsumexp_plain_" + suffix)
+        self.log_softmax = getattr(lib, "sce_log_softmax_plain_" + suffix)
+        self.softmax = getattr(lib, "sce_softmax_plain_" + suffix)
 
     def pointer(self, array):
-        # half precision goes as its bits: NumPy cannot export bfloat16 through the buffer protocol
-        bits = array.view(np.uint16) if array.dtype.itemsize == 2 else array
-        return ffi.from_buffer(self.c_array, bits)
+        return ffi.from_buffer(self.c_array, array.view(np.uint16) if self.as_bits else array)
 
 
 _KERNELS = {
@@ -28,6 +30,7 @@ _KERNELS = {
     "float16": _Kernels("uint16_t", "f16", np.float32),
     "bfloat16": _Kernels("uint16_t", "bf16", np.float32),
 }
+_PLAIN_KERNELS = {dtype: _KERNELS[dtype.name] for dtype in _validate.PLAIN_LOGIT_DTYPES}
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _REDUCTION_CODES = {"mean": lib.SCE_MEAN, "sum": lib.SCE_SUM, "none": lib.SCE_NONE}
 _STATUS_MESSAGES = {
@@ -40,17 +43,11 @@ def _buffer(c_type, array):
     return ffi.NULL if array is None else ffi.from_buffer(c_type + "[]", array)
 
 
-def _row_params(data, num_threads):
-    n_rows, n_classes = data.shape
-    return ffi.new("sce_params *", {"n_rows": n_rows, "n_classes": n_classes,
-                                    "n_threads": _validate.thread_count(num_threads)})
-
-
-def _check(status, rows=None, result=None):
+def _check(status, result=None, row_shape=None, n_classes=None):
     if status == lib.SCE_OK:
         return
     if status == lib.SCE_ERR_TARGET_RANGE:
-        raise IndexError(_validate.out_of_range_message(rows, result.bad_row, result.bad_value))
+        raise IndexError(_validate.out_of_range_message(row_shape, n_classes, result.bad_row, result.bad_value))
     if status == lib.SCE_ERR_MEMORY:
         raise MemoryError("the kernel could not allocate its work space")
     raise ValueError(_STATUS_MESSAGES.get(status, f"the kernel failed with status {status}"))
@@ -61,14 +58,18 @@ def _scalar_or_array(array):
     return array[()] if array.ndim == 0 else array
 
 
-def _reduce(row_loss, row_z_loss, result, reduction, dtype, row_shape):
-    """Row losses, and the kernel's sums of them, are float64: nothing is lost before the one
-    rounding to dtype. A mean divides the cross-entropy and the z-loss by their own denominators
-    (PyTorch's total weight, and the rows not ignored)."""
+def _reduce(row_loss, row_z_loss, result, reduction, dtype, nonnegative=False):
+    """Row losses (of the row shape), and the kernel's sums of them, are float64: nothing is lost
+    before the one rounding to dtype. A mean divides the cross-entropy and the z-loss by their own
+    denominators (PyTorch's total weight, and the rows not ignored). nonnegative: no row loss can be
+    negative and there is no z-loss (a plain call: each row loss is max - x_y + log1p(rest))."""
     if reduction == "none":
         total = row_loss if row_z_loss is None else row_loss + row_z_loss
+        if nonnegative and result.loss_sum <= _FLOAT32_MAX:
+            # the sum bounds every row loss: the cast cannot overflow, and np.errstate (0.9 us) is spared
+            return _scalar_or_array(total.astype(dtype))
         with np.errstate(over="ignore"):  # a loss beyond float32's range is inf, not an error
-            return _scalar_or_array(total.astype(dtype).reshape(row_shape))
+            return _scalar_or_array(total.astype(dtype))
     ce, z = result.loss_sum, result.z_loss_sum
     if reduction == "mean":
         ce = _mean(ce, result.ce_denominator)
@@ -90,8 +91,8 @@ def _cross_entropy(problem, n_threads, grad_rows=None, grad_scale=1.0, row_grad_
     rows, options = problem.logits, problem.options
     kernels = _KERNELS[_validate.dtype_name(rows.data.dtype)]
     n_rows, n_classes = rows.data.shape
-    row_loss = np.empty(n_rows)
-    row_z_loss = np.empty(n_rows) if options.z_loss else None
+    row_loss = np.empty(rows.row_shape)
+    row_z_loss = np.empty(rows.row_shape) if options.z_loss else None
     # the cdata buffers below must stay referenced until the call returns
     row_loss_buffer, row_z_loss_buffer = _buffer("double", row_loss), _buffer("double", row_z_loss)
     weight, row_grad_scale_buffer = _buffer("double", options.weight), _buffer("double", row_grad_scale)
@@ -122,8 +123,26 @@ def _cross_entropy(problem, n_threads, grad_rows=None, grad_scale=1.0, row_grad_
         _buffer("int64_t", problem.target_index),
         _buffer(prob_type, problem.target_prob),
     )
-    _check(status, rows, result)
-    return _reduce(row_loss, row_z_loss, result, problem.reduction, kernels.loss_dtype, rows.row_shape)
+    _check(status, result, rows.row_shape, rows.n_classes)
+    return _reduce(row_loss, row_z_loss, result, problem.reduction, kernels.loss_dtype)
+
+
+def _plain_cross_entropy(logits, target, reduction, n_threads, grad=None, grad_scale=1.0):
+    """Runs the kernel on a plain call (_validate.plain_call): the loss, and the gradient into grad
+    unless it is None."""
+    kernels = _PLAIN_KERNELS[logits.dtype]
+    targets = target.copy()  # private, as _validate.private_indices says why
+    row_loss = np.empty(targets.shape) if reduction == "none" else None  # the kernel's own for the sums
+    result = ffi.new("sce_result *")
+    n_classes = logits.shape[-1]
+    status = kernels.plain_cross_entropy(  # float32/float64 arrays: no need for kernels.pointer
+        ffi.NULL if grad is None else ffi.from_buffer(kernels.c_array, grad), result,
+        _buffer("double", row_loss), ffi.from_buffer(kernels.c_array, logits),
+        ffi.from_buffer("int64_t[]", targets), targets.size, n_classes,
+        _REDUCTION_CODES[reduction], _validate.DEFAULT_IGNORE_INDEX, float(grad_scale), n_threads,
+    )
+    _check(status, result, targets.shape, n_classes)
+    return _reduce(row_loss, None, result, reduction, kernels.loss_dtype, nonnegative=True)
 
 
 def _gradient_rows(problem, destination, inplace):
@@ -172,6 +191,11 @@ def softmax_cross_entropy(
     "none" an array; grad the gradient of grad_scale times the returned loss (for "none", of the sum
     of the row losses times their grad_scale), shaped like the logits.
     """
+    if _validate.plain_call(logits, target, axis, reduction, weight, ignore_index, label_smoothing, z_loss, softcap):
+        grad = _validate.plain_gradient(logits, out, inplace, grad_scale)
+        if grad is not None:
+            return _plain_cross_entropy(logits, target, reduction, _validate.thread_count(num_threads),
+                                        grad, grad_scale), grad
     problem = _validate.cross_entropy_problem(
         logits, target, axis, reduction, weight=weight, ignore_index=ignore_index,
         label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
@@ -204,6 +228,8 @@ def cross_entropy(
 ):
     """The loss of softmax_cross_entropy alone (same options but grad_scale, out and inplace); the
     kernel computes and writes no gradient."""
+    if _validate.plain_call(logits, target, axis, reduction, weight, ignore_index, label_smoothing, z_loss, softcap):
+        return _plain_cross_entropy(logits, target, reduction, _validate.thread_count(num_threads))
     problem = _validate.cross_entropy_problem(
         logits, target, axis, reduction, weight=weight, ignore_index=ignore_index,
         label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
@@ -211,35 +237,46 @@ def cross_entropy(
     return _cross_entropy(problem, _validate.thread_count(num_threads))
 
 
+def _rows(x, axis):
+    """(data, kernels, rows) for a row function: data (classes last, C-contiguous) is x itself for a
+    plain array (_validate.plain_logits), rows None and the result already in x's layout; else data
+    is rows.data, the checked (N, K) rows."""
+    if _validate.plain_logits(x, axis):
+        return x, _PLAIN_KERNELS[x.dtype], None
+    rows = _validate.rows_of(x, axis)
+    return rows.data, _KERNELS[_validate.dtype_name(rows.data.dtype)], rows
+
+
+def _run_rows(function, kernels, out, data, num_threads):
+    """Runs a row function's plain form (kernels.logsumexp, ...) on the rows of data, into out."""
+    n_classes = data.shape[-1]
+    n_threads = _validate.thread_count(num_threads)
+    _check(function(kernels.pointer(out), kernels.pointer(data), data.size // n_classes, n_classes, n_threads))
+
+
 def logsumexp(x, axis=-1, *, num_threads=None):
     """log(sum(exp(x))) along `axis`, in x's dtype; +inf / -inf rows give +inf / -inf as in PyTorch.
     num_threads as for softmax_cross_entropy."""
-    rows = _validate.rows_of(x, axis)
-    kernels = _KERNELS[_validate.dtype_name(rows.data.dtype)]
-    params = _row_params(rows.data, num_threads)
-    lse = np.empty(rows.data.shape[0], rows.data.dtype)
-    _check(kernels.logsumexp(kernels.pointer(lse), params, kernels.pointer(rows.data)))
-    return _scalar_or_array(lse.reshape(rows.row_shape))
+    data, kernels, rows = _rows(x, axis)
+    lse = np.empty(data.shape[:-1] if rows is None else rows.row_shape, data.dtype)
+    _run_rows(kernels.logsumexp, kernels, lse, data, num_threads)
+    return _scalar_or_array(lse)
 
 
 def log_softmax(x, axis=-1, *, num_threads=None):
     """x - logsumexp(x) along `axis`, accurate near 0; a row with +inf or no finite value is NaN."""
-    rows = _validate.rows_of(x, axis)
-    kernels = _KERNELS[_validate.dtype_name(rows.data.dtype)]
-    params = _row_params(rows.data, num_threads)
-    out = np.empty_like(rows.data)
-    _check(kernels.log_softmax(kernels.pointer(out), params, kernels.pointer(rows.data)))
-    return rows.restore(out)
+    data, kernels, rows = _rows(x, axis)
+    out = np.empty_like(data)
+    _run_rows(kernels.log_softmax, kernels, out, data, num_threads)
+    return out if rows is None else rows.restore(out)
 
 
 def softmax(x, axis=-1, *, num_threads=None):
     """exp(x) / sum(exp(x)) along `axis`; a row with +inf or no finite value is NaN."""
-    rows = _validate.rows_of(x, axis)
-    kernels = _KERNELS[_validate.dtype_name(rows.data.dtype)]
-    params = _row_params(rows.data, num_threads)
-    out = np.empty_like(rows.data)
-    _check(kernels.softmax(kernels.pointer(out), params, kernels.pointer(rows.data)))
-    return rows.restore(out)
+    data, kernels, rows = _rows(x, axis)
+    out = np.empty_like(data)
+    _run_rows(kernels.softmax, kernels, out, data, num_threads)
+    return out if rows is None else rows.restore(out)
 
 
 def instruction_set():

@@ -165,7 +165,7 @@ def class_indices(target, rows):
     if flat.dtype == np.uint64 and flat.size and flat.max() > np.iinfo(np.int64).max:
         # would wrap to a negative int64; report the true value here instead
         row = int(np.argmax(flat > np.iinfo(np.int64).max))
-        raise IndexError(out_of_range_message(rows, row, int(flat[row])))
+        raise IndexError(out_of_range_message(rows.row_shape, rows.n_classes, row, int(flat[row])))
     return private_indices(flat)
 
 
@@ -191,17 +191,14 @@ def class_probabilities(target, rows, logits_shape):
     return as_rows(target.astype(probability_dtype(rows.data.dtype), copy=False), rows.axis).data
 
 
-def out_of_range_message(rows, row, value):
+def out_of_range_message(row_shape, n_classes, row, value):
     where = f"row {row}"
-    if len(rows.row_shape) > 1:
-        where += f" (index {tuple(int(i) for i in np.unravel_index(row, rows.row_shape))})"
-    return f"class target {value} in {where} is outside [0, {rows.n_classes})"
+    if len(row_shape) > 1:
+        where += f" (index {tuple(int(i) for i in np.unravel_index(row, row_shape))})"
+    return f"class target {value} in {where} is outside [0, {n_classes})"
 
 
 def cross_entropy_problem(logits, target, axis, reduction, weight, ignore_index, label_smoothing, z_loss, softcap):
-    plain = plain_problem(logits, target, axis, reduction, weight, ignore_index, label_smoothing, z_loss, softcap)
-    if plain is not None:
-        return plain
     logits = float_array(logits, "logits")
     rows = as_rows(logits, axis)
     reduction = check_reduction(reduction)
@@ -221,30 +218,49 @@ def cross_entropy_problem(logits, target, axis, reduction, weight, ignore_index,
     )
 
 
-_PLAIN_OPTIONS = Options(None, DEFAULT_IGNORE_INDEX, 0.0, 0.0, None)
-_PLAIN_LOGIT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# The shortcut for the most common calls, whose general checks (and the problem they build) cost a
+# small call more than its kernel: it takes only arguments that every general check would pass as
+# they are, and leaves anything else, valid or not, to the general path and its errors.
+PLAIN_LOGIT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _INT64 = np.dtype(np.int64)
+_PLAIN_NUMBERS = (float, int)  # not bool, which the general checks reject
 
 
-def plain_problem(logits, target, axis, reduction, weight, ignore_index, label_smoothing, z_loss, softcap):
-    """The problem of the most common call without the general checks (which cost small calls more
-    than the kernel): every one of them would pass for C-contiguous aligned float32/float64 logits
-    with the classes last, C-contiguous int64 class indices of the row shape, a valid reduction and
-    no option set. The same problem as the general path builds; None for any other call."""
-    if not (type(logits) is np.ndarray and type(target) is np.ndarray and target.dtype is _INT64
-            and logits.dtype in _PLAIN_LOGIT_DTYPES and logits.ndim >= 1 and logits.shape[-1] > 0
-            and type(axis) is int and (axis == -1 or axis == logits.ndim - 1)
+def plain_logits(x, axis):
+    """True for an array the kernel reads as it is: native float32 or float64, C-contiguous and
+    aligned, with at least one class along the last axis, which axis (an int) names."""
+    if not (type(x) is np.ndarray and x.dtype in PLAIN_LOGIT_DTYPES and type(axis) is int and x.ndim
+            and (axis == -1 or axis == x.ndim - 1) and x.shape[-1]):
+        return False
+    flags = x.flags
+    return flags.c_contiguous and flags.aligned
+
+
+def plain_call(logits, target, axis, reduction, weight, ignore_index, label_smoothing, z_loss, softcap):
+    """True for plain logits, int64 class indices of the row shape, a valid reduction and no option
+    set (the gradient's arguments are plain_gradient's)."""
+    return (plain_logits(logits, axis) and type(target) is np.ndarray and target.dtype == _INT64
             and target.shape == logits.shape[:-1] and type(reduction) is str and reduction in REDUCTIONS
             and weight is None and softcap is None and type(ignore_index) is int
-            and ignore_index == DEFAULT_IGNORE_INDEX and type(label_smoothing) in (float, int)
-            and label_smoothing == 0 and type(z_loss) in (float, int) and z_loss == 0):
+            and ignore_index == DEFAULT_IGNORE_INDEX and type(label_smoothing) in _PLAIN_NUMBERS
+            and label_smoothing == 0 and type(z_loss) in _PLAIN_NUMBERS and z_loss == 0)
+
+
+def plain_gradient(logits, out, inplace, grad_scale):
+    """For a plain call, where the gradient goes (as gradient_destination) when out, inplace and
+    grad_scale are valid as they are: a new array, out (of the logits' shape and dtype, C-contiguous,
+    aligned, writable, apart from the logits) or the writable logits for inplace=True; else None."""
+    if type(grad_scale) not in _PLAIN_NUMBERS:
         return None
-    logit_flags, target_flags = logits.flags, target.flags
-    if not (logit_flags.c_contiguous and logit_flags.aligned and logits.dtype.isnative
-            and target_flags.c_contiguous and target_flags.aligned):
-        return None
-    rows = Rows(logits.reshape(-1, logits.shape[-1]), logits.shape, logits.ndim - 1)
-    return CrossEntropyProblem(logits, rows, private_indices(target.reshape(-1)), None, reduction, _PLAIN_OPTIONS)
+    if inplace is False and out is None:
+        return np.empty_like(logits)
+    if inplace is False and type(out) is np.ndarray and out.shape == logits.shape and out.dtype == logits.dtype:
+        flags = out.flags
+        if flags.c_contiguous and flags.aligned and flags.writeable and not np.may_share_memory(out, logits):
+            return out
+    elif inplace is True and out is None and logits.flags.writeable:
+        return logits
+    return None
 
 
 def upstream_gradient(grad_scale, reduction, row_shape):
@@ -300,15 +316,28 @@ def gradient_destination(logits, problem, out, inplace):
 
 
 THREADS_VARIABLE = "SOFTMAX_CE_C_NUM_THREADS"
+_ENVIRON_TYPE = type(os.environ)
+_THREADS_KEY = os.environ.encodekey(THREADS_VARIABLE)
+
+
+def configured_threads():
+    """os.environ.get(THREADS_VARIABLE) without the two KeyErrors it raises and catches when the
+    variable is unset (0.5 us, a tenth of a small call): the same lookup in os.environ's own dict."""
+    environ = os.environ
+    if type(environ) is not _ENVIRON_TYPE:  # replaced, say by a test's mock.patch
+        return environ.get(THREADS_VARIABLE)
+    value = environ._data.get(_THREADS_KEY)
+    return None if value is None else environ.decodevalue(value)
 
 
 def positive_int(value, name):
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a positive integer, got bool")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be a positive integer, got {type(value).__name__}") from None
+    if type(value) is not int:  # a plain int needs none of these checks
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name} must be a positive integer, got bool")
+        try:
+            value = operator.index(value)
+        except TypeError:
+            raise TypeError(f"{name} must be a positive integer, got {type(value).__name__}") from None
     if value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value}")
     return min(value, 2**31 - 1)
@@ -326,7 +355,7 @@ def thread_count(num_threads):
     when it imported softmax_ce_c."""
     if num_threads is not None:
         return positive_int(num_threads, "num_threads")
-    configured = os.environ.get(THREADS_VARIABLE)
+    configured = configured_threads()
     if configured:
         try:
             return positive_int(int(configured), THREADS_VARIABLE)

@@ -151,7 +151,7 @@ def test_integer_target_dtypes_agree():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_the_shortcut_for_plain_calls_agrees_with_the_general_path(dtype, reduction):
     """C-contiguous logits with int64 targets and no option skip the general checks; an int32
-    target, a strided copy or an explicit default option takes the general path: same answer."""
+    target, strided logits or an explicit default option takes the general path: same answer."""
     rng = np.random.default_rng(15)
     x = make_logits(rng, (3, 50, 7), dtype, "special")
     y = make_index_target(rng, (3, 50), 7)
@@ -171,3 +171,36 @@ def test_the_shortcut_for_plain_calls_agrees_with_the_general_path(dtype, reduct
                           equal_nan=True)
     softmax_ce_c.softmax_cross_entropy(in_place, y, reduction=reduction, inplace=True)
     assert np.array_equal(out, grad, equal_nan=True) and np.array_equal(in_place, grad, equal_nan=True)
+
+
+def assert_same_results(got, want):
+    assert type(got) is type(want) and np.shape(got) == np.shape(want)
+    assert np.array_equal(got, want, equal_nan=True)
+
+
+@pytest.mark.parametrize("shape", [(7,), (0, 7)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_shortcut_for_plain_calls_agrees_with_the_general_path_on_one_row_or_none(dtype, shape):
+    """One row (a 0-d target) and an empty batch, by the shortcut (int64 targets) and the general
+    path (int32): the same answers, of the same shapes and types."""
+    rng = np.random.default_rng(16)
+    x = make_logits(rng, shape, dtype)
+    y = make_index_target(rng, shape[:-1], 7)
+    for reduction in REDUCTIONS:
+        loss, grad = softmax_ce_c.softmax_cross_entropy(x, y, reduction=reduction)
+        general_loss, general_grad = softmax_ce_c.softmax_cross_entropy(x, y.astype(np.int32), reduction=reduction)
+        assert_same_results(loss, general_loss)
+        assert_same_results(grad, general_grad)
+        assert_same_results(softmax_ce_c.cross_entropy(x, y, reduction=reduction), general_loss)
+
+
+@pytest.mark.parametrize("shape", [(3, 50, 7), (7,), (0, 7)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_shortcut_for_plain_row_functions_agrees_with_the_general_path(dtype, shape):
+    """C-contiguous rows are read as they are; a strided copy takes the general path (checks, and a
+    copy to rows): the same answers, of the same shapes and types."""
+    x = make_logits(np.random.default_rng(17), shape, dtype, "special")
+    strided = np.zeros(shape[:-1] + (2 * shape[-1],), dtype)[..., ::2]
+    strided[...] = x
+    for function in (softmax_ce_c.logsumexp, softmax_ce_c.log_softmax, softmax_ce_c.softmax):
+        assert_same_results(function(x), function(strided))

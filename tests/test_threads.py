@@ -119,3 +119,11 @@ def test_thread_count_from_the_environment(monkeypatch):
     monkeypatch.setenv("SOFTMAX_CE_C_NUM_THREADS", "zero")
     with pytest.raises(ValueError, match="SOFTMAX_CE_C_NUM_THREADS must be a positive integer"):
         softmax_ce_c.cross_entropy(x, y)
+
+
+def test_thread_count_from_a_replaced_environment(monkeypatch):
+    """os.environ replaced by a plain mapping (as unittest.mock.patch may do) is still the one read."""
+    x, y = problem(SHAPES[1], values="normal")
+    monkeypatch.setattr(os, "environ", {"SOFTMAX_CE_C_NUM_THREADS": "zero"})
+    with pytest.raises(ValueError, match="SOFTMAX_CE_C_NUM_THREADS must be a positive integer"):
+        softmax_ce_c.cross_entropy(x, y)
