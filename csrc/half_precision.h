@@ -54,12 +54,14 @@ static inline double bf16_to_double(uint16_t bits) {
     return value;
 }
 
-static inline uint16_t bf16_from_double(double value) {
-    const float single = float_rounded_to_odd(value);
+/* a float rounded once, to nearest even, to bfloat16 */
+static inline uint16_t bf16_from_float(float value) {
     uint32_t word;
-    memcpy(&word, &single, sizeof word);
+    memcpy(&word, &value, sizeof word);
     const uint32_t rounded = word + 0x7FFF + ((word >> 16) & 1);
-    return (uint16_t)((single != single ? word | 0x00400000 : rounded) >> 16); /* NaN stays a quiet NaN */
+    return (uint16_t)((value != value ? word | 0x00400000 : rounded) >> 16); /* NaN stays a quiet NaN */
 }
+
+static inline uint16_t bf16_from_double(double value) { return bf16_from_float(float_rounded_to_odd(value)); }
 
 #endif

@@ -4,11 +4,13 @@
  * isa_*.h (a target pragma, ISA_NAME), a type_*.h, then this file. A type_*.h defines
  *   STORAGE           the element type of logits and outputs (float, double, or uint16_t bits)
  *   TARGET            the element type of probability targets (float, or double for double logits)
- *   LOAD(v), STORE(d) STORAGE to double and back (one rounding)
+ *   LOAD(v), STORE(d) STORAGE to double and back (one rounding); STORE_FLOAT(f) from a float
+ *                     (FLOAT_EXP types only)
  *   TYPE_NAME         f32, f64, f16 or bf16
  *   EXP_DIFFERENCE    exp(x - m) accurate for that type (exp_difference.h)
  *   COMPENSATED_SUMS  1 to keep the rounding errors of row sums (needed for double logits)
- *   FLOAT_EXP         1 to evaluate exp in float when the logits are uncapped floats (float32 only)
+ *   FLOAT_EXP         1 to evaluate exp in float (float32, and bfloat16, whose 8 bits are far from
+ *                     float's 24); its scratch is float then
  *   LOAD_16_AS_FLOATS for logits that floats hold exactly, the loader of the vector row max
  *                     (vector_row_max.h); left undefined for double logits
  *   SCRATCH           the type a row's exps (and softcap slopes) are kept in between passes: float
@@ -217,7 +219,7 @@ SPECIALISED void exp_float_run(partial_sums *sums, SCRATCH *restrict e, const ST
         if (next_row) prefetch_block(next_row + k);
         /* lanes past the row's end: not read (a masked load does not fault), stored or summed */
         const __mmask16 valid = count - k >= PARTIAL_SUMS ? (__mmask16)0xFFFF : (__mmask16)((1u << (count - k)) - 1);
-        const __m512 term = exp16_difference(_mm512_maskz_loadu_ps(valid, x + k), m);
+        const __m512 term = exp16_difference(LOAD_16_AS_FLOATS_MASKED(valid, x + k), m);
         if (store) _mm512_mask_storeu_ps(e + k, valid, term);
         const __mmask16 at_skip = skip >= k && skip < k + PARTIAL_SUMS ? (__mmask16)(1u << (skip - k)) : 0;
         run = _mm512_add_ps(run, _mm512_maskz_mov_ps(valid & ~at_skip, term));
@@ -422,7 +424,7 @@ static inline scaling scaling_of(double factor) {
     return (scaling){hi, (float)(factor - hi)};
 }
 
-static inline STORAGE scaled(SCRATCH e, scaling factor) { return VEXPF_FMA(e, factor.hi, e * factor.lo); }
+static inline STORAGE scaled(SCRATCH e, scaling factor) { return STORE_FLOAT(VEXPF_FMA(e, factor.hi, e * factor.lo)); }
 #else
 typedef struct {
     double factor;

@@ -1,12 +1,16 @@
-/* type_bf16.h: the logit type macros of kernel_template.h for bfloat16 logits, computed in double. */
+/* type_bf16.h: the logit type macros of kernel_template.h for bfloat16 logits: their exps in float
+ * as float32's (a bfloat16 ulp is 2^16 float ulps: each gradient element is within 1 ulp, correctly
+ * rounded but near a tie), the rest in double. */
 #include "half_precision.h"
 #define STORAGE uint16_t
 #define TARGET float
 #define LOAD(value) bf16_to_double(value)
 #define STORE(value) bf16_from_double(value)
+#define STORE_FLOAT(value) bf16_from_float(value) /* a float result, rounded once (FLOAT_EXP) */
 #define TYPE_NAME bf16
 #define EXP_DIFFERENCE exp_difference_of_floats
 #define COMPENSATED_SUMS 0
-#define FLOAT_EXP 0
+#define FLOAT_EXP 1
 #define LOAD_16_AS_FLOATS load_16_bf16 /* the vector row max (vector_row_max.h) */
-#define SCRATCH double
+#define LOAD_16_AS_FLOATS_MASKED load_16_bf16_masked /* AVX-512 only */
+#define SCRATCH float

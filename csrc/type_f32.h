@@ -3,9 +3,11 @@
 #define TARGET float
 #define LOAD(value) ((double)(value))
 #define STORE(value) ((float)(value))
+#define STORE_FLOAT(value) (value) /* a float result, as it is (FLOAT_EXP) */
 #define TYPE_NAME f32
 #define EXP_DIFFERENCE exp_difference_of_floats
 #define COMPENSATED_SUMS 0
 #define FLOAT_EXP 1
 #define LOAD_16_AS_FLOATS load_16_floats /* the vector row max (vector_row_max.h) */
+#define LOAD_16_AS_FLOATS_MASKED load_16_floats_masked /* AVX-512 only */
 #define SCRATCH float /* kernel_template.h: its exps are floats already */

@@ -29,6 +29,18 @@ static inline floats16 load_16_f16(const uint16_t *x) {
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)x));
 }
 
+/* the same for the lanes of valid, others 0, not read (a masked load does not fault): a row's end */
+static inline floats16 load_16_floats_masked(__mmask16 valid, const float *x) { return _mm512_maskz_loadu_ps(valid, x); }
+
+static inline floats16 load_16_bf16_masked(__mmask16 valid, const uint16_t *x) {
+    const __m512i words = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(valid, x));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(words, 16));
+}
+
+static inline floats16 load_16_f16_masked(__mmask16 valid, const uint16_t *x) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(valid, x));
+}
+
 typedef struct {
     __m512 max;
     __m512i block;

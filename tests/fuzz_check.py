@@ -6,7 +6,8 @@ contract (helpers.py holds its constants):
   "Options") and T their total; z_loss adds its own gradient 2 z lse p_k to that size, a softcap
   multiplies it by its slope.
 - float16 / bfloat16 gradient: the exact value rounded (within 1 ulp), or where the exact gradient
-  cancels, the double-precision residue (README: about 1e-17 of the row's scale).
+  cancels, the double-precision residue (README: about 1e-17 of the row's scale); bfloat16's exps
+  run in float lanes, and its residue is then float32's.
 - loss: LOSS_ULPS ulp of its dtype (float32 for half logits), or FLOAT64_RTOL relative for float64.
 - softcap: the kernel computes x' = softcap tanh(x / softcap) in double with a 2-ulp expm1, so its
   result is exact for logits moved by up to DELTA = 4 eps64 softcap; that moves p_k by 2 DELTA p_k
@@ -14,7 +15,7 @@ contract (helpers.py holds its constants):
   Its slope 1 - tanh^2(u) = 4 exp(-2|u|) / (1 + exp(-2|u|))^2 has a relative error of about
   (2|u| + 4) eps64: exp's conditioning times the rounding of u = x / softcap.
 - z_loss: z lse^2 is as accurate as lse, which is max + log1p(rest) and so has an absolute error of
-  a few eps64 (|max| + 1) plus, for float32 logits (whose exps run in float lanes, 1.2 ulp), a
+  a few eps64 (|max| + 1) plus, for FLOAT_EXP_DTYPES (whose exps run in float lanes, 0.88 ulp), a
   couple of float32 eps: where lse is near 0 that is a large relative error of the z-loss (README's
   "4 ulp" cannot hold there: it is the conditioning of lse, see lse_error below).
 - the exps are rounded before they are scaled: where exp(x'_k - max) is subnormal (in float for
@@ -41,6 +42,7 @@ def finfo(dtype):
 
 EPS64 = np.finfo(np.float64).eps
 CANCELLATION = 2.0**-48  # the residue a half-precision gradient may keep where the exact one cancels
+FLOAT_EXP_DTYPES = ("float32", "bfloat16")  # the kernel's exps run in float lanes (type_*.h FLOAT_EXP)
 
 
 def lse_error(x_capped_max, float_exps):
@@ -91,12 +93,11 @@ def target_coefficients(x_rows, target_rows, options, is_index):
 def tolerance_terms(x, target, options, reduction, grad_scale, axis, float_exps):
     """Per element: the gradient's size (the factor of GRAD_EPS eps) and the softcap's extra error;
     and the softcap's extra error of the loss, reduced like the loss. x and target in the oracle
-    precision, in the caller's layout; float_exps for float32 logits (exps in float lanes)."""
+    precision, in the caller's layout; float_exps for logits whose exps run in float lanes."""
     is_index = target.dtype.kind in "iu"
     x_rows = np.moveaxis(x, axis, -1)
     target_rows = target if is_index else np.moveaxis(target, axis, -1)
     softcap, z_loss = options.get("softcap"), options.get("z_loss", 0.0)
-    float_exps = float_exps and not softcap  # the kernel's float-lane exp: float32 logits, no softcap
     with np.errstate(all="ignore"):
         if softcap:
             x_capped = softcap * np.tanh(x_rows / softcap)
@@ -174,7 +175,8 @@ def check_gradient(grad, want, size, extra, logits_dtype_name):
         error = np.abs(got - want)
         tiny = 2 * finfo(result_dtype).smallest_subnormal
         if logits_dtype_name in HALF_NAMES:
-            bound = CANCELLATION * size + extra + tiny
+            residue = GRAD_EPS * np.finfo(np.float32).eps if logits_dtype_name in FLOAT_EXP_DTYPES else CANCELLATION
+            bound = residue * size + extra + tiny
             close = (ulp_error(grad, want) <= 1) | (error <= bound)
         else:
             bound = GRAD_EPS * finfo(result_dtype).eps * size + extra + tiny

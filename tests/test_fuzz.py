@@ -22,7 +22,7 @@ import pytest
 
 import softmax_ce_c
 from fuzz_cases import build_inputs, draw_case, draw_row_case, in_layout, make_values, dtype_of
-from fuzz_check import lse_error, rounds_to_infinity, special_values_mismatch, check_gradient, check_loss, exact_arrays, oracle_dtype, tolerance_terms
+from fuzz_check import FLOAT_EXP_DTYPES, lse_error, rounds_to_infinity, special_values_mismatch, check_gradient, check_loss, exact_arrays, oracle_dtype, tolerance_terms
 from helpers import ulp_error
 from softmax_ce_c import reference
 
@@ -96,7 +96,7 @@ def check_cross_entropy_case(case):
     if np.shape(loss) != np.shape(want_loss):
         return f"loss shape {np.shape(loss)}, want {np.shape(want_loss)}"
     size, extra, loss_extra = tolerance_terms(x, exact_target, options, case["reduction"], grad_scale, case["axis"],
-                                              float_exps=case["dtype"] == "float32")
+                                              float_exps=case["dtype"] in FLOAT_EXP_DTYPES)
     problem = check_loss(loss, want_loss, loss_extra) or check_gradient(grad, want_grad, size, extra, case["dtype"])
     if problem:
         return problem

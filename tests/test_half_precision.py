@@ -1,10 +1,11 @@
-"""float16 and bfloat16 logits: read and written in their own dtype, computed in double inside; the
-gradient is the exact one correctly rounded to within 1 ulp of its dtype, the loss float32."""
+"""float16 and bfloat16 logits: read and written in their own dtype, computed in double inside (but
+bfloat16's exps, in float); the gradient is the exact one rounded to within 1 ulp of its dtype
+(float16: correctly rounded), the loss float32."""
 import numpy as np
 import pytest
 
 import softmax_ce_c
-from helpers import LOSS_ULPS, assert_within_ulps, exact, make_prob_target
+from helpers import GRAD_EPS, LOSS_ULPS, assert_within_ulps, exact, make_prob_target, one_hot, ulp_error
 
 HALF_DTYPES = ["float16", "bfloat16"]
 
@@ -99,7 +100,9 @@ def correctly_rounded(values, name):
 @pytest.mark.parametrize("target_kind", ["index", "prob"])
 @pytest.mark.parametrize("name", HALF_DTYPES)
 def test_half_gradient_is_correctly_rounded(name, target_kind, reduction):
-    """Bit for bit the exact gradient rounded once (a double rounding through float32 fails this)."""
+    """float16: bit for bit the exact gradient rounded once (a double rounding through float32 fails
+    this). bfloat16, whose exps run in float: rounded once but for at most 1 in 10,000 elements
+    (near a tie; 9 in 2^20 measured), within 1 ulp, or float32's bound where the gradient cancels."""
     dtype = half_dtype(name)
     rng = np.random.default_rng(23)
     # a million elements: a double rounding (through float32) shows on about 1 in 2^16 of them
@@ -109,4 +112,12 @@ def test_half_gradient_is_correctly_rounded(name, target_kind, reduction):
     exact_grad = exact_in_float64("softmax_cross_entropy", x, target, reduction=reduction)[1]
     want = correctly_rounded(np.asarray(exact_grad, np.float64), name)
     got = grad.astype(np.float64)
-    assert np.array_equal(got, want), f"{np.count_nonzero(got != want)} of {got.size} elements differ"
+    differ = np.count_nonzero(got != want)
+    if name == "float16":
+        assert differ == 0, f"{differ} of {got.size} elements differ"
+    else:  # within 1 ulp, or where the gradient cancels, float32's contract (its exps are float32's)
+        assert differ <= got.size // 10_000, f"{differ} of {got.size} elements differ"
+        t = one_hot(target, 2048) if target_kind == "index" else target.astype(np.float64)
+        size = (exact_in_float64("softmax", x) + np.abs(t)) / (512 if reduction == "mean" else 1)
+        error = np.abs(got - exact_grad)
+        assert np.all((ulp_error(grad, exact_grad) <= 1) | (error <= GRAD_EPS * np.finfo(np.float32).eps * size))
