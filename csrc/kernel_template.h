@@ -18,7 +18,7 @@
  *                     exact to more bits (float64, and half precision's correct rounding)
  * The functions defined here are named sce_<function>_<type>_<isa>; dispatch.c exports them under
  * the names of softmax_ce.h, choosing the instruction set once. All arithmetic is in double (but the
- * exp of float32 logits, see FLOAT_EXP); STORAGE is only what is read and written. Rows are shared
+ * exps of FLOAT_EXP types, and their gradient products); STORAGE is only what is read and written. Rows are shared
  * out to threads in chunks (thread_pool.h), or with fewer rows than threads their classes are
  * (kernel_split_classes.h); rows of at most 32 classes are computed 16 at a time, across vector
  * lanes. A row's result depends on none of this: not on the threads, the chunks or its neighbours.
@@ -173,7 +173,7 @@ static logit_max find_max(const STORAGE *x, int64_t n_classes) {
     return (logit_max){max, argmax < n_classes ? argmax : 0};
 }
 
-/* exp(x' - max); for float32 in float (for uncapped logits, max is a float too) */
+/* exp(x' - max); for FLOAT_EXP types in float (for uncapped logits, max is a float too) */
 static inline double exp_term(double value, double max, int with_softcap) {
     if (!FLOAT_EXP) return EXP_DIFFERENCE(value, max);
     return with_softcap ? expf_of_double(value - max) : exp_difference_in_float((float)value, (float)max);
@@ -200,7 +200,7 @@ static inline void prefetch_block(const STORAGE *block) {
         __builtin_prefetch((const char *)block + byte, 0, 1); /* 1: into L2, not L1 */
 }
 
-/* float32 logits without a softcap: their exps are floats, and runs of up to FLOAT_RUN blocks of
+/* FLOAT_EXP logits without a softcap: their exps are floats, and runs of up to FLOAT_RUN blocks of
  * them (count logits, the last run of a row shorter) are summed per lane in float before the double
  * sums take them (the conversions to double cost a sixth of the pass, measured). A run's sum of
  * positive terms is within (FLOAT_RUN - 1) 2^-24 relative: with the exp's 0.88 ulp, a tiny loss
@@ -210,7 +210,7 @@ static inline void prefetch_block(const STORAGE *block) {
 #if FLOAT_EXP && defined(__AVX512F__)
 #include "vector_exp_avx512.h"
 
-/* the same in AVX-512 intrinsics (vector_exp_avx512.h); float32 sums are not compensated */
+/* the same in AVX-512 intrinsics (vector_exp_avx512.h); FLOAT_EXP types' sums are not compensated */
 SPECIALISED void exp_float_run(partial_sums *sums, SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row,
                                int64_t count, int64_t skip, float max, int store) {
     const __m512 m = _mm512_set1_ps(max);
@@ -411,9 +411,10 @@ static target_sums sum_over_target(const row_target *target, const STORAGE *x, i
                        : target_sum_blocks(target, x, n_classes, max, 0.0);
 }
 
-/* e * factor rounded once to STORAGE. float32 keeps its exps in float, and with FMA the product
- * stays in float too: factor split into two floats, e hi + e lo rounded once (the low part's own
- * rounding is 2^-24 of a 2^-24 correction), as the double product rounded to float would be. */
+/* e * factor rounded once to STORAGE. FLOAT_EXP types keep their exps in float, and with FMA the
+ * product stays in float too: factor split into two floats, e hi + e lo rounded once (the low part's
+ * own rounding is 2^-24 of a 2^-24 correction), as the double product rounded to float would be
+ * (bfloat16 then rounds that float: within its 1 ulp). */
 #if FLOAT_EXP && (defined(__FMA__) || defined(__aarch64__))
 typedef struct {
     float hi, lo;
