@@ -12,16 +12,17 @@
  *   FLOAT_EXP         1 to evaluate exp in float (float32, and bfloat16, whose 8 bits are far from
  *                     float's 24); its scratch is float then
  *   LOAD_16_AS_FLOATS for logits that floats hold exactly, the loader of the vector row max
- *                     (vector_row_max.h); left undefined for double logits
+ *                     (vector_row_max.h), and LOAD_16_AS_FLOATS_MASKED its AVX-512 form for a
+ *                     row's end; left undefined for double logits
  *   SCRATCH           the type a row's exps (and softcap slopes) are kept in between passes: float
- *                     for float32 (its exps are floats already), double where the gradient must be
- *                     exact to more bits (float64, and half precision's correct rounding)
+ *                     for FLOAT_EXP types (their exps are floats already), double where the gradient
+ *                     must be exact to more bits (float64, and float16's correct rounding)
  * The functions defined here are named sce_<function>_<type>_<isa>; dispatch.c exports them under
  * the names of softmax_ce.h, choosing the instruction set once. All arithmetic is in double (but the
- * exps of FLOAT_EXP types, and their gradient products); STORAGE is only what is read and written. Rows are shared
- * out to threads in chunks (thread_pool.h), or with fewer rows than threads their classes are
- * (kernel_split_classes.h); rows of at most 32 classes are computed 16 at a time, across vector
- * lanes. A row's result depends on none of this: not on the threads, the chunks or its neighbours.
+ * exps of FLOAT_EXP types, and their gradient products); STORAGE is only what is read and written.
+ * Rows are shared out to threads in chunks (thread_pool.h), or with fewer rows than threads their
+ * classes are (kernel_split_classes.h); rows of at most 32 classes are computed 16 at a time, across
+ * vector lanes. A row's result depends on none of this: not on the threads, the chunks or its neighbours.
  *
  * Every row goes through the same statistics of its logits x' (after the optional softcap): the max
  * m, the first index a holding it (its exp is exactly 1) and rest = sum over k != a of exp(x'_k - m).
