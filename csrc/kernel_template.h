@@ -137,18 +137,22 @@ SPECIALISED void max_block(double lane_max[PARTIAL_SUMS], int64_t lane_block[PAR
 
 /* The max and the first index holding it, in one pass: each lane keeps its own max and where it
  * first saw it, and the first index is the smallest among the lanes holding the max. (GCC 12 keeps
- * this select-reduction scalar; rows of 16 or more logits that floats hold take vector_row_max.h on
- * AVX2 and AVX-512.) Comparisons with NaN are false, so NaN is never the max (it reaches the result
- * through rest, or row_rest). softcap is monotonic: the max of x' is the capped max of x (found on
- * x, so that the index is the first of the largest x). */
+ * this select-reduction scalar; rows of 16 or more logits take vector_row_max.h, or for double
+ * logits vector_row_max_double.h, on AVX2 and AVX-512.) Comparisons with NaN are false, so NaN is
+ * never the max (it reaches the result through rest, or row_rest). softcap is monotonic: the max of
+ * x' is the capped max of x (found on x, so that the index is the first of the largest x). */
 typedef struct {
     double value;  /* the max of x (before the softcap) */
     int64_t index; /* the first index holding it; 0 when no x is larger than -inf */
 } logit_max;
 
-#if defined(LOAD_16_AS_FLOATS) && (defined(__AVX512F__) || defined(__AVX2__))
+#if defined(__AVX512F__) || defined(__AVX2__)
 #define VECTOR_ROW_MAX 1
+#ifdef LOAD_16_AS_FLOATS
 #include "vector_row_max.h"
+#else
+#include "vector_row_max_double.h"
+#endif
 #endif
 
 static logit_max find_max(const STORAGE *x, int64_t n_classes) {
