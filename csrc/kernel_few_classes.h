@@ -1,0 +1,300 @@
+/* kernel_few_classes.h: the cross-entropy of rows of at most FEW_CLASSES classes; part of
+ * kernel_template.h (included once, before the chunk function, which chooses it).
+ *
+ * Such rows are too short to vectorise along: the fixed costs of a row (16 lanes of sums set up and
+ * reduced, loops of a few trips) would dominate them. They are taken ROW_GROUP at a time instead,
+ * transposed so that a class is a vector across the rows, with the formulas of cross_entropy_row
+ * (sums in class order). Each row has its own lane, so a row's result does not depend on the rows
+ * grouped with it. Float32 logits and their exps stay floats in the lanes (a 512-bit vector holds
+ * the whole group); sums, factors and the gradient are computed in double, as on the row path. */
+
+#define FEW_CLASSES 32
+#define ROW_GROUP 16
+/* GCC unrolls a loop of 16 constant trips completely before its vectoriser sees it, and the
+ * unrolled body then stays scalar; kept as a loop, it becomes a few vector instructions. */
+#define ACROSS_ROWS _Pragma("GCC unroll 1")
+
+/* The group transposed: class k of its row r at [AT(k, r)] of an array of FEW_CLASSES * ROW_GROUP
+ * (flat, so that a lane's own k can be gathered: GCC 12 gathers from no 2-D array). The logits and
+ * exps are kept as SCRATCH, which holds them exactly (floats for float32). */
+#define AT(k, r) ((k) * ROW_GROUP + (r))
+
+/* Float32 logits on AVX-512 go to lanes and back by a transpose in registers; others by gathers,
+ * through index tables, so that the rows are read and the gradient written in memory order. */
+#if defined(__AVX512F__) && FLOAT_EXP
+_Static_assert(sizeof(STORAGE) == sizeof(float) && sizeof(SCRATCH) == sizeof(float) && sizeof(TARGET) == sizeof(float),
+               "transpose_16.h moves floats");
+#define TRANSPOSE_16 1
+#include "transpose_16.h"
+#endif
+
+/* What every group of a call shares, set up once per chunk. */
+typedef struct {
+#ifndef TRANSPOSE_16
+    int of_rows[FEW_CLASSES * ROW_GROUP];       /* [AT(k, r)] is element r K + k of the rows */
+    int of_transposed[FEW_CLASSES * ROW_GROUP]; /* and the other way */
+#endif
+    double w[FEW_CLASSES]; /* the class weights of keep t + spread (all 1 where target_of_row drops them) */
+    double keep, spread;   /* 1 - eps, eps / K */
+    gradient_scales scales; /* of every row, unless each has its own upstream gradient */
+} group_constants;
+
+static void set_up_groups(group_constants *constants, const cross_entropy_job *job) {
+    const sce_params *params = job->params;
+    const int n_classes = (int)params->n_classes;
+#ifndef TRANSPOSE_16
+    for (int r = 0; r < ROW_GROUP; r++)
+        for (int k = 0; k < n_classes; k++) {
+            constants->of_rows[AT(k, r)] = r * n_classes + k;
+            constants->of_transposed[r * n_classes + k] = AT(k, r);
+        }
+#endif
+    constants->keep = 1.0 - params->label_smoothing;
+    constants->spread = params->label_smoothing / (double)n_classes;
+    const int weighted_spread = params->weight && (constants->spread != 0 || job->target_prob); /* as target_of_row */
+    for (int k = 0; k < n_classes; k++) constants->w[k] = weighted_spread ? params->weight[k] : 1.0;
+    constants->scales = scales_of(params->grad_scale, job->result, params->reduction);
+}
+
+/* The group's logits and probability targets to lanes, [AT(k, r)] = class k of row r (rows past
+ * n_rows repeat row 0, so that every lane computes something), and its gradient back to rows. */
+#ifdef TRANSPOSE_16
+static void logits_to_lanes(SCRATCH *lanes, const STORAGE *rows, const group_constants *constants, int n_rows,
+                            int n_classes) {
+    (void)constants;
+    transpose_to_lanes(lanes, rows, n_rows, n_classes);
+}
+
+static void targets_to_lanes(TARGET *lanes, const TARGET *rows, const group_constants *constants, int n_rows,
+                             int n_classes) {
+    (void)constants;
+    transpose_to_lanes(lanes, rows, n_rows, n_classes);
+}
+
+static void gradient_to_rows(STORAGE *rows, const STORAGE *lanes, const group_constants *constants, int n_rows,
+                             int n_classes) {
+    (void)constants;
+    transpose_to_rows(rows, lanes, n_rows, n_classes);
+}
+#else
+/* rows itself when all ROW_GROUP rows are real, else a copy in padded with row 0 repeated */
+static const void *group_rows(void *padded, const void *rows, int n_rows, size_t row_bytes) {
+    if (n_rows == ROW_GROUP) return rows;
+    memcpy(padded, rows, (size_t)n_rows * row_bytes);
+    for (int r = n_rows; r < ROW_GROUP; r++) memcpy((char *)padded + (size_t)r * row_bytes, rows, row_bytes);
+    return padded;
+}
+
+static void logits_to_lanes(SCRATCH *lanes, const STORAGE *rows, const group_constants *constants, int n_rows,
+                            int n_classes) {
+    STORAGE padded[FEW_CLASSES * ROW_GROUP];
+    const STORAGE *x = group_rows(padded, rows, n_rows, n_classes * sizeof(STORAGE));
+    for (int i = 0; i < n_classes * ROW_GROUP; i++) lanes[i] = (SCRATCH)LOAD(x[constants->of_rows[i]]);
+}
+
+static void targets_to_lanes(TARGET *lanes, const TARGET *rows, const group_constants *constants, int n_rows,
+                             int n_classes) {
+    TARGET padded[FEW_CLASSES * ROW_GROUP];
+    const TARGET *t = group_rows(padded, rows, n_rows, n_classes * sizeof(TARGET));
+    for (int i = 0; i < n_classes * ROW_GROUP; i++) lanes[i] = t[constants->of_rows[i]];
+}
+
+static void gradient_to_rows(STORAGE *rows, const STORAGE *lanes, const group_constants *constants, int n_rows,
+                             int n_classes) {
+    for (int i = 0; i < n_rows * n_classes; i++) rows[i] = lanes[constants->of_transposed[i]];
+}
+#endif
+
+/* The targets of a group's rows, as target_of_row's parts. Lanes past the group's last row are not
+ * counted. */
+typedef struct {
+    int counted[ROW_GROUP];      /* a row of the group, and not ignored */
+    int index[ROW_GROUP];        /* the class index; -1 for a probability row or a row not counted */
+    double on_target[ROW_GROUP]; /* (1 - eps) w_y; 0 where index is -1 */
+    double ce_scale[ROW_GROUP], z_scale[ROW_GROUP]; /* scales_of */
+} group_targets;
+
+static void read_group_targets(group_targets *targets, const cross_entropy_job *job, const group_constants *constants,
+                               int64_t first, int n_rows) {
+    const sce_params *params = job->params;
+    const int64_t *target_index = job->target_index;
+    const double keep = 1.0 - params->label_smoothing;
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+        const int64_t n = first + (r < n_rows ? r : 0);
+        const int64_t y = target_index ? target_index[n] : -1;
+        const int counted = r < n_rows && (!target_index || y != params->ignore_index);
+        const int indexed = target_index && counted;
+        targets->counted[r] = counted;
+        targets->index[r] = indexed ? (int)y : -1;
+        targets->on_target[r] = indexed ? keep * (params->weight ? params->weight[indexed ? y : 0] : 1.0) : 0.0;
+    }
+    /* out of the vector loops: their invariant selects (a mean over nothing) would keep them scalar */
+    for (int r = 0; r < ROW_GROUP; r++) {
+        const gradient_scales scales = params->row_grad_scale
+                                           ? scales_of(params->row_grad_scale[first + (r < n_rows ? r : 0)], job->result,
+                                                       params->reduction)
+                                           : constants->scales;
+        targets->ce_scale[r] = scales.ce;
+        targets->z_scale[r] = scales.z;
+    }
+}
+
+/* c_k of row r (coefficient); lone_index: class-index targets without smoothing, where only the
+ * class itself has a share. t: the probability rows, zeros for class-index rows; w: constants->w.
+ * (For a k of each lane's own, GCC 12 gathers only through a plain pointer, not a struct member,
+ * and only what is read unconditionally.) Rows not counted get some c too, which every result of
+ * theirs leaves out. */
+SPECIALISED double group_coefficient(const group_constants *constants, const double *w, const group_targets *targets,
+                                     const TARGET *t, int k, int r, int lone_index) {
+    const int at_index = k == targets->index[r];
+    if (lone_index) return at_index ? targets->on_target[r] : 0.0;
+    return coefficient_of(w[k], constants->keep, t[AT(k, r)], constants->spread, at_index, targets->on_target[r]);
+}
+
+/* x' of class k of row r: the logit, or with_softcap its capped value */
+SPECIALISED double group_logit(const SCRATCH *value, const double *capped, int k, int r, int with_softcap) {
+    return with_softcap ? capped[AT(k, r)] : (double)value[AT(k, r)];
+}
+
+/* The loss and z-loss term of rows [first, first + n_rows) (n_rows <= ROW_GROUP) and, with a
+ * gradient, their gradient. */
+SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const group_constants *constants,
+                                          int64_t first, int n_rows, int with_softcap, int lone_index) {
+    const sce_params *params = job->params;
+    const sce_result *result = job->result;
+    const int n_classes = (int)params->n_classes;
+    const double softcap = job->call.softcap;
+    SCRATCH value[FEW_CLASSES * ROW_GROUP], e[FEW_CLASSES * ROW_GROUP];
+    double capped[FEW_CLASSES * ROW_GROUP], slope[FEW_CLASSES * ROW_GROUP]; /* x' and its slope (softcap only) */
+    TARGET t[FEW_CLASSES * ROW_GROUP];
+    group_targets targets;
+    const double *w = constants->w;
+    /* every read of x and of the targets happens before the gradient is written: grad may be logits */
+    read_group_targets(&targets, job, constants, first, n_rows);
+    const STORAGE *x = job->logits + first * n_classes;
+    if (first + ROW_GROUP < params->n_rows) /* the next group, meanwhile (64: a cache line; 1: into L2) */
+        for (int byte = 0; byte < ROW_GROUP * n_classes * (int)sizeof(STORAGE); byte += 64)
+            __builtin_prefetch((const char *)(x + ROW_GROUP * n_classes) + byte, 0, 1);
+    logits_to_lanes(value, x, constants, n_rows, n_classes);
+    if (!lone_index) { /* the probabilities t, 0 for class-index rows */
+        if (job->target_prob)
+            targets_to_lanes(t, job->target_prob + first * n_classes, constants, n_rows, n_classes);
+        else
+            for (int i = 0; i < n_classes * ROW_GROUP; i++) t[i] = 0;
+    }
+
+    SCRATCH max[ROW_GROUP]; /* as find_max: the first index of the largest x */
+    int argmax[ROW_GROUP];
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+        max[r] = -INFINITY;
+        argmax[r] = 0;
+    }
+    /* argmax by arithmetic, not a select that may keep the old value: GCC makes that a masked store,
+     * which the next class's load cannot forward from */
+    for (int k = 0; k < n_classes; k++)
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            const SCRATCH old = max[r], x_k = value[AT(k, r)];
+            const int larger = x_k > old;
+            max[r] = larger ? x_k : old;
+            argmax[r] += larger * (k - argmax[r]);
+        }
+    double top[ROW_GROUP], x_at_argmax[ROW_GROUP]; /* the max of x', and x at its argmax */
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+        top[r] = with_softcap ? softcapped(max[r], softcap).value : max[r];
+        x_at_argmax[r] = max[r] > -INFINITY ? max[r] : value[AT(0, r)]; /* the max, unless no x is above -inf */
+    }
+    if (with_softcap)
+        for (int k = 0; k < n_classes; k++)
+            ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+                const capped_logit logit = softcapped(value[AT(k, r)], softcap);
+                capped[AT(k, r)] = logit.value;
+                slope[AT(k, r)] = logit.slope;
+            }
+
+    double rest[ROW_GROUP], rest_carry[ROW_GROUP];
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) rest[r] = rest_carry[r] = 0.0;
+    for (int k = 0; k < n_classes; k++) /* e = exp(x' - max), exactly 1 at argmax */
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            const double x_k = group_logit(value, capped, k, r, with_softcap);
+            const double term = exp_term(x_k, top[r], with_softcap);
+            add_to_sum(&rest[r], &rest_carry[r], k == argmax[r] ? 0.0 : term);
+            e[AT(k, r)] = k == argmax[r] ? 1 : (SCRATCH)term;
+        }
+
+    /* target_sums */
+    double total[ROW_GROUP], total_carry[ROW_GROUP], distance[ROW_GROUP], distance_carry[ROW_GROUP];
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) { /* a lone class index: one term, as sum_over_target */
+        const double c = targets.on_target[r];
+        const double x_y = group_logit(value, capped, targets.index[r] < 0 ? 0 : targets.index[r], r, with_softcap);
+        total[r] = lone_index ? c : 0.0;
+        distance[r] = lone_index && c != 0 ? c * (top[r] - x_y) : 0.0;
+        total_carry[r] = distance_carry[r] = 0.0;
+    }
+    if (!lone_index)
+        for (int k = 0; k < n_classes; k++)
+            ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+                const double c = group_coefficient(constants, w, &targets, t, k, r, lone_index);
+                add_to_sum(&total[r], &total_carry[r], c);
+                const double x_k = group_logit(value, capped, k, r, with_softcap);
+                add_to_sum(&distance[r], &distance_carry[r], c != 0 ? c * (top[r] - x_k) : 0.0);
+            }
+
+    /* per row, as cross_entropy_row */
+    double loss[ROW_GROUP], z_term[ROW_GROUP], probability[ROW_GROUP], target_factor[ROW_GROUP],
+        at_argmax[ROW_GROUP];
+    const double z_loss = job->call.z_loss, weight_total = job->call.weight_total;
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+        const double rest_r = row_rest(with_carry(rest[r], rest_carry[r]), top[r], x_at_argmax[r]);
+        const double log_sum = log1p_of_nonnegative(rest_r), lse = top[r] + log_sum;
+        const double row_total = with_carry(total[r], total_carry[r]);
+        const int counted = targets.counted[r];
+        loss[r] = counted ? with_carry(distance[r], distance_carry[r]) + row_total * log_sum : 0.0;
+        z_term[r] = counted ? z_loss * lse * lse : 0.0;
+        const int a = argmax[r];
+        const double c_a = group_coefficient(constants, w, &targets, t, a, r, lone_index), w_a = w[a];
+        const double spread = lone_index ? 0.0 : constants->spread; /* a constant: no invariant select */
+        const double others = others_than_argmax(row_total, c_a, a == targets.index[r], spread,
+                                                 weight_total, w_a);
+        const gradient_scales scales = {targets.ce_scale[r], targets.z_scale[r]};
+        const gradient_factors factors = factors_of(rest_r, lse, row_total, c_a, others, scales, z_loss);
+        probability[r] = counted ? factors.probability : 0.0;
+        target_factor[r] = counted ? factors.target : 0.0;
+        at_argmax[r] = counted ? factors.at_argmax : 0.0;
+    }
+    for (int r = 0; r < n_rows; r++) {
+        result->row_loss[first + r] = loss[r];
+        if (result->row_z_loss) result->row_z_loss[first + r] = z_term[r];
+    }
+    if (!job->grad) return;
+
+    STORAGE grad[FEW_CLASSES * ROW_GROUP]; /* 0 on rows not counted */
+    for (int k = 0; k < n_classes; k++)
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            const double c = group_coefficient(constants, w, &targets, t, k, r, lone_index);
+            const double g_k = e[AT(k, r)] * probability[r] - c * target_factor[r];
+            const double g = k == argmax[r] ? at_argmax[r] : g_k;
+            const double capped_g = with_softcap ? g * slope[AT(k, r)] : g;
+            grad[AT(k, r)] = STORE(targets.counted[r] ? capped_g : 0.0);
+        }
+    gradient_to_rows(job->grad + first * n_classes, grad, constants, n_rows, n_classes);
+}
+
+SPECIALISED void cross_entropy_groups_with(const cross_entropy_job *job, const group_constants *constants,
+                                           int64_t begin, int64_t end, int with_softcap, int lone_index) {
+    for (int64_t first = begin; first < end; first += ROW_GROUP)
+        cross_entropy_group_with(job, constants, first, end - first < ROW_GROUP ? (int)(end - first) : ROW_GROUP,
+                                 with_softcap, lone_index);
+}
+
+/* rows [begin, end) */
+static void cross_entropy_groups(const cross_entropy_job *job, int64_t begin, int64_t end) {
+    group_constants constants;
+    set_up_groups(&constants, job);
+    const int lone_index = job->target_index && constants.spread == 0;
+    if (job->call.softcap > 0)
+        cross_entropy_groups_with(job, &constants, begin, end, 1, 0);
+    else if (lone_index)
+        cross_entropy_groups_with(job, &constants, begin, end, 0, 1);
+    else
+        cross_entropy_groups_with(job, &constants, begin, end, 0, 0);
+}
