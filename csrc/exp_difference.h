@@ -19,7 +19,8 @@ static inline double exp_difference_in_float(float x, float m) {
     const float x_part = hi + m;
     const float lo = (x - x_part) - (m + (hi - x_part));
     const float e = expf_of_nonpositive(hi);
-    return lo == lo ? (double)VEXPF_FMA(e, lo, e) : (double)e;
+    const float e_lo = lo == lo ? VEXPF_FMA(e, lo, e) : e; /* selected in float: one conversion, not two */
+    return e_lo;
 }
 
 /* double logits: split x - m into hi + lo exactly (Knuth's TwoSum) and use exp(hi + lo) =

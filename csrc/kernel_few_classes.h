@@ -16,8 +16,12 @@
 
 /* The group transposed: class k of its row r at [AT(k, r)] of an array of FEW_CLASSES * ROW_GROUP
  * (flat, so that a lane's own k can be gathered: GCC 12 gathers from no 2-D array). The logits and
- * exps are kept as SCRATCH, which holds them exactly (floats for float32). */
-#define AT(k, r) ((k) * ROW_GROUP + (r))
+ * exps are kept as SCRATCH, which holds them exactly (floats for float32). AT is pointer-sized: with
+ * -fwrapv (in Python's build flags) an int index would not be affine in the class loops, and GCC
+ * would vectorise none of them; GATHER_AT, for a k of each lane's own, is an int: gathers take
+ * 32-bit indices. */
+#define AT(k, r) ((ptrdiff_t)(k) * ROW_GROUP + (r))
+#define GATHER_AT(k, r) ((k) * ROW_GROUP + (r))
 
 /* Float32 logits on AVX-512 go to lanes and back by a transpose in registers; others by gathers,
  * through index tables, so that the rows are read and the gradient written in memory order. */
@@ -35,8 +39,10 @@ typedef struct {
     int of_transposed[FEW_CLASSES * ROW_GROUP]; /* and the other way */
 #endif
     double w[FEW_CLASSES]; /* the class weights of keep t + spread (all 1 where target_of_row drops them) */
-    double keep, spread;   /* 1 - eps, eps / K */
-    gradient_scales scales; /* of every row, unless each has its own upstream gradient */
+    double on_target[FEW_CLASSES + 1]; /* (1 - eps) w_k, target_of_row's on_target for class index k;
+                                          0 at FEW_CLASSES, for rows not counted */
+    double keep, spread;           /* 1 - eps, eps / K */
+    gradient_scales scales;        /* of every row, unless each has its own upstream gradient */
 } group_constants;
 
 static void set_up_groups(group_constants *constants, const cross_entropy_job *job) {
@@ -52,8 +58,21 @@ static void set_up_groups(group_constants *constants, const cross_entropy_job *j
     constants->keep = 1.0 - params->label_smoothing;
     constants->spread = params->label_smoothing / (double)n_classes;
     const int weighted_spread = params->weight && (constants->spread != 0 || job->target_prob); /* as target_of_row */
-    for (int k = 0; k < n_classes; k++) constants->w[k] = weighted_spread ? params->weight[k] : 1.0;
+    for (int k = 0; k < n_classes; k++) {
+        constants->w[k] = weighted_spread ? params->weight[k] : 1.0;
+        constants->on_target[k] = constants->keep * (params->weight ? params->weight[k] : 1.0);
+    }
+    constants->on_target[FEW_CLASSES] = 0.0;
     constants->scales = scales_of(params->grad_scale, job->result, params->reduction);
+}
+
+/* The ROW_GROUP rows of a group from rows: rows itself when all are real (n_rows), else a copy in
+ * padded with row 0 repeated (so that every lane computes something, and loads need no bounds) */
+static const void *group_rows(void *padded, const void *rows, int n_rows, size_t row_bytes) {
+    if (n_rows == ROW_GROUP) return rows;
+    memcpy(padded, rows, (size_t)n_rows * row_bytes);
+    for (int r = n_rows; r < ROW_GROUP; r++) memcpy((char *)padded + (size_t)r * row_bytes, rows, row_bytes);
+    return padded;
 }
 
 /* The group's logits and probability targets to lanes, [AT(k, r)] = class k of row r (rows past
@@ -77,14 +96,6 @@ static void gradient_to_rows(STORAGE *rows, const STORAGE *lanes, const group_co
     transpose_to_rows(rows, lanes, n_rows, n_classes);
 }
 #else
-/* rows itself when all ROW_GROUP rows are real, else a copy in padded with row 0 repeated */
-static const void *group_rows(void *padded, const void *rows, int n_rows, size_t row_bytes) {
-    if (n_rows == ROW_GROUP) return rows;
-    memcpy(padded, rows, (size_t)n_rows * row_bytes);
-    for (int r = n_rows; r < ROW_GROUP; r++) memcpy((char *)padded + (size_t)r * row_bytes, rows, row_bytes);
-    return padded;
-}
-
 static void logits_to_lanes(SCRATCH *lanes, const STORAGE *rows, const group_constants *constants, int n_rows,
                             int n_classes) {
     STORAGE padded[FEW_CLASSES * ROW_GROUP];
@@ -114,46 +125,55 @@ typedef struct {
     double ce_scale[ROW_GROUP], z_scale[ROW_GROUP]; /* scales_of */
 } group_targets;
 
-static void read_group_targets(group_targets *targets, const cross_entropy_job *job, const group_constants *constants,
+static void read_group_targets(group_targets *restrict targets, const cross_entropy_job *job, const group_constants *constants,
                                int64_t first, int n_rows) {
     const sce_params *params = job->params;
-    const int64_t *target_index = job->target_index;
-    const double keep = 1.0 - params->label_smoothing;
-    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-        const int64_t n = first + (r < n_rows ? r : 0);
-        const int64_t y = target_index ? target_index[n] : -1;
-        const int counted = r < n_rows && (!target_index || y != params->ignore_index);
-        const int indexed = target_index && counted;
-        targets->counted[r] = counted;
-        targets->index[r] = indexed ? (int)y : -1;
-        targets->on_target[r] = indexed ? keep * (params->weight ? params->weight[indexed ? y : 0] : 1.0) : 0.0;
-    }
-    /* out of the vector loops: their invariant selects (a mean over nothing) would keep them scalar */
-    for (int r = 0; r < ROW_GROUP; r++) {
-        const gradient_scales scales = params->row_grad_scale
-                                           ? scales_of(params->row_grad_scale[first + (r < n_rows ? r : 0)], job->result,
-                                                       params->reduction)
-                                           : constants->scales;
-        targets->ce_scale[r] = scales.ce;
-        targets->z_scale[r] = scales.z;
-    }
+    const int64_t ignore_index = params->ignore_index;
+    const double *on_target = constants->on_target; /* a plain pointer: a gather */
+    if (job->target_index) {
+        int64_t padded[ROW_GROUP];
+        const int64_t *target_index = group_rows(padded, job->target_index + first, n_rows, sizeof(int64_t));
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            const int64_t y = target_index[r];
+            const int counted = r < n_rows && y != ignore_index;
+            targets->counted[r] = counted;
+            targets->index[r] = counted ? (int)y : -1;
+            targets->on_target[r] = on_target[counted ? (int)y : FEW_CLASSES]; /* no select: a gather */
+        }
+    } else
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            targets->counted[r] = r < n_rows;
+            targets->index[r] = -1;
+            targets->on_target[r] = 0.0;
+        }
+    /* scalar with an upstream gradient per row (mean_scale's select keeps it so), else one for all */
+    if (params->row_grad_scale)
+        for (int r = 0; r < ROW_GROUP; r++) {
+            const gradient_scales scales =
+                scales_of(params->row_grad_scale[first + (r < n_rows ? r : 0)], job->result, params->reduction);
+            targets->ce_scale[r] = scales.ce;
+            targets->z_scale[r] = scales.z;
+        }
+    else
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            targets->ce_scale[r] = constants->scales.ce;
+            targets->z_scale[r] = constants->scales.z;
+        }
 }
 
-/* c_k of row r (coefficient); lone_index: class-index targets without smoothing, where only the
- * class itself has a share. t: the probability rows, zeros for class-index rows; w: constants->w.
- * (For a k of each lane's own, GCC 12 gathers only through a plain pointer, not a struct member,
- * and only what is read unconditionally.) Rows not counted get some c too, which every result of
- * theirs leaves out. */
-SPECIALISED double group_coefficient(const group_constants *constants, const double *w, const group_targets *targets,
-                                     const TARGET *t, int k, int r, int lone_index) {
+/* c_k of row r (coefficient) from w_k (constants->w) and t_k (the probability, 0 for class-index
+ * rows); lone_index: class-index targets without smoothing, where only the class itself has a share
+ * (t_k is not read). Rows not counted get some c too, which every result of theirs leaves out. */
+SPECIALISED double group_coefficient(const group_constants *constants, const group_targets *targets, double w_k,
+                                     double t_k, int k, int r, int lone_index) {
     const int at_index = k == targets->index[r];
     if (lone_index) return at_index ? targets->on_target[r] : 0.0;
-    return coefficient_of(w[k], constants->keep, t[AT(k, r)], constants->spread, at_index, targets->on_target[r]);
+    return coefficient_of(w_k, constants->keep, t_k, constants->spread, at_index, targets->on_target[r]);
 }
 
-/* x' of class k of row r: the logit, or with_softcap its capped value */
-SPECIALISED double group_logit(const SCRATCH *value, const double *capped, int k, int r, int with_softcap) {
-    return with_softcap ? capped[AT(k, r)] : (double)value[AT(k, r)];
+/* x' at [at]: the logit, or with_softcap its capped value */
+SPECIALISED double group_logit(const SCRATCH *value, const double *capped, ptrdiff_t at, int with_softcap) {
+    return with_softcap ? capped[at] : (double)value[at];
 }
 
 /* The loss and z-loss term of rows [first, first + n_rows) (n_rows <= ROW_GROUP) and, with a
@@ -215,7 +235,7 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) rest[r] = rest_carry[r] = 0.0;
     for (int k = 0; k < n_classes; k++) /* e = exp(x' - max), exactly 1 at argmax */
         ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-            const double x_k = group_logit(value, capped, k, r, with_softcap);
+            const double x_k = group_logit(value, capped, AT(k, r), with_softcap);
             const double term = exp_term(x_k, top[r], with_softcap);
             add_to_sum(&rest[r], &rest_carry[r], k == argmax[r] ? 0.0 : term);
             e[AT(k, r)] = k == argmax[r] ? 1 : (SCRATCH)term;
@@ -225,7 +245,7 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
     double total[ROW_GROUP], total_carry[ROW_GROUP], distance[ROW_GROUP], distance_carry[ROW_GROUP];
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) { /* a lone class index: one term, as sum_over_target */
         const double c = targets.on_target[r];
-        const double x_y = group_logit(value, capped, targets.index[r] < 0 ? 0 : targets.index[r], r, with_softcap);
+        const double x_y = group_logit(value, capped, GATHER_AT(targets.index[r] < 0 ? 0 : targets.index[r], r), with_softcap);
         total[r] = lone_index ? c : 0.0;
         distance[r] = lone_index && c != 0 ? c * (top[r] - x_y) : 0.0;
         total_carry[r] = distance_carry[r] = 0.0;
@@ -233,15 +253,15 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
     if (!lone_index)
         for (int k = 0; k < n_classes; k++)
             ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-                const double c = group_coefficient(constants, w, &targets, t, k, r, lone_index);
+                const double c = group_coefficient(constants, &targets, w[k], t[AT(k, r)], k, r, lone_index);
                 add_to_sum(&total[r], &total_carry[r], c);
-                const double x_k = group_logit(value, capped, k, r, with_softcap);
+                const double x_k = group_logit(value, capped, AT(k, r), with_softcap);
                 add_to_sum(&distance[r], &distance_carry[r], c != 0 ? c * (top[r] - x_k) : 0.0);
             }
 
     /* per row, as cross_entropy_row */
-    double loss[ROW_GROUP], z_term[ROW_GROUP], probability[ROW_GROUP], target_factor[ROW_GROUP],
-        at_argmax[ROW_GROUP];
+    double loss[ROW_GROUP], z_term[ROW_GROUP];
+    SCRATCH probability[ROW_GROUP], target_factor[ROW_GROUP], at_argmax[ROW_GROUP]; /* see the gradient */
     const double z_loss = job->call.z_loss, weight_total = job->call.weight_total;
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
         const double rest_r = row_rest(with_carry(rest[r], rest_carry[r]), top[r], x_at_argmax[r]);
@@ -251,15 +271,15 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
         loss[r] = counted ? with_carry(distance[r], distance_carry[r]) + row_total * log_sum : 0.0;
         z_term[r] = counted ? z_loss * lse * lse : 0.0;
         const int a = argmax[r];
-        const double c_a = group_coefficient(constants, w, &targets, t, a, r, lone_index), w_a = w[a];
+        const double w_a = w[a], c_a = group_coefficient(constants, &targets, w_a, t[GATHER_AT(a, r)], a, r, lone_index);
         const double spread = lone_index ? 0.0 : constants->spread; /* a constant: no invariant select */
         const double others = others_than_argmax(row_total, c_a, a == targets.index[r], spread,
                                                  weight_total, w_a);
         const gradient_scales scales = {targets.ce_scale[r], targets.z_scale[r]};
         const gradient_factors factors = factors_of(rest_r, lse, row_total, c_a, others, scales, z_loss);
-        probability[r] = counted ? factors.probability : 0.0;
-        target_factor[r] = counted ? factors.target : 0.0;
-        at_argmax[r] = counted ? factors.at_argmax : 0.0;
+        probability[r] = (SCRATCH)(counted ? factors.probability : 0.0);
+        target_factor[r] = (SCRATCH)(counted ? factors.target : 0.0);
+        at_argmax[r] = (SCRATCH)(counted ? factors.at_argmax : 0.0);
     }
     for (int r = 0; r < n_rows; r++) {
         result->row_loss[first + r] = loss[r];
@@ -267,12 +287,14 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
     }
     if (!job->grad) return;
 
+    /* in SCRATCH: floats for float32, whose exps are floats (its factors rounded to float first add
+     * about an ulp to the error of e) */
     STORAGE grad[FEW_CLASSES * ROW_GROUP]; /* 0 on rows not counted */
     for (int k = 0; k < n_classes; k++)
         ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-            const double c = group_coefficient(constants, w, &targets, t, k, r, lone_index);
-            const double g_k = e[AT(k, r)] * probability[r] - c * target_factor[r];
-            const double g = k == argmax[r] ? at_argmax[r] : g_k;
+            const SCRATCH c = (SCRATCH)group_coefficient(constants, &targets, w[k], t[AT(k, r)], k, r, lone_index);
+            const SCRATCH g_k = e[AT(k, r)] * probability[r] - c * target_factor[r];
+            const SCRATCH g = k == argmax[r] ? at_argmax[r] : g_k;
             const double capped_g = with_softcap ? g * slope[AT(k, r)] : g;
             grad[AT(k, r)] = STORE(targets.counted[r] ? capped_g : 0.0);
         }

@@ -459,9 +459,10 @@ static int count_targets(sce_result *result, const sce_params *params, const int
             return SCE_ERR_TARGET_RANGE;
         }
         counted++;
-        add_with_carry(&weight_sum, &weight_carry, params->weight ? params->weight[y] : 1.0);
+        if (params->weight) add_with_carry(&weight_sum, &weight_carry, params->weight[y]);
     }
-    result->ce_denominator = with_carry(weight_sum, weight_carry);
+    /* without weights the sum is the count (exact below 2^53), and its chain of additions is skipped */
+    result->ce_denominator = params->weight ? with_carry(weight_sum, weight_carry) : (double)counted;
     result->z_denominator = (double)counted;
     return SCE_OK;
 }
@@ -514,11 +515,24 @@ static void cross_entropy_row(STORAGE *grad, SCRATCH *scratch, const sce_result 
 }
 
 /* The sum of a call's row losses: compensated, so that the mean of a million rows is as accurate as
- * each row; in row order, whatever the threads. */
+ * each row; in a fixed order, whatever the threads: row n in lane n % SUM_LANES, the lanes then
+ * added in order. The lanes are independent chains of additions (a vector's worth, where one chain
+ * would take an addition's latency per row). */
+#define SUM_LANES 8
+
 static double row_order_sum(const double *values, int64_t n) {
-    double sum = 0.0, carry = 0.0;
-    for (int64_t i = 0; i < n; i++) add_with_carry(&sum, &carry, values[i]);
-    return with_carry(sum, carry);
+    double sum[SUM_LANES] = {0.0}, carry[SUM_LANES] = {0.0};
+    int64_t i = 0;
+    for (; i + SUM_LANES <= n; i += SUM_LANES)
+#pragma GCC unroll 1 /* kept a loop, which GCC vectorises (unrolled, it stays scalar) */
+        for (int j = 0; j < SUM_LANES; j++) add_with_carry(&sum[j], &carry[j], values[i + j]);
+    for (; i < n; i++) add_with_carry(&sum[i % SUM_LANES], &carry[i % SUM_LANES], values[i]);
+    double total = 0.0, total_carry = 0.0;
+    for (int j = 0; j < SUM_LANES; j++) {
+        add_with_carry(&total, &total_carry, sum[j]);
+        total_carry += carry[j];
+    }
+    return with_carry(total, total_carry);
 }
 
 /* Rows are shared out to threads in chunks of about CHUNK_ELEMENTS logits; a call smaller than two
