@@ -8,8 +8,6 @@
  * grouped with it. Float32 logits and their exps stay floats in the lanes (a 512-bit vector holds
  * the whole group); sums, factors and the gradient are computed in double, as on the row path. */
 
-#define FEW_CLASSES 32
-#define ROW_GROUP 16
 /* GCC unrolls a loop of 16 constant trips completely before its vectoriser sees it, and the
  * unrolled body then stays scalar; kept as a loop, it becomes a few vector instructions. */
 #define ACROSS_ROWS _Pragma("GCC unroll 1")

@@ -536,11 +536,16 @@ static double row_order_sum(const double *values, int64_t n) {
 }
 
 /* Rows are shared out to threads in chunks of about CHUNK_ELEMENTS logits; a call smaller than two
- * chunks stays on the calling thread. */
+ * chunks stays on the calling thread. Rows of at most FEW_CLASSES classes are computed ROW_GROUP at
+ * a time (kernel_few_classes.h): their chunks are whole groups. */
 #define CHUNK_ELEMENTS 32768
+#define FEW_CLASSES 32
+#define ROW_GROUP 16
 
 static int64_t rows_per_chunk_of(int64_t n_classes) {
-    return n_classes >= CHUNK_ELEMENTS ? 1 : CHUNK_ELEMENTS / n_classes;
+    if (n_classes >= CHUNK_ELEMENTS) return 1;
+    const int64_t rows = CHUNK_ELEMENTS / n_classes;
+    return n_classes <= FEW_CLASSES ? rows - rows % ROW_GROUP : rows;
 }
 
 /* the row after the last one of the chunk that starts at begin */
