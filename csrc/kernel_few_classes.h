@@ -231,12 +231,12 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
 
     double rest[ROW_GROUP], rest_carry[ROW_GROUP];
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) rest[r] = rest_carry[r] = 0.0;
-    for (int k = 0; k < n_classes; k++) /* e = exp(x' - max), exactly 1 at argmax */
+    for (int k = 0; k < n_classes; k++) /* e = exp(x' - max); the gradient reads none at the argmax */
         ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
             const double x_k = group_logit(value, capped, AT(k, r), with_softcap);
             const double term = exp_term(x_k, top[r], with_softcap);
             add_to_sum(&rest[r], &rest_carry[r], k == argmax[r] ? 0.0 : term);
-            e[AT(k, r)] = k == argmax[r] ? 1 : (SCRATCH)term;
+            e[AT(k, r)] = (SCRATCH)term;
         }
 
     /* target_sums */

@@ -441,28 +441,36 @@ static void write_zeros(STORAGE *row, int64_t n_classes) {
     for (int64_t k = 0; k < n_classes; k++) row[k] = STORE(0.0);
 }
 
-/* Checks every class target and computes the mean's denominators, before anything is written. */
+/* Checks every class target and computes the mean's denominators, before anything is written. The
+ * count and the check are one pass without branches (vectorised); only a call with a target out of
+ * range looks for the first, and only weights need the chain of compensated additions. */
 static int count_targets(sce_result *result, const sce_params *params, const int64_t *target_index) {
-    const int64_t n_rows = params->n_rows, n_classes = params->n_classes;
+    const int64_t n_rows = params->n_rows, n_classes = params->n_classes, ignore_index = params->ignore_index;
     if (!target_index) { /* probability targets: every row counts once */
         result->ce_denominator = result->z_denominator = (double)n_rows;
         return SCE_OK;
     }
-    double weight_sum = 0.0, weight_carry = 0.0; /* compensated: a mean over many rows */
-    int64_t counted = 0;
+    int64_t counted = 0, out_of_range = 0;
     for (int64_t n = 0; n < n_rows; n++) {
         const int64_t y = target_index[n];
-        if (y == params->ignore_index) continue;
-        if (y < 0 || y >= n_classes) {
+        counted += y != ignore_index;
+        out_of_range |= y != ignore_index && (y < 0 || y >= n_classes);
+    }
+    for (int64_t n = 0; out_of_range && n < n_rows; n++) {
+        const int64_t y = target_index[n];
+        if (y != ignore_index && (y < 0 || y >= n_classes)) {
             result->bad_row = n;
             result->bad_value = y;
             return SCE_ERR_TARGET_RANGE;
         }
-        counted++;
-        if (params->weight) add_with_carry(&weight_sum, &weight_carry, params->weight[y]);
     }
-    /* without weights the sum is the count (exact below 2^53), and its chain of additions is skipped */
-    result->ce_denominator = params->weight ? with_carry(weight_sum, weight_carry) : (double)counted;
+    double weight_sum = (double)counted, weight_carry = 0.0; /* without weights, the count (exact below 2^53) */
+    if (params->weight) { /* compensated: a mean over many rows */
+        weight_sum = 0.0;
+        for (int64_t n = 0; n < n_rows; n++)
+            if (target_index[n] != ignore_index) add_with_carry(&weight_sum, &weight_carry, params->weight[target_index[n]]);
+    }
+    result->ce_denominator = with_carry(weight_sum, weight_carry);
     result->z_denominator = (double)counted;
     return SCE_OK;
 }
