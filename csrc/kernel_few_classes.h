@@ -74,7 +74,8 @@ static const void *group_rows(void *padded, const void *rows, int n_rows, size_t
 }
 
 /* The group's logits and probability targets to lanes, [AT(k, r)] = class k of row r (rows past
- * n_rows repeat row 0, so that every lane computes something), and its gradient back to rows. */
+ * n_rows repeat row 0, so that every lane computes something), and its gradient back to rows, made
+ * STORAGE there. */
 #ifdef TRANSPOSE_16
 static void logits_to_lanes(SCRATCH *lanes, const STORAGE *rows, const group_constants *constants, int n_rows,
                             int n_classes) {
@@ -88,7 +89,7 @@ static void targets_to_lanes(TARGET *lanes, const TARGET *rows, const group_cons
     transpose_to_lanes(lanes, rows, n_rows, n_classes);
 }
 
-static void gradient_to_rows(STORAGE *rows, const STORAGE *lanes, const group_constants *constants, int n_rows,
+static void gradient_to_rows(STORAGE *rows, const SCRATCH *lanes, const group_constants *constants, int n_rows,
                              int n_classes) {
     (void)constants;
     transpose_to_rows(rows, lanes, n_rows, n_classes);
@@ -96,9 +97,11 @@ static void gradient_to_rows(STORAGE *rows, const STORAGE *lanes, const group_co
 #else
 static void logits_to_lanes(SCRATCH *lanes, const STORAGE *rows, const group_constants *constants, int n_rows,
                             int n_classes) {
-    STORAGE padded[FEW_CLASSES * ROW_GROUP];
+    STORAGE padded[FEW_CLASSES * ROW_GROUP], transposed[FEW_CLASSES * ROW_GROUP];
     const STORAGE *x = group_rows(padded, rows, n_rows, n_classes * sizeof(STORAGE));
-    for (int i = 0; i < n_classes * ROW_GROUP; i++) lanes[i] = (SCRATCH)LOAD(x[constants->of_rows[i]]);
+    /* moved, then converted in a loop of its own: half precision has no gathers, but converts in vectors */
+    for (int i = 0; i < n_classes * ROW_GROUP; i++) transposed[i] = x[constants->of_rows[i]];
+    for (int i = 0; i < n_classes * ROW_GROUP; i++) lanes[i] = (SCRATCH)LOAD(transposed[i]);
 }
 
 static void targets_to_lanes(TARGET *lanes, const TARGET *rows, const group_constants *constants, int n_rows,
@@ -108,9 +111,9 @@ static void targets_to_lanes(TARGET *lanes, const TARGET *rows, const group_cons
     for (int i = 0; i < n_classes * ROW_GROUP; i++) lanes[i] = t[constants->of_rows[i]];
 }
 
-static void gradient_to_rows(STORAGE *rows, const STORAGE *lanes, const group_constants *constants, int n_rows,
+static void gradient_to_rows(STORAGE *rows, const SCRATCH *lanes, const group_constants *constants, int n_rows,
                              int n_classes) {
-    for (int i = 0; i < n_rows * n_classes; i++) rows[i] = lanes[constants->of_transposed[i]];
+    for (int i = 0; i < n_rows * n_classes; i++) rows[i] = STORE(lanes[constants->of_transposed[i]]);
 }
 #endif
 
@@ -287,14 +290,14 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
 
     /* in SCRATCH: floats for float32, whose exps are floats (its factors rounded to float first add
      * about an ulp to the error of e) */
-    STORAGE grad[FEW_CLASSES * ROW_GROUP]; /* 0 on rows not counted */
+    SCRATCH grad[FEW_CLASSES * ROW_GROUP]; /* 0 on rows not counted */
     for (int k = 0; k < n_classes; k++)
         ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
             const SCRATCH c = (SCRATCH)group_coefficient(constants, &targets, w[k], t[AT(k, r)], k, r, lone_index);
             const SCRATCH g_k = e[AT(k, r)] * probability[r] - c * target_factor[r];
             const SCRATCH g = k == argmax[r] ? at_argmax[r] : g_k;
             const double capped_g = with_softcap ? g * slope[AT(k, r)] : g;
-            grad[AT(k, r)] = STORE(targets.counted[r] ? capped_g : 0.0);
+            grad[AT(k, r)] = (SCRATCH)(targets.counted[r] ? capped_g : 0.0);
         }
     gradient_to_rows(job->grad + first * n_classes, grad, constants, n_rows, n_classes);
 }
