@@ -5,8 +5,9 @@
  * reduced, loops of a few trips) would dominate them. They are taken ROW_GROUP at a time instead,
  * transposed so that a class is a vector across the rows, with the formulas of cross_entropy_row
  * (sums in class order). Each row has its own lane, so a row's result does not depend on the rows
- * grouped with it. Float32 logits and their exps stay floats in the lanes (a 512-bit vector holds
- * the whole group); sums, factors and the gradient are computed in double, as on the row path. */
+ * grouped with it. Float32 logits, their exps and their gradient stay floats in the lanes (a
+ * 512-bit vector holds a class of the whole group); the sums and the per-row factors are double, as
+ * on the row path. */
 
 /* GCC unrolls a loop of 16 constant trips completely before its vectoriser sees it, and the
  * unrolled body then stays scalar; kept as a loop, it becomes a few vector instructions. */
@@ -126,8 +127,8 @@ typedef struct {
     double ce_scale[ROW_GROUP], z_scale[ROW_GROUP]; /* scales_of */
 } group_targets;
 
-static void read_group_targets(group_targets *restrict targets, const cross_entropy_job *job, const group_constants *constants,
-                               int64_t first, int n_rows) {
+static void read_group_targets(group_targets *restrict targets, const cross_entropy_job *job,
+                               const group_constants *constants, int64_t first, int n_rows) {
     const sce_params *params = job->params;
     const int64_t ignore_index = params->ignore_index;
     const double *on_target = constants->on_target; /* a plain pointer: a gather */
@@ -147,7 +148,7 @@ static void read_group_targets(group_targets *restrict targets, const cross_entr
             targets->index[r] = -1;
             targets->on_target[r] = 0.0;
         }
-    /* scalar with an upstream gradient per row (mean_scale's select keeps it so), else one for all */
+    /* with an upstream gradient per row, the scales of each; else the call's, for every row */
     if (params->row_grad_scale)
         for (int r = 0; r < ROW_GROUP; r++) {
             const gradient_scales scales =
@@ -246,7 +247,8 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
     double total[ROW_GROUP], total_carry[ROW_GROUP], distance[ROW_GROUP], distance_carry[ROW_GROUP];
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) { /* a lone class index: one term, as sum_over_target */
         const double c = targets.on_target[r];
-        const double x_y = group_logit(value, capped, GATHER_AT(targets.index[r] < 0 ? 0 : targets.index[r], r), with_softcap);
+        const int y = targets.index[r] < 0 ? 0 : targets.index[r];
+        const double x_y = group_logit(value, capped, GATHER_AT(y, r), with_softcap);
         total[r] = lone_index ? c : 0.0;
         distance[r] = lone_index && c != 0 ? c * (top[r] - x_y) : 0.0;
         total_carry[r] = distance_carry[r] = 0.0;
@@ -272,10 +274,10 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
         loss[r] = counted ? with_carry(distance[r], distance_carry[r]) + row_total * log_sum : 0.0;
         z_term[r] = counted ? z_loss * lse * lse : 0.0;
         const int a = argmax[r];
-        const double w_a = w[a], c_a = group_coefficient(constants, &targets, w_a, t[GATHER_AT(a, r)], a, r, lone_index);
-        const double spread = lone_index ? 0.0 : constants->spread; /* a constant: no invariant select */
-        const double others = others_than_argmax(row_total, c_a, a == targets.index[r], spread,
-                                                 weight_total, w_a);
+        const double w_a = w[a];
+        const double c_a = group_coefficient(constants, &targets, w_a, t[GATHER_AT(a, r)], a, r, lone_index);
+        const double others =
+            others_than_argmax(row_total, c_a, a == targets.index[r], constants->spread, weight_total, w_a);
         const gradient_scales scales = {targets.ce_scale[r], targets.z_scale[r]};
         const gradient_factors factors = factors_of(rest_r, lse, row_total, c_a, others, scales, z_loss);
         probability[r] = (SCRATCH)(counted ? factors.probability : 0.0);

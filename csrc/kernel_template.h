@@ -467,8 +467,10 @@ static int count_targets(sce_result *result, const sce_params *params, const int
     double weight_sum = (double)counted, weight_carry = 0.0; /* without weights, the count (exact below 2^53) */
     if (params->weight) { /* compensated: a mean over many rows */
         weight_sum = 0.0;
-        for (int64_t n = 0; n < n_rows; n++)
-            if (target_index[n] != ignore_index) add_with_carry(&weight_sum, &weight_carry, params->weight[target_index[n]]);
+        for (int64_t n = 0; n < n_rows; n++) {
+            const int64_t y = target_index[n];
+            if (y != ignore_index) add_with_carry(&weight_sum, &weight_carry, params->weight[y]);
+        }
     }
     result->ce_denominator = with_carry(weight_sum, weight_carry);
     result->z_denominator = (double)counted;

@@ -46,7 +46,8 @@ static void transpose_to_lanes(float *lanes, const float *rows, int n_rows, int 
     for (int begin = 0; begin < n_classes; begin += 16) {
         const __mmask16 mask = block_mask(begin, n_classes);
         __m512 v[16];
-        for (int r = 0; r < 16; r++) v[r] = _mm512_maskz_loadu_ps(mask, rows + (r < n_rows ? r : 0) * n_classes + begin);
+        for (int r = 0; r < 16; r++)
+            v[r] = _mm512_maskz_loadu_ps(mask, rows + (r < n_rows ? r : 0) * n_classes + begin);
         transpose_16x16(v);
         for (int j = 0; j < 16; j++) _mm512_storeu_ps(lanes + (begin + j) * 16, v[j]);
     }
@@ -57,7 +58,8 @@ static void transpose_to_rows(float *rows, const float *lanes, int n_rows, int n
     for (int begin = 0; begin < n_classes; begin += 16) {
         const __mmask16 mask = block_mask(begin, n_classes);
         __m512 v[16];
-        for (int j = 0; j < 16; j++) v[j] = begin + j < n_classes ? _mm512_loadu_ps(lanes + (begin + j) * 16) : _mm512_setzero_ps();
+        for (int j = 0; j < 16; j++)
+            v[j] = begin + j < n_classes ? _mm512_loadu_ps(lanes + (begin + j) * 16) : _mm512_setzero_ps();
         transpose_16x16(v);
         for (int r = 0; r < n_rows; r++) _mm512_mask_storeu_ps(rows + r * n_classes + begin, mask, v[r]);
     }
