@@ -163,14 +163,15 @@ static void read_group_targets(group_targets *restrict targets, const cross_entr
         }
 }
 
-/* c_k of row r (coefficient) from w_k (constants->w) and t_k (the probability, 0 for class-index
+/* c_k of row r (coefficient) from w_k (constants->w) and t[at] (the probability, 0 for class-index
  * rows); lone_index: class-index targets without smoothing, where only the class itself has a share
- * (t_k is not read). Rows not counted get some c too, which every result of theirs leaves out. */
+ * (t is not filled, nor read). Rows not counted get some c too, which every result of theirs leaves
+ * out. */
 SPECIALISED double group_coefficient(const group_constants *constants, const group_targets *targets, double w_k,
-                                     double t_k, int k, int r, int lone_index) {
+                                     const TARGET *t, ptrdiff_t at, int k, int r, int lone_index) {
     const int at_index = k == targets->index[r];
     if (lone_index) return at_index ? targets->on_target[r] : 0.0;
-    return coefficient_of(w_k, constants->keep, t_k, constants->spread, at_index, targets->on_target[r]);
+    return coefficient_of(w_k, constants->keep, t[at], constants->spread, at_index, targets->on_target[r]);
 }
 
 /* x' at [at]: the logit, or with_softcap its capped value */
@@ -256,7 +257,7 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
     if (!lone_index)
         for (int k = 0; k < n_classes; k++)
             ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-                const double c = group_coefficient(constants, &targets, w[k], t[AT(k, r)], k, r, lone_index);
+                const double c = group_coefficient(constants, &targets, w[k], t, AT(k, r), k, r, lone_index);
                 add_to_sum(&total[r], &total_carry[r], c);
                 const double x_k = group_logit(value, capped, AT(k, r), with_softcap);
                 add_to_sum(&distance[r], &distance_carry[r], c != 0 ? c * (top[r] - x_k) : 0.0);
@@ -275,7 +276,7 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
         z_term[r] = counted ? z_loss * lse * lse : 0.0;
         const int a = argmax[r];
         const double w_a = w[a];
-        const double c_a = group_coefficient(constants, &targets, w_a, t[GATHER_AT(a, r)], a, r, lone_index);
+        const double c_a = group_coefficient(constants, &targets, w_a, t, GATHER_AT(a, r), a, r, lone_index);
         const double others =
             others_than_argmax(row_total, c_a, a == targets.index[r], constants->spread, weight_total, w_a);
         const gradient_scales scales = {targets.ce_scale[r], targets.z_scale[r]};
@@ -295,7 +296,7 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
     SCRATCH grad[FEW_CLASSES * ROW_GROUP]; /* 0 on rows not counted */
     for (int k = 0; k < n_classes; k++)
         ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-            const SCRATCH c = (SCRATCH)group_coefficient(constants, &targets, w[k], t[AT(k, r)], k, r, lone_index);
+            const SCRATCH c = (SCRATCH)group_coefficient(constants, &targets, w[k], t, AT(k, r), k, r, lone_index);
             const SCRATCH g_k = e[AT(k, r)] * probability[r] - c * target_factor[r];
             const SCRATCH g = k == argmax[r] ? at_argmax[r] : g_k;
             const double capped_g = with_softcap ? g * slope[AT(k, r)] : g;
