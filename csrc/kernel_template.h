@@ -574,25 +574,36 @@ static void write_zeros(STORAGE *row, int64_t n_classes) {
     for (int64_t k = 0; k < n_classes; k++) row[k] = STORE(0.0);
 }
 
-/* Checks every class target and computes the mean's denominators, before anything is written. */
+/* Checks every class target and computes the mean's denominators, before anything is written. The
+ * count and the check are one pass without branches (vectorised); only a call with a target out of
+ * range looks for the first, and only weights need the chain of compensated additions. */
 static int count_targets(sce_result *result, const sce_params *params, const int64_t *target_index) {
-    const int64_t n_rows = params->n_rows, n_classes = params->n_classes;
+    const int64_t n_rows = params->n_rows, n_classes = params->n_classes, ignore_index = params->ignore_index;
     if (!target_index) { /* probability targets: every row counts once */
         result->ce_denominator = result->z_denominator = (double)n_rows;
         return SCE_OK;
     }
-    double weight_sum = 0.0, weight_carry = 0.0; /* compensated: a mean over many rows */
-    int64_t counted = 0;
+    int64_t counted = 0, out_of_range = 0;
     for (int64_t n = 0; n < n_rows; n++) {
         const int64_t y = target_index[n];
-        if (y == params->ignore_index) continue;
-        if (y < 0 || y >= n_classes) {
+        counted += y != ignore_index;
+        out_of_range |= y != ignore_index && (y < 0 || y >= n_classes);
+    }
+    for (int64_t n = 0; out_of_range && n < n_rows; n++) {
+        const int64_t y = target_index[n];
+        if (y != ignore_index && (y < 0 || y >= n_classes)) {
             result->bad_row = n;
             result->bad_value = y;
             return SCE_ERR_TARGET_RANGE;
         }
-        counted++;
-        add_with_carry(&weight_sum, &weight_carry, params->weight ? params->weight[y] : 1.0);
+    }
+    double weight_sum = (double)counted, weight_carry = 0.0; /* without weights, the count (exact below 2^53) */
+    if (params->weight) { /* compensated: a mean over many rows */
+        weight_sum = 0.0;
+        for (int64_t n = 0; n < n_rows; n++) {
+            const int64_t y = target_index[n];
+            if (y != ignore_index) add_with_carry(&weight_sum, &weight_carry, params->weight[y]);
+        }
     }
     result->ce_denominator = with_carry(weight_sum, weight_carry);
     result->z_denominator = (double)counted;
@@ -647,19 +658,37 @@ static void cross_entropy_row(STORAGE *grad, SCRATCH *scratch, const sce_result 
 }
 
 /* The sum of a call's row losses: compensated, so that the mean of a million rows is as accurate as
- * each row; in row order, whatever the threads. */
+ * each row; in a fixed order, whatever the threads: row n in lane n % SUM_LANES, the lanes then
+ * added in order. The lanes are independent chains of additions (a vector's worth, where one chain
+ * would take an addition's latency per row). */
+#define SUM_LANES 8
+
 static double row_order_sum(const double *values, int64_t n) {
-    double sum = 0.0, carry = 0.0;
-    for (int64_t i = 0; i < n; i++) add_with_carry(&sum, &carry, values[i]);
-    return with_carry(sum, carry);
+    double sum[SUM_LANES] = {0.0}, carry[SUM_LANES] = {0.0};
+    int64_t i = 0;
+    for (; i + SUM_LANES <= n; i += SUM_LANES)
+#pragma GCC unroll 1 /* kept a loop, which GCC vectorises (unrolled, it stays scalar) */
+        for (int j = 0; j < SUM_LANES; j++) add_with_carry(&sum[j], &carry[j], values[i + j]);
+    for (; i < n; i++) add_with_carry(&sum[i % SUM_LANES], &carry[i % SUM_LANES], values[i]);
+    double total = 0.0, total_carry = 0.0;
+    for (int j = 0; j < SUM_LANES; j++) {
+        add_with_carry(&total, &total_carry, sum[j]);
+        total_carry += carry[j];
+    }
+    return with_carry(total, total_carry);
 }
 
 /* Rows are shared out to threads in chunks of about CHUNK_ELEMENTS logits; a call smaller than two
- * chunks stays on the calling thread. */
+ * chunks stays on the calling thread. Rows of at most FEW_CLASSES classes are computed ROW_GROUP at
+ * a time (kernel_few_classes.h): their chunks are whole groups. */
 #define CHUNK_ELEMENTS 32768
+#define FEW_CLASSES 32
+#define ROW_GROUP 16
 
 static int64_t rows_per_chunk_of(int64_t n_classes) {
-    return n_classes >= CHUNK_ELEMENTS ? 1 : CHUNK_ELEMENTS / n_classes;
+    if (n_classes >= CHUNK_ELEMENTS) return 1;
+    const int64_t rows = CHUNK_ELEMENTS / n_classes;
+    return n_classes <= FEW_CLASSES ? rows - rows % ROW_GROUP : rows;
 }
 
 /* the row after the last one of the chunk that starts at begin */
@@ -680,131 +709,7 @@ typedef struct {
     int64_t rows_per_chunk;
 } cross_entropy_job;
 
-/* Rows of at most FEW_CLASSES classes are too short to vectorise along: the fixed costs of a row
- * (16 lanes of sums set up and reduced, loops of a few trips) would dominate them. They are taken
- * ROW_GROUP at a time instead, transposed so that a class is a vector across the rows, with the
- * formulas of cross_entropy_row (sums in class order). Each row has its own lane, so a row's result
- * does not depend on the rows grouped with it. */
-#define FEW_CLASSES 32
-#define ROW_GROUP 16
-/* GCC unrolls a loop of 16 constant trips completely before its vectoriser sees it, and the
- * unrolled body then stays scalar; kept as a loop, it becomes a few vector instructions. */
-#define ACROSS_ROWS _Pragma("GCC unroll 1")
-
-typedef double across_rows[FEW_CLASSES][ROW_GROUP]; /* class k of the group's row r at [k][r] */
-
-SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, int64_t first, int64_t n_rows,
-                                          int with_softcap) {
-    const sce_params *params = job->params;
-    const sce_result *result = job->result;
-    const int64_t n_classes = params->n_classes;
-    const double softcap = job->call.softcap;
-    const double *weight = params->weight;
-    const STORAGE *x = job->logits + first * n_classes;
-    across_rows value, slope, e, c;
-    row_target target[ROW_GROUP];
-    int counted[ROW_GROUP]; /* a row of the group, and not ignored */
-    double max[ROW_GROUP], rest[ROW_GROUP], rest_carry[ROW_GROUP], total[ROW_GROUP], total_carry[ROW_GROUP],
-        distance[ROW_GROUP], distance_carry[ROW_GROUP];
-    int64_t argmax[ROW_GROUP];
-    for (int r = 0; r < ROW_GROUP; r++) {
-        counted[r] = r < n_rows && target_of_row(&target[r], params, job->target_index, job->target_prob, first + r);
-        if (!counted[r]) target[r] = (row_target){-1, NULL, 0.0, 0.0, 0.0, NULL};
-        max[r] = -INFINITY;
-        argmax[r] = 0;
-        rest[r] = rest_carry[r] = total[r] = total_carry[r] = distance[r] = distance_carry[r] = 0.0;
-    }
-    /* every read of x and of the targets happens before the gradient is written: grad may be logits */
-    /* lanes past the group's last row repeat its first row: loads without branches (gathers) */
-    for (int64_t k = 0; k < n_classes; k++)
-        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) value[k][r] = LOAD(x[(r < n_rows ? r : 0) * n_classes + k]);
-    for (int64_t k = 0; k < n_classes; k++) /* the probabilities t, made c below */
-        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) c[k][r] = 0.0;
-    if (job->target_prob)
-        for (int64_t r = 0; r < n_rows; r++)
-            for (int64_t k = 0; k < n_classes; k++) c[k][r] = target[r].prob[k];
-    for (int64_t k = 0; k < n_classes; k++) /* as find_max: the first index of the largest x */
-        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-            const int larger = value[k][r] > max[r];
-            max[r] = larger ? value[k][r] : max[r];
-            argmax[r] = larger ? k : argmax[r];
-        }
-    if (with_softcap) {
-        for (int r = 0; r < ROW_GROUP; r++) max[r] = softcapped(max[r], softcap).value;
-        for (int64_t k = 0; k < n_classes; k++)
-            ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-                const capped_logit logit = softcapped(value[k][r], softcap);
-                value[k][r] = logit.value;
-                slope[k][r] = logit.slope;
-            }
-    }
-    for (int64_t k = 0; k < n_classes; k++) /* e = exp(x' - max), exactly 1 at argmax */
-        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-            const double term = exp_term(value[k][r], max[r], with_softcap);
-            add_to_sum(&rest[r], &rest_carry[r], k == argmax[r] ? 0.0 : term);
-            e[k][r] = k == argmax[r] ? 1.0 : term;
-        }
-    /* the coefficients, from the parts of row_target (keep and spread are the same for every row) */
-    const double keep = 1.0 - params->label_smoothing, spread = params->label_smoothing / (double)n_classes;
-    int64_t index[ROW_GROUP];
-    double on_target[ROW_GROUP];
-    for (int r = 0; r < ROW_GROUP; r++) {
-        index[r] = counted[r] ? target[r].index : -1;
-        on_target[r] = target[r].on_target;
-    }
-    double w[FEW_CLASSES];
-    const int weighted_spread = weight && (spread != 0 || job->target_prob); /* as target_of_row */
-    for (int64_t k = 0; k < n_classes; k++) w[k] = weighted_spread ? weight[k] : 1.0;
-    for (int64_t k = 0; k < n_classes; k++)
-        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-            const double coef = coefficient_of(w[k], keep, c[k][r], spread, k == index[r], on_target[r]);
-            c[k][r] = counted[r] ? coef : 0.0;
-            add_to_sum(&total[r], &total_carry[r], c[k][r]);
-            add_to_sum(&distance[r], &distance_carry[r], c[k][r] != 0 ? c[k][r] * (max[r] - value[k][r]) : 0.0);
-        }
-    /* per row, as cross_entropy_row */
-    double loss[ROW_GROUP], z_term[ROW_GROUP], upstream[ROW_GROUP], probability[ROW_GROUP],
-        target_factor[ROW_GROUP], at_argmax[ROW_GROUP];
-    for (int r = 0; r < ROW_GROUP; r++) upstream[r] = r < n_rows ? upstream_of_row(params, first + r) : 0.0;
-    const double z_loss = job->call.z_loss, weight_total = job->call.weight_total;
-    const int reduction = params->reduction;
-    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-        const int64_t a = argmax[r];
-        const double rest_r = row_rest(with_carry(rest[r], rest_carry[r]), max[r], value[a][r]);
-        const double log_sum = log1p_of_nonnegative(rest_r), lse = max[r] + log_sum;
-        const double row_total = with_carry(total[r], total_carry[r]);
-        loss[r] = counted[r] ? with_carry(distance[r], distance_carry[r]) + row_total * log_sum : 0.0;
-        z_term[r] = counted[r] ? z_loss * lse * lse : 0.0;
-        const double c_a = c[a][r];
-        const double others = others_than_argmax(row_total, c_a, a == index[r], spread, weight_total, w[a]);
-        const gradient_factors factors =
-            factors_of(rest_r, lse, row_total, c_a, others, scales_of(upstream[r], result, reduction), z_loss);
-        probability[r] = counted[r] ? factors.probability : 0.0;
-        target_factor[r] = counted[r] ? factors.target : 0.0;
-        at_argmax[r] = counted[r] ? factors.at_argmax : 0.0;
-    }
-    for (int r = 0; r < n_rows; r++) {
-        result->row_loss[first + r] = loss[r];
-        if (result->row_z_loss) result->row_z_loss[first + r] = z_term[r];
-    }
-    if (!job->grad) return;
-    for (int64_t k = 0; k < n_classes; k++) /* value becomes the gradient; 0 on rows not counted */
-        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-            const double g = k == argmax[r] ? at_argmax[r] : e[k][r] * probability[r] - c[k][r] * target_factor[r];
-            const double capped_g = with_softcap ? g * slope[k][r] : g;
-            value[k][r] = counted[r] ? capped_g : 0.0;
-        }
-    STORAGE *grad = job->grad + first * n_classes;
-    for (int64_t r = 0; r < n_rows; r++)
-        for (int64_t k = 0; k < n_classes; k++) grad[r * n_classes + k] = STORE(value[k][r]);
-}
-
-static void cross_entropy_group(const cross_entropy_job *job, int64_t first, int64_t n_rows) {
-    if (job->call.softcap > 0)
-        cross_entropy_group_with(job, first, n_rows, 1);
-    else
-        cross_entropy_group_with(job, first, n_rows, 0);
-}
+#include "kernel_few_classes.h"
 
 static void cross_entropy_chunk(void *context, int worker, int64_t chunk) {
     const cross_entropy_job *job = context;
@@ -812,8 +717,7 @@ static void cross_entropy_chunk(void *context, int worker, int64_t chunk) {
     const int64_t end = chunk_end(begin, job->rows_per_chunk, job->params->n_rows);
     const int64_t n_classes = job->params->n_classes;
     if (n_classes <= FEW_CLASSES) {
-        for (int64_t first = begin; first < end; first += ROW_GROUP)
-            cross_entropy_group(job, first, end - first < ROW_GROUP ? end - first : ROW_GROUP);
+        cross_entropy_groups(job, begin, end);
         return;
     }
     SCRATCH *scratch = job->scratch ? job->scratch + (int64_t)worker * 2 * n_classes : NULL;

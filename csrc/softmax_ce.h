@@ -47,7 +47,7 @@ typedef struct {
     double ce_denominator; /* out: what a mean divides the summed cross-entropy by (the total target
                               weight of the rows not ignored; N for probability targets) */
     double z_denominator;  /* out: what a mean divides the summed z-loss by (rows not ignored) */
-    double loss_sum;       /* out: the sum of row_loss, compensated, in row order */
+    double loss_sum;       /* out: the sum of row_loss, compensated, in a fixed order */
     double z_loss_sum;     /* out: the sum of row_z_loss (0 without z_loss) */
     int64_t bad_row;       /* out, with SCE_ERR_TARGET_RANGE: the first row out of range */
     int64_t bad_value;     /* out, with SCE_ERR_TARGET_RANGE: its target */

@@ -1,0 +1,326 @@
+/* kernel_few_classes.h: the cross-entropy of rows of at most FEW_CLASSES classes; part of
+ * kernel_template.h (included once, before the chunk function, which chooses it).
+ *
+ * Such rows are too short to vectorise along: the fixed costs of a row (16 lanes of sums set up and
+ * reduced, loops of a few trips) would dominate them. They are taken ROW_GROUP at a time instead,
+ * transposed so that a class is a vector across the rows, with the formulas of cross_entropy_row
+ * (sums in class order). Each row has its own lane, so a row's result does not depend on the rows
+ * grouped with it. Float32 logits, their exps and their gradient stay floats in the lanes (a
+ * 512-bit vector holds a class of the whole group); the sums and the per-row factors are double, as
+ * on the row path. */
+
+/* GCC unrolls a loop of 16 constant trips completely before its vectoriser sees it, and the
+ * unrolled body then stays scalar; kept as a loop, it becomes a few vector instructions. */
+#define ACROSS_ROWS _Pragma("GCC unroll 1")
+
+/* The group transposed: class k of its row r at [AT(k, r)] of an array of FEW_CLASSES * ROW_GROUP
+ * (flat, so that a lane's own k can be gathered: GCC 12 gathers from no 2-D array). The logits and
+ * exps are kept as SCRATCH, which holds them exactly (floats for float32). AT is pointer-sized: with
+ * -fwrapv (in Python's build flags) an int index would not be affine in the class loops, and GCC
+ * would vectorise none of them; GATHER_AT, for a k of each lane's own, is an int: gathers take
+ * 32-bit indices. */
+#define AT(k, r) ((ptrdiff_t)(k) * ROW_GROUP + (r))
+#define GATHER_AT(k, r) ((k) * ROW_GROUP + (r))
+
+/* Float32 logits on AVX-512 go to lanes and back by a transpose in registers; others by gathers,
+ * through index tables, so that the rows are read and the gradient written in memory order. */
+#if defined(__AVX512F__) && FLOAT_EXP
+_Static_assert(sizeof(STORAGE) == sizeof(float) && sizeof(SCRATCH) == sizeof(float) && sizeof(TARGET) == sizeof(float),
+               "transpose_16.h moves floats");
+#define TRANSPOSE_16 1
+#include "transpose_16.h"
+#endif
+
+/* What every group of a call shares, set up once per chunk. */
+typedef struct {
+#ifndef TRANSPOSE_16
+    int of_rows[FEW_CLASSES * ROW_GROUP];       /* [AT(k, r)] is element r K + k of the rows */
+    int of_transposed[FEW_CLASSES * ROW_GROUP]; /* and the other way */
+#endif
+    double w[FEW_CLASSES]; /* the class weights of keep t + spread (all 1 where target_of_row drops them) */
+    double on_target[FEW_CLASSES + 1]; /* (1 - eps) w_k, target_of_row's on_target for class index k;
+                                          0 at FEW_CLASSES, for rows not counted */
+    double keep, spread;           /* 1 - eps, eps / K */
+    gradient_scales scales;        /* of every row, unless each has its own upstream gradient */
+} group_constants;
+
+static void set_up_groups(group_constants *constants, const cross_entropy_job *job) {
+    const sce_params *params = job->params;
+    const int n_classes = (int)params->n_classes;
+#ifndef TRANSPOSE_16
+    for (int r = 0; r < ROW_GROUP; r++)
+        for (int k = 0; k < n_classes; k++) {
+            constants->of_rows[AT(k, r)] = r * n_classes + k;
+            constants->of_transposed[r * n_classes + k] = AT(k, r);
+        }
+#endif
+    constants->keep = 1.0 - params->label_smoothing;
+    constants->spread = params->label_smoothing / (double)n_classes;
+    const int weighted_spread = params->weight && (constants->spread != 0 || job->target_prob); /* as target_of_row */
+    for (int k = 0; k < n_classes; k++) {
+        constants->w[k] = weighted_spread ? params->weight[k] : 1.0;
+        constants->on_target[k] = constants->keep * (params->weight ? params->weight[k] : 1.0);
+    }
+    constants->on_target[FEW_CLASSES] = 0.0;
+    constants->scales = scales_of(params->grad_scale, job->result, params->reduction);
+}
+
+/* The ROW_GROUP rows of a group from rows: rows itself when all are real (n_rows), else a copy in
+ * padded with row 0 repeated (so that every lane computes something, and loads need no bounds) */
+static const void *group_rows(void *padded, const void *rows, int n_rows, size_t row_bytes) {
+    if (n_rows == ROW_GROUP) return rows;
+    memcpy(padded, rows, (size_t)n_rows * row_bytes);
+    for (int r = n_rows; r < ROW_GROUP; r++) memcpy((char *)padded + (size_t)r * row_bytes, rows, row_bytes);
+    return padded;
+}
+
+/* The group's logits and probability targets to lanes, [AT(k, r)] = class k of row r (rows past
+ * n_rows repeat row 0, so that every lane computes something), and its gradient back to rows, made
+ * STORAGE there. */
+#ifdef TRANSPOSE_16
+static void logits_to_lanes(SCRATCH *lanes, const STORAGE *rows, const group_constants *constants, int n_rows,
+                            int n_classes) {
+    (void)constants;
+    transpose_to_lanes(lanes, rows, n_rows, n_classes);
+}
+
+static void targets_to_lanes(TARGET *lanes, const TARGET *rows, const group_constants *constants, int n_rows,
+                             int n_classes) {
+    (void)constants;
+    transpose_to_lanes(lanes, rows, n_rows, n_classes);
+}
+
+static void gradient_to_rows(STORAGE *rows, const SCRATCH *lanes, const group_constants *constants, int n_rows,
+                             int n_classes) {
+    (void)constants;
+    transpose_to_rows(rows, lanes, n_rows, n_classes);
+}
+#else
+static void logits_to_lanes(SCRATCH *lanes, const STORAGE *rows, const group_constants *constants, int n_rows,
+                            int n_classes) {
+    STORAGE padded[FEW_CLASSES * ROW_GROUP], transposed[FEW_CLASSES * ROW_GROUP];
+    const STORAGE *x = group_rows(padded, rows, n_rows, n_classes * sizeof(STORAGE));
+    /* moved, then converted in a loop of its own: half precision has no gathers, but converts in vectors */
+    for (int i = 0; i < n_classes * ROW_GROUP; i++) transposed[i] = x[constants->of_rows[i]];
+    for (int i = 0; i < n_classes * ROW_GROUP; i++) lanes[i] = (SCRATCH)LOAD(transposed[i]);
+}
+
+static void targets_to_lanes(TARGET *lanes, const TARGET *rows, const group_constants *constants, int n_rows,
+                             int n_classes) {
+    TARGET padded[FEW_CLASSES * ROW_GROUP];
+    const TARGET *t = group_rows(padded, rows, n_rows, n_classes * sizeof(TARGET));
+    for (int i = 0; i < n_classes * ROW_GROUP; i++) lanes[i] = t[constants->of_rows[i]];
+}
+
+static void gradient_to_rows(STORAGE *rows, const SCRATCH *lanes, const group_constants *constants, int n_rows,
+                             int n_classes) {
+    for (int i = 0; i < n_rows * n_classes; i++) rows[i] = STORE(lanes[constants->of_transposed[i]]);
+}
+#endif
+
+/* The targets of a group's rows, as target_of_row's parts. Lanes past the group's last row are not
+ * counted. */
+typedef struct {
+    int counted[ROW_GROUP];      /* a row of the group, and not ignored */
+    int index[ROW_GROUP];        /* the class index; -1 for a probability row or a row not counted */
+    double on_target[ROW_GROUP]; /* (1 - eps) w_y; 0 where index is -1 */
+    double ce_scale[ROW_GROUP], z_scale[ROW_GROUP]; /* scales_of */
+} group_targets;
+
+static void read_group_targets(group_targets *restrict targets, const cross_entropy_job *job,
+                               const group_constants *constants, int64_t first, int n_rows) {
+    const sce_params *params = job->params;
+    const int64_t ignore_index = params->ignore_index;
+    const double *on_target = constants->on_target; /* a plain pointer: a gather */
+    if (job->target_index) {
+        int64_t padded[ROW_GROUP];
+        const int64_t *target_index = group_rows(padded, job->target_index + first, n_rows, sizeof(int64_t));
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            const int64_t y = target_index[r];
+            const int counted = r < n_rows && y != ignore_index;
+            targets->counted[r] = counted;
+            targets->index[r] = counted ? (int)y : -1;
+            targets->on_target[r] = on_target[counted ? (int)y : FEW_CLASSES]; /* no select: a gather */
+        }
+    } else
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            targets->counted[r] = r < n_rows;
+            targets->index[r] = -1;
+            targets->on_target[r] = 0.0;
+        }
+    /* with an upstream gradient per row, the scales of each; else the call's, for every row */
+    if (params->row_grad_scale)
+        for (int r = 0; r < ROW_GROUP; r++) {
+            const gradient_scales scales =
+                scales_of(params->row_grad_scale[first + (r < n_rows ? r : 0)], job->result, params->reduction);
+            targets->ce_scale[r] = scales.ce;
+            targets->z_scale[r] = scales.z;
+        }
+    else
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            targets->ce_scale[r] = constants->scales.ce;
+            targets->z_scale[r] = constants->scales.z;
+        }
+}
+
+/* c_k of row r (coefficient) from w_k (constants->w) and t[at] (the probability, 0 for class-index
+ * rows); lone_index: class-index targets without smoothing, where only the class itself has a share
+ * (t is not filled, nor read). Rows not counted get some c too, which every result of theirs leaves
+ * out. */
+SPECIALISED double group_coefficient(const group_constants *constants, const group_targets *targets, double w_k,
+                                     const TARGET *t, ptrdiff_t at, int k, int r, int lone_index) {
+    const int at_index = k == targets->index[r];
+    if (lone_index) return at_index ? targets->on_target[r] : 0.0;
+    return coefficient_of(w_k, constants->keep, t[at], constants->spread, at_index, targets->on_target[r]);
+}
+
+/* x' at [at]: the logit, or with_softcap its capped value */
+SPECIALISED double group_logit(const SCRATCH *value, const double *capped, ptrdiff_t at, int with_softcap) {
+    return with_softcap ? capped[at] : (double)value[at];
+}
+
+/* The loss and z-loss term of rows [first, first + n_rows) (n_rows <= ROW_GROUP) and, with a
+ * gradient, their gradient. */
+SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const group_constants *constants,
+                                          int64_t first, int n_rows, int with_softcap, int lone_index) {
+    const sce_params *params = job->params;
+    const sce_result *result = job->result;
+    const int n_classes = (int)params->n_classes;
+    const double softcap = job->call.softcap;
+    SCRATCH value[FEW_CLASSES * ROW_GROUP], e[FEW_CLASSES * ROW_GROUP];
+    double capped[FEW_CLASSES * ROW_GROUP], slope[FEW_CLASSES * ROW_GROUP]; /* x' and its slope (softcap only) */
+    TARGET t[FEW_CLASSES * ROW_GROUP];
+    group_targets targets;
+    const double *w = constants->w;
+    /* every read of x and of the targets happens before the gradient is written: grad may be logits */
+    read_group_targets(&targets, job, constants, first, n_rows);
+    const STORAGE *x = job->logits + first * n_classes;
+    if (first + ROW_GROUP < params->n_rows) /* the next group, meanwhile (64: a cache line; 1: into L2) */
+        for (int byte = 0; byte < ROW_GROUP * n_classes * (int)sizeof(STORAGE); byte += 64)
+            __builtin_prefetch((const char *)(x + ROW_GROUP * n_classes) + byte, 0, 1);
+    logits_to_lanes(value, x, constants, n_rows, n_classes);
+    if (!lone_index) { /* the probabilities t, 0 for class-index rows */
+        if (job->target_prob)
+            targets_to_lanes(t, job->target_prob + first * n_classes, constants, n_rows, n_classes);
+        else
+            for (int i = 0; i < n_classes * ROW_GROUP; i++) t[i] = 0;
+    }
+
+    SCRATCH max[ROW_GROUP]; /* as find_max: the first index of the largest x */
+    int argmax[ROW_GROUP];
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+        max[r] = -INFINITY;
+        argmax[r] = 0;
+    }
+    /* argmax by arithmetic, not a select that may keep the old value: GCC makes that a masked store,
+     * which the next class's load cannot forward from */
+    for (int k = 0; k < n_classes; k++)
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            const SCRATCH old = max[r], x_k = value[AT(k, r)];
+            const int larger = x_k > old;
+            max[r] = larger ? x_k : old;
+            argmax[r] += larger * (k - argmax[r]);
+        }
+    double top[ROW_GROUP], x_at_argmax[ROW_GROUP]; /* the max of x', and x at its argmax */
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+        top[r] = with_softcap ? softcapped(max[r], softcap).value : max[r];
+        x_at_argmax[r] = max[r] > -INFINITY ? max[r] : value[AT(0, r)]; /* the max, unless no x is above -inf */
+    }
+    if (with_softcap)
+        for (int k = 0; k < n_classes; k++)
+            ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+                const capped_logit logit = softcapped(value[AT(k, r)], softcap);
+                capped[AT(k, r)] = logit.value;
+                slope[AT(k, r)] = logit.slope;
+            }
+
+    double rest[ROW_GROUP], rest_carry[ROW_GROUP];
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) rest[r] = rest_carry[r] = 0.0;
+    for (int k = 0; k < n_classes; k++) /* e = exp(x' - max); the gradient reads none at the argmax */
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            const double x_k = group_logit(value, capped, AT(k, r), with_softcap);
+            const double term = exp_term(x_k, top[r], with_softcap);
+            add_to_sum(&rest[r], &rest_carry[r], k == argmax[r] ? 0.0 : term);
+            e[AT(k, r)] = (SCRATCH)term;
+        }
+
+    /* target_sums */
+    double total[ROW_GROUP], total_carry[ROW_GROUP], distance[ROW_GROUP], distance_carry[ROW_GROUP];
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) { /* a lone class index: one term, as sum_over_target */
+        const double c = targets.on_target[r];
+        const int y = targets.index[r] < 0 ? 0 : targets.index[r];
+        const double x_y = group_logit(value, capped, GATHER_AT(y, r), with_softcap);
+        total[r] = lone_index ? c : 0.0;
+        distance[r] = lone_index && c != 0 ? c * (top[r] - x_y) : 0.0;
+        total_carry[r] = distance_carry[r] = 0.0;
+    }
+    if (!lone_index)
+        for (int k = 0; k < n_classes; k++)
+            ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+                const double c = group_coefficient(constants, &targets, w[k], t, AT(k, r), k, r, lone_index);
+                add_to_sum(&total[r], &total_carry[r], c);
+                const double x_k = group_logit(value, capped, AT(k, r), with_softcap);
+                add_to_sum(&distance[r], &distance_carry[r], c != 0 ? c * (top[r] - x_k) : 0.0);
+            }
+
+    /* per row, as cross_entropy_row */
+    double loss[ROW_GROUP], z_term[ROW_GROUP];
+    SCRATCH probability[ROW_GROUP], target_factor[ROW_GROUP], at_argmax[ROW_GROUP]; /* see the gradient */
+    const double z_loss = job->call.z_loss, weight_total = job->call.weight_total;
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+        const double rest_r = row_rest(with_carry(rest[r], rest_carry[r]), top[r], x_at_argmax[r]);
+        const double log_sum = log1p_of_nonnegative(rest_r), lse = top[r] + log_sum;
+        const double row_total = with_carry(total[r], total_carry[r]);
+        const int counted = targets.counted[r];
+        loss[r] = counted ? with_carry(distance[r], distance_carry[r]) + row_total * log_sum : 0.0;
+        z_term[r] = counted ? z_loss * lse * lse : 0.0;
+        const int a = argmax[r];
+        const double w_a = w[a];
+        const double c_a = group_coefficient(constants, &targets, w_a, t, GATHER_AT(a, r), a, r, lone_index);
+        const double others =
+            others_than_argmax(row_total, c_a, a == targets.index[r], constants->spread, weight_total, w_a);
+        const gradient_scales scales = {targets.ce_scale[r], targets.z_scale[r]};
+        const gradient_factors factors = factors_of(rest_r, lse, row_total, c_a, others, scales, z_loss);
+        probability[r] = (SCRATCH)(counted ? factors.probability : 0.0);
+        target_factor[r] = (SCRATCH)(counted ? factors.target : 0.0);
+        at_argmax[r] = (SCRATCH)(counted ? factors.at_argmax : 0.0);
+    }
+    for (int r = 0; r < n_rows; r++) {
+        result->row_loss[first + r] = loss[r];
+        if (result->row_z_loss) result->row_z_loss[first + r] = z_term[r];
+    }
+    if (!job->grad) return;
+
+    /* in SCRATCH: floats for float32, whose exps are floats (its factors rounded to float first add
+     * about an ulp to the error of e) */
+    SCRATCH grad[FEW_CLASSES * ROW_GROUP]; /* 0 on rows not counted */
+    for (int k = 0; k < n_classes; k++)
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            const SCRATCH c = (SCRATCH)group_coefficient(constants, &targets, w[k], t, AT(k, r), k, r, lone_index);
+            const SCRATCH g_k = e[AT(k, r)] * probability[r] - c * target_factor[r];
+            const SCRATCH g = k == argmax[r] ? at_argmax[r] : g_k;
+            const double capped_g = with_softcap ? g * slope[AT(k, r)] : g;
+            grad[AT(k, r)] = (SCRATCH)(targets.counted[r] ? capped_g : 0.0);
+        }
+    gradient_to_rows(job->grad + first * n_classes, grad, constants, n_rows, n_classes);
+}
+
+SPECIALISED void cross_entropy_groups_with(const cross_entropy_job *job, const group_constants *constants,
+                                           int64_t begin, int64_t end, int with_softcap, int lone_index) {
+    for (int64_t first = begin; first < end; first += ROW_GROUP)
+        cross_entropy_group_with(job, constants, first, end - first < ROW_GROUP ? (int)(end - first) : ROW_GROUP,
+                                 with_softcap, lone_index);
+}
+
+/* rows [begin, end) */
+static void cross_entropy_groups(const cross_entropy_job *job, int64_t begin, int64_t end) {
+    group_constants constants;
+    set_up_groups(&constants, job);
+    const int lone_index = job->target_index && constants.spread == 0;
+    if (job->call.softcap > 0)
+        cross_entropy_groups_with(job, &constants, begin, end, 1, 0);
+    else if (lone_index)
+        cross_entropy_groups_with(job, &constants, begin, end, 0, 1);
+    else
+        cross_entropy_groups_with(job, &constants, begin, end, 0, 0);
+}
