@@ -24,7 +24,7 @@
 
 /* Float32 logits on AVX-512 go to lanes and back by a transpose in registers; others by gathers,
  * through index tables, so that the rows are read and the gradient written in memory order. */
-#if defined(__AVX512F__) && FLOAT_EXP
+#if defined(__AVX512F__) && defined(STORAGE_IS_FLOAT)
 _Static_assert(sizeof(STORAGE) == sizeof(float) && sizeof(SCRATCH) == sizeof(float) && sizeof(TARGET) == sizeof(float),
                "transpose_16.h moves floats");
 #define TRANSPOSE_16 1
