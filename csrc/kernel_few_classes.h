@@ -179,6 +179,10 @@ SPECIALISED double group_logit(const SCRATCH *value, const double *capped, ptrdi
     return with_softcap ? capped[at] : (double)value[at];
 }
 
+/* grad_k / slope_k, in the precision of its operands (factors_of's gradient_factors, and c_k) */
+#define LANE_GRADIENT(is_argmax, at_argmax, e, probability, c, target) \
+    ((is_argmax) ? (at_argmax) : (e) * (probability) - (c) * (target))
+
 /* The loss and z-loss term of rows [first, first + n_rows) (n_rows <= ROW_GROUP) and, with a
  * gradient, their gradient. */
 SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const group_constants *constants,
@@ -188,7 +192,8 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
     const int n_classes = (int)params->n_classes;
     const double softcap = job->call.softcap;
     SCRATCH value[FEW_CLASSES * ROW_GROUP], e[FEW_CLASSES * ROW_GROUP];
-    double capped[FEW_CLASSES * ROW_GROUP], slope[FEW_CLASSES * ROW_GROUP]; /* x' and its slope (softcap only) */
+    /* softcap only: x', its slope, and e in double (see the gradient) */
+    double capped[FEW_CLASSES * ROW_GROUP], slope[FEW_CLASSES * ROW_GROUP], capped_e[FEW_CLASSES * ROW_GROUP];
     TARGET t[FEW_CLASSES * ROW_GROUP];
     group_targets targets;
     const double *w = constants->w;
@@ -241,7 +246,10 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
             const double x_k = group_logit(value, capped, AT(k, r), with_softcap);
             const double term = exp_term(x_k, top[r], with_softcap);
             add_to_sum(&rest[r], &rest_carry[r], k == argmax[r] ? 0.0 : term);
-            e[AT(k, r)] = (SCRATCH)term;
+            if (with_softcap)
+                capped_e[AT(k, r)] = term;
+            else
+                e[AT(k, r)] = (SCRATCH)term;
         }
 
     /* target_sums */
@@ -291,16 +299,20 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
     }
     if (!job->grad) return;
 
-    /* in SCRATCH: floats for float32, whose exps are floats (its factors rounded to float first add
-     * about an ulp to the error of e) */
+    /* In the precision of e: SCRATCH, floats for float32 (whose exps are floats; its factors rounded
+     * to float add about an ulp to the error of e); with a softcap in double, as the exps of capped
+     * logits are (rounded to float, a subnormal one would lose its digits). */
     SCRATCH grad[FEW_CLASSES * ROW_GROUP]; /* 0 on rows not counted */
     for (int k = 0; k < n_classes; k++)
         ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-            const SCRATCH c = (SCRATCH)group_coefficient(constants, &targets, w[k], t, AT(k, r), k, r, lone_index);
-            const SCRATCH g_k = e[AT(k, r)] * probability[r] - c * target_factor[r];
-            const SCRATCH g = k == argmax[r] ? at_argmax[r] : g_k;
-            const double capped_g = with_softcap ? g * slope[AT(k, r)] : g;
-            grad[AT(k, r)] = (SCRATCH)(targets.counted[r] ? capped_g : 0.0);
+            const double c = group_coefficient(constants, &targets, w[k], t, AT(k, r), k, r, lone_index);
+            const int is_argmax = k == argmax[r];
+            const double g =
+                with_softcap
+                    ? LANE_GRADIENT(is_argmax, at_argmax[r], capped_e[AT(k, r)], probability[r], c, target_factor[r]) *
+                          slope[AT(k, r)]
+                    : LANE_GRADIENT(is_argmax, at_argmax[r], e[AT(k, r)], probability[r], (SCRATCH)c, target_factor[r]);
+            grad[AT(k, r)] = targets.counted[r] ? (SCRATCH)g : 0;
         }
     gradient_to_rows(job->grad + first * n_classes, grad, constants, n_rows, n_classes);
 }
