@@ -112,6 +112,11 @@ static inline capped_logit softcapped(double x, double softcap) {
     return (capped_logit){softcap * copysign(-e.expm1 * inverse, u), 4.0 * e.exp * inverse * inverse};
 }
 
+/* Slopes are kept in scratch times SLOPE_SCALE: a float keeps slopes down to 2^-252 to its full
+ * precision (a subnormal float slope would lose digits, and the gradient it scales several of its
+ * own subnormal units: fuzz seed 116935), and a double keeps them exactly either way. */
+#define SLOPE_SCALE 0x1p126
+
 /* x' (x itself when softcap is 0) */
 static inline double capped(double x, double softcap) {
     return softcap > 0 ? softcapped(x, softcap).value : x;
@@ -192,7 +197,7 @@ SPECIALISED void exp_block(partial_sums *sums, SCRATCH *restrict e, SCRATCH *res
         const capped_logit logit = softcap > 0 ? softcapped(LOAD(x[j]), softcap) : (capped_logit){LOAD(x[j]), 1.0};
         const double term = exp_term(logit.value, max, softcap > 0);
         if (store) e[j] = term;
-        if (store && softcap > 0) slope[j] = logit.slope;
+        if (store && softcap > 0) slope[j] = logit.slope * SLOPE_SCALE;
         add_to_lane(sums, j, j == skip ? 0.0 : term);
     }
 }
@@ -322,7 +327,7 @@ static row_stats finish_row_stats(SCRATCH *restrict scratch, const STORAGE *x, i
     stats.log_sum = log1p_of_nonnegative(stats.rest);
     if (scratch) {
         scratch[max.index] = 1.0;
-        if (softcap > 0) scratch[n_classes + max.index] = softcapped(LOAD(x[max.index]), softcap).slope;
+        if (softcap > 0) scratch[n_classes + max.index] = softcapped(LOAD(x[max.index]), softcap).slope * SLOPE_SCALE;
     }
     return stats;
 }
@@ -528,11 +533,11 @@ SPECIALISED void gradient_values(STORAGE *out, const SCRATCH *restrict scratch, 
     } else {
         for (int64_t j = 0; j < count; j++) {
             const double g = e[j] * factors.probability - coefficient(target, k + j) * factors.target;
-            out[j] = STORE(with_softcap ? g * slope[j] : g);
+            out[j] = STORE(with_softcap ? g * (slope[j] / SLOPE_SCALE) : g);
         }
     }
     if (argmax >= k && argmax < k + count)
-        out[argmax - k] = STORE(with_softcap ? factors.at_argmax * slope[argmax - k] : factors.at_argmax);
+        out[argmax - k] = STORE(with_softcap ? factors.at_argmax * (slope[argmax - k] / SLOPE_SCALE) : factors.at_argmax);
 }
 
 /* The gradient of one row over classes [begin, end). x is not read: grad may be the logits

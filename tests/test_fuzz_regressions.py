@@ -46,3 +46,16 @@ def test_a_float32_loss_beyond_the_range_is_inf_without_a_floating_point_error(r
     with np.errstate(all="raise"):
         loss = softmax_ce_c.cross_entropy(x, np.array([1]), reduction=reduction, **options)
     assert np.all(np.isposinf(loss))
+
+
+def test_float32_softcap_slope_below_floats_normal_range_keeps_its_digits():
+    """A float32 row's slopes wait between passes in a float work space: at x / softcap = 50 the
+    slope, 4 e^-100 = 1.5e-43, is subnormal there (a few digits; fuzz seed 116935). A large upstream
+    gradient makes the element it scales a normal float, which must keep float32's accuracy."""
+    x = np.zeros((1, 33), np.float32)
+    x[0, 0] = 50.0
+    options = dict(softcap=1.0, reduction="sum", grad_scale=1e30)
+    grad = softmax_ce_c.softmax_cross_entropy(x, np.array([1]), **options)[1]
+    want = reference.softmax_cross_entropy(x.astype(np.longdouble), np.array([1]), **options)[1]
+    assert want[0, 0] > np.finfo(np.float32).tiny
+    assert abs(grad[0, 0] - want[0, 0]) <= 8 * np.finfo(np.float32).eps * want[0, 0]
