@@ -220,7 +220,9 @@ static inline void prefetch_block(const STORAGE *block) {
 #if FLOAT_EXP && defined(__AVX512F__)
 #include "vector_exp_avx512.h"
 
-/* the same in AVX-512 intrinsics (vector_exp_avx512.h); FLOAT_EXP types' sums are not compensated */
+/* the same in AVX-512 intrinsics (vector_exp_avx512.h), adding to the sums directly */
+_Static_assert(!COMPENSATED_SUMS, "FLOAT_EXP types' sums are not compensated");
+
 SPECIALISED void exp_float_run(partial_sums *sums, SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row,
                                int64_t count, int64_t skip, float max, int store) {
     const __m512 m = _mm512_set1_ps(max);
@@ -549,7 +551,8 @@ SPECIALISED void write_gradient_with(STORAGE *grad, const SCRATCH *restrict scra
     enum { LINE = CACHE_LINE / sizeof(STORAGE) };
     int64_t k = begin;
     if (streaming) {
-        int64_t aligned = k; /* the first whole line (none if grad is not aligned to its elements) */
+        int64_t aligned = k; /* the first whole line; none if grad is not aligned to its elements */
+        if ((uintptr_t)grad % sizeof(STORAGE) != 0) aligned = end;
         while (aligned < end && (uintptr_t)(grad + aligned) % CACHE_LINE != 0) aligned++;
         gradient_values(grad + k, scratch, target, argmax, factors, n_classes, k, aligned - k, with_softcap, only_index);
         for (k = aligned; k + LINE <= end; k += LINE) {

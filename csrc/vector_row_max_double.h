@@ -56,8 +56,10 @@ static logit_max vector_row_max(const double *x, int64_t n_classes) {
     const doubles target = all_lanes(max);
     for (k = 0; k + DOUBLE_LANES <= n_classes; k += DOUBLE_LANES) {
         const unsigned equal = lanes_equal(load_doubles(x + k), target);
-        if (equal) k += __builtin_ctz(equal);
-        if (equal) return (logit_max){x[k], k}; /* x[k], not max: the sign of a zero max is the first's */
+        if (equal) {
+            const int64_t first = k + __builtin_ctz(equal);
+            return (logit_max){x[first], first}; /* x[first], not max: a zero max has the first's sign */
+        }
     }
     for (; x[k] != max; k++) continue; /* the max is one of the last logits */
     return (logit_max){x[k], k};
