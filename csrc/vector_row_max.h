@@ -37,10 +37,6 @@ static inline floats16 load_16_bf16_masked(__mmask16 valid, const uint16_t *x) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(words, 16));
 }
 
-static inline floats16 load_16_f16_masked(__mmask16 valid, const uint16_t *x) {
-    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(valid, x));
-}
-
 typedef struct {
     __m512 max;
     __m512i block;
