@@ -1,7 +1,7 @@
 """The public functions: validate (_validate), run the C kernel on the rows, reduce, restore the layout."""
 import numpy as np
 
-from . import _validate
+from . import _reused_memory, _validate
 from ._kernel import ffi, lib
 
 
@@ -154,7 +154,7 @@ def _gradient_rows(problem, destination, inplace):
         return rows.data
     if destination is not None and rows.axis == problem.array.ndim - 1:
         return destination.reshape(rows.data.shape)
-    return np.empty_like(rows.data)
+    return _reused_memory.empty_like(rows.data)
 
 
 def softmax_cross_entropy(
@@ -266,7 +266,7 @@ def logsumexp(x, axis=-1, *, num_threads=None):
 def log_softmax(x, axis=-1, *, num_threads=None):
     """x - logsumexp(x) along `axis`, accurate near 0; a row with +inf or no finite value is NaN."""
     data, kernels, rows = _rows(x, axis)
-    out = np.empty_like(data)
+    out = _reused_memory.empty_like(data)
     _run_rows(kernels.log_softmax, kernels, out, data, num_threads)
     return out if rows is None else rows.restore(out)
 
@@ -274,7 +274,7 @@ def log_softmax(x, axis=-1, *, num_threads=None):
 def softmax(x, axis=-1, *, num_threads=None):
     """exp(x) / sum(exp(x)) along `axis`; a row with +inf or no finite value is NaN."""
     data, kernels, rows = _rows(x, axis)
-    out = np.empty_like(data)
+    out = _reused_memory.empty_like(data)
     _run_rows(kernels.softmax, kernels, out, data, num_threads)
     return out if rows is None else rows.restore(out)
 

@@ -8,6 +8,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from . import _reused_memory
+
 # bfloat16 is ml_dtypes' NumPy dtype; it is recognised by name so ml_dtypes is never imported here
 LOGIT_DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")
 REDUCTIONS = ("mean", "sum", "none")
@@ -253,7 +255,7 @@ def plain_gradient(logits, out, inplace, grad_scale):
     if type(grad_scale) not in _PLAIN_NUMBERS:
         return None
     if inplace is False and out is None:
-        return np.empty_like(logits)
+        return _reused_memory.empty_like(logits)
     if inplace is False and type(out) is np.ndarray and out.shape == logits.shape and out.dtype == logits.dtype:
         flags = out.flags
         if flags.c_contiguous and flags.aligned and flags.writeable and not np.may_share_memory(out, logits):
