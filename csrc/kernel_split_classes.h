@@ -46,8 +46,7 @@ static void segment_sum_task(void *context, int worker, int64_t task) {
     if (!split->counted[n]) return;
     const row_stats *stats = &split->stats[n];
     if (segment == split->n_segments) {
-        split->sums[n] = sum_over_target(&split->target[n], row_of(job, n), job->params->n_classes, stats->max,
-                                         job->call.softcap);
+        split->sums[n] = sum_over_target(&split->target[n], row_of(job, n), &job->call, stats->max);
         return;
     }
     split->segment_rest[n * split->n_segments + segment] =

@@ -346,6 +346,14 @@ static row_stats compute_row_stats(SCRATCH *restrict scratch, const STORAGE *x, 
     return finish_row_stats(scratch, x, n_classes, max, rest, softcap);
 }
 
+/* Per-call constants of the cross-entropy. */
+typedef struct {
+    int64_t n_classes;
+    double softcap, z_loss;
+    double weight_total; /* sum of the class weights (K without weights) */
+    int stream_gradient; /* write the gradient past the caches (see STREAM_MIN_BYTES) */
+} call_constants;
+
 /* What one row is asked to predict, as the coefficients c_k of (lse - x'_k) in its loss:
  *   class index y:  c_k = w_k * spread + [k == y] * on_target, on_target = (1 - eps) w_y
  *   probabilities:  c_k = w_k * (keep * t_k + spread),          keep = 1 - eps
@@ -413,11 +421,20 @@ SPECIALISED target_sums target_sum_blocks(const row_target *target, const STORAG
     return (target_sums){total_of(&distance), total_of(&total)};
 }
 
-static target_sums sum_over_target(const row_target *target, const STORAGE *x, int64_t n_classes,
-                                   double max, double softcap) {
-    if (!target->prob && target->spread == 0) { /* a lone class index: one term */
+#include "smoothing_distance.h"
+
+/* A class index has T = on_target + spread W (W the weights' sum) and distance on_target (max - x'_y)
+ * + spread D (smoothing_distance.h, without a softcap) */
+static target_sums sum_over_target(const row_target *target, const STORAGE *x, const call_constants *call,
+                                   double max) {
+    const int64_t n_classes = call->n_classes;
+    const double softcap = call->softcap;
+    if (!target->prob && (target->spread == 0 || softcap == 0)) {
         const double c = target->on_target;
-        return (target_sums){c != 0 ? c * (max - capped(LOAD(x[target->index]), softcap)) : 0.0, c};
+        const double on_index = c != 0 ? c * (max - capped(LOAD(x[target->index]), softcap)) : 0.0;
+        if (target->spread == 0) return (target_sums){on_index, c};
+        return (target_sums){on_index + target->spread * smoothing_distance(target->weight, x, n_classes, max),
+                             c + target->spread * call->weight_total};
     }
     return softcap > 0 ? target_sum_blocks(target, x, n_classes, max, softcap)
                        : target_sum_blocks(target, x, n_classes, max, 0.0);
@@ -438,6 +455,12 @@ static inline scaling scaling_of(double factor) {
 }
 
 static inline STORAGE scaled(SCRATCH e, scaling factor) { return STORE_FLOAT(VEXPF_FMA(e, factor.hi, e * factor.lo)); }
+
+/* e * factor - c: c's rounding to float and e lo - c's are within 2^-24 of c each, inside the
+ * gradient's bound of 8 eps (p_k T + c_k) */
+static inline STORAGE scaled_minus(SCRATCH e, scaling factor, double c) {
+    return STORE_FLOAT(VEXPF_FMA(e, factor.hi, VEXPF_FMA(e, factor.lo, -(float)c)));
+}
 #else
 typedef struct {
     double factor;
@@ -446,6 +469,8 @@ typedef struct {
 static inline scaling scaling_of(double factor) { return (scaling){factor}; }
 
 static inline STORAGE scaled(SCRATCH e, scaling factor) { return STORE(e * factor.factor); }
+
+static inline STORAGE scaled_minus(SCRATCH e, scaling factor, double c) { return STORE(e * factor.factor - c); }
 #endif
 
 /* A gradient of at least this size is written past the caches (stream_store.h): it would not stay
@@ -453,14 +478,6 @@ static inline STORAGE scaled(SCRATCH e, scaling factor) { return STORE(e * facto
  * ownership of each line: 1024x32000 float32 on one thread 0.47 -> 0.42 ns per element, 8192x1000
  * unchanged (measured). */
 #define STREAM_MIN_BYTES (16.0 * 1024 * 1024)
-
-/* Per-call constants of the cross-entropy. */
-typedef struct {
-    int64_t n_classes;
-    double softcap, z_loss;
-    double weight_total; /* sum of the class weights (K without weights) */
-    int stream_gradient; /* write the gradient past the caches (see STREAM_MIN_BYTES) */
-} call_constants;
 
 /* The gradient of a row is grad_k = slope_k (e_k probability - c_k target) but at the argmax, with
  * e_k = exp(x'_k - max) and slope_k the softcap's derivative:
@@ -520,18 +537,27 @@ static gradient_factors factors_of_row(const row_target *target, const row_stats
                       scales_of(upstream_of_row(params, n), result, params->reduction), call->z_loss);
 }
 
+/* The targets gradient_values has a loop of its own for. A class index without a softcap has grad_j
+ * = e_j probability - w_j spread target but at the index and the argmax, which are patched after. */
+enum { ANY_TARGET, INDEX_TARGET /* and no smoothing */, SMOOTHED_INDEX_TARGET };
+
 /* The gradient of a row over [k, k + count) into out, from what compute_row_stats stored in
- * scratch. A row whose only target class is its index (no smoothing, no probabilities, no softcap)
- * has grad_j = e_j probability but at the index and the argmax, which are patched after. */
+ * scratch. */
 SPECIALISED void gradient_values(STORAGE *out, const SCRATCH *restrict scratch, const row_target *target,
                                  int64_t argmax, gradient_factors factors, int64_t n_classes, int64_t k, int64_t count,
-                                 int with_softcap, int only_index) {
+                                 int with_softcap, int target_kind) {
     const SCRATCH *e = scratch + k, *slope = scratch + n_classes + k;
-    if (only_index) {
+    if (target_kind != ANY_TARGET) {
         const scaling probability = scaling_of(factors.probability);
-        for (int64_t j = 0; j < count; j++) out[j] = scaled(e[j], probability);
+        if (target_kind == INDEX_TARGET) {
+            for (int64_t j = 0; j < count; j++) out[j] = scaled(e[j], probability);
+        } else {
+            const double spread = target->spread * factors.target;
+            const double *weight = target->weight ? target->weight + k : NULL;
+            for (int64_t j = 0; j < count; j++) out[j] = scaled_minus(e[j], probability, weight ? weight[j] * spread : spread);
+        }
         const int64_t y = target->index;
-        if (y >= k && y < k + count) out[y - k] = STORE(e[y - k] * factors.probability - target->on_target * factors.target);
+        if (y >= k && y < k + count) out[y - k] = STORE(e[y - k] * factors.probability - coefficient(target, y) * factors.target);
     } else {
         for (int64_t j = 0; j < count; j++) {
             const double g = e[j] * factors.probability - coefficient(target, k + j) * factors.target;
@@ -547,21 +573,21 @@ SPECIALISED void gradient_values(STORAGE *out, const SCRATCH *restrict scratch, 
  * task that wrote them calls stream_fence once it is done: a fence per row costs 10% at K = 1000). */
 SPECIALISED void write_gradient_with(STORAGE *grad, const SCRATCH *restrict scratch, const row_target *target,
                                      int64_t argmax, gradient_factors factors, int64_t n_classes, int64_t begin,
-                                     int64_t end, int with_softcap, int only_index, int streaming) {
+                                     int64_t end, int with_softcap, int target_kind, int streaming) {
     enum { LINE = CACHE_LINE / sizeof(STORAGE) };
     int64_t k = begin;
     if (streaming) {
         int64_t aligned = k; /* the first whole line; none if grad is not aligned to its elements */
         if ((uintptr_t)grad % sizeof(STORAGE) != 0) aligned = end;
         while (aligned < end && (uintptr_t)(grad + aligned) % CACHE_LINE != 0) aligned++;
-        gradient_values(grad + k, scratch, target, argmax, factors, n_classes, k, aligned - k, with_softcap, only_index);
+        gradient_values(grad + k, scratch, target, argmax, factors, n_classes, k, aligned - k, with_softcap, target_kind);
         for (k = aligned; k + LINE <= end; k += LINE) {
             STORAGE line[LINE];
-            gradient_values(line, scratch, target, argmax, factors, n_classes, k, LINE, with_softcap, only_index);
+            gradient_values(line, scratch, target, argmax, factors, n_classes, k, LINE, with_softcap, target_kind);
             stream_line(grad + k, line);
         }
     }
-    gradient_values(grad + k, scratch, target, argmax, factors, n_classes, k, end - k, with_softcap, only_index);
+    gradient_values(grad + k, scratch, target, argmax, factors, n_classes, k, end - k, with_softcap, target_kind);
 }
 
 static void write_gradient(STORAGE *grad, const SCRATCH *restrict scratch, const row_target *target, int64_t argmax,
@@ -569,13 +595,15 @@ static void write_gradient(STORAGE *grad, const SCRATCH *restrict scratch, const
     const int64_t n = call->n_classes;
     const int streaming = call->stream_gradient;
     if (call->softcap > 0)
-        write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 1, 0, streaming);
-    else if (target->prob || target->spread != 0)
-        write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, 0, streaming);
-    else if (streaming)
-        write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, 1, 1);
+        write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 1, ANY_TARGET, streaming);
+    else if (target->prob)
+        write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, ANY_TARGET, streaming);
+    else if (target->spread != 0)
+        write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, SMOOTHED_INDEX_TARGET, streaming);
+    else if (streaming) /* the plain call's path: the streaming test out of its loop */
+        write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, INDEX_TARGET, 1);
     else
-        write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, 1, 0);
+        write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, INDEX_TARGET, 0);
 }
 
 static void write_zeros(STORAGE *row, int64_t n_classes) {
@@ -656,7 +684,7 @@ static void cross_entropy_row(STORAGE *grad, SCRATCH *scratch, const sce_result 
     /* every read of x happens before the gradient is written: grad may be logits */
     const STORAGE *next_row = n + 1 < params->n_rows ? x + n_classes : NULL;
     const row_stats stats = compute_row_stats(g ? scratch : NULL, x, next_row, n_classes, call->softcap);
-    const target_sums sums = sum_over_target(&target, x, n_classes, stats.max, call->softcap);
+    const target_sums sums = sum_over_target(&target, x, call, stats.max);
     const double lse = stats.max + stats.log_sum;
     result->row_loss[n] = sums.distance + sums.total * stats.log_sum;
     if (z_term) *z_term = call->z_loss * lse * lse;

@@ -1,0 +1,71 @@
+/* smoothing_distance.h: part of kernel_template.h (one copy per logit type and instruction set).
+ *
+ * D = sum_k w_k (max - x_k) over a row (w all 1 without weights), the label smoothing's share of a
+ * class-index row's distance: spread * D. A zero weight adds nothing, even at x_k = -inf. Lane j of
+ * the partial sums takes element j of every block, as everywhere in the kernel; both versions below
+ * add in that order. Without a softcap only (x' = x). */
+
+#if FLOAT_EXP && defined(__AVX512F__)
+/* the terms of 16 logits from x (lanes past the row's end: 0, and not read: a masked load does not
+ * fault), added to sums (lanes 0-7 and 8-15) */
+static inline void add_smoothing_block(__m512d sums[2], const double *weight, const STORAGE *x, int64_t left,
+                                       __m512d max) {
+    const __m512d zero = _mm512_setzero_pd();
+    const __mmask16 valid = left >= PARTIAL_SUMS ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+    const __m512 logits = LOAD_16_AS_FLOATS_MASKED(valid, x);
+    __m512d d[2] = {_mm512_sub_pd(max, _mm512_cvtps_pd(_mm512_castps512_ps256(logits))),
+                    _mm512_sub_pd(max, _mm512_cvtps_pd(_mm512_extractf32x8_ps(logits, 1)))};
+    for (int half = 0; half < 2; half++) {
+        const __mmask8 lanes = (__mmask8)(valid >> (8 * half));
+        if (weight) { /* w != 0 is true for a NaN weight, as _CMP_NEQ_UQ */
+            const __m512d w = _mm512_maskz_loadu_pd(lanes, weight + 8 * half);
+            d[half] = _mm512_maskz_mul_pd(_mm512_cmp_pd_mask(w, zero, _CMP_NEQ_UQ), w, d[half]);
+        }
+        sums[half] = _mm512_mask_add_pd(sums[half], lanes, sums[half], d[half]);
+    }
+}
+
+/* The sums kept in registers (GCC keeps the portable version's partial sums in memory: a
+ * load-add-store chain per block, which made this pass as slow as the exp pass), and two blocks at
+ * a time in sums of their own (one chain of additions waits on the adder's latency); lane j is then
+ * its even blocks' sum plus its odd blocks'. */
+SPECIALISED double smoothing_distance_of(const double *weight, const STORAGE *x, int64_t n_classes, double max) {
+    const __m512d m = _mm512_set1_pd(max);
+    __m512d even[2] = {_mm512_setzero_pd(), _mm512_setzero_pd()}, odd[2] = {even[0], even[1]};
+    int64_t k = 0;
+    for (; k + 2 * PARTIAL_SUMS <= n_classes; k += 2 * PARTIAL_SUMS) {
+        add_smoothing_block(even, weight ? weight + k : NULL, x + k, PARTIAL_SUMS, m);
+        add_smoothing_block(odd, weight ? weight + k + PARTIAL_SUMS : NULL, x + k + PARTIAL_SUMS, PARTIAL_SUMS, m);
+    }
+    for (; k < n_classes; k += PARTIAL_SUMS)
+        add_smoothing_block(even, weight ? weight + k : NULL, x + k, n_classes - k, m);
+    partial_sums sums = {{0.0}, {0.0}};
+    _mm512_storeu_pd(sums.sum, _mm512_add_pd(even[0], odd[0]));
+    _mm512_storeu_pd(sums.sum + 8, _mm512_add_pd(even[1], odd[1]));
+    return total_of(&sums);
+}
+#else
+/* whole blocks and the last one: the weights (or NULL) and logits from the block's start */
+SPECIALISED void smoothing_block(partial_sums *sums, const double *weight, const STORAGE *x, int lanes, double max) {
+    for (int j = 0; j < lanes; j++) {
+        /* the product selected, not computed in the select: GCC 12's AVX2 vectoriser paired the
+         * w != 0 masks of `w != 0 ? w * d : 0` with the wrong lanes (a zero weight in lane j < 8
+         * left out lane j + 8's term instead) */
+        const double w = weight ? weight[j] : 1.0, term = w * (max - LOAD(x[j]));
+        add_to_lane(sums, j, w != 0 ? term : 0.0);
+    }
+}
+
+SPECIALISED double smoothing_distance_of(const double *weight, const STORAGE *x, int64_t n_classes, double max) {
+    partial_sums sums = {{0.0}, {0.0}};
+    int64_t k = 0;
+    for (; k + PARTIAL_SUMS <= n_classes; k += PARTIAL_SUMS)
+        smoothing_block(&sums, weight ? weight + k : NULL, x + k, PARTIAL_SUMS, max);
+    smoothing_block(&sums, weight ? weight + k : NULL, x + k, (int)(n_classes - k), max);
+    return total_of(&sums);
+}
+#endif
+
+static double smoothing_distance(const double *weight, const STORAGE *x, int64_t n_classes, double max) {
+    return weight ? smoothing_distance_of(weight, x, n_classes, max) : smoothing_distance_of(NULL, x, n_classes, max);
+}
