@@ -13,13 +13,15 @@
 #include "vector_exp.h"
 
 #define VLOG_SQRT_HALF_BITS 0x3fe6a09e667f3bcdULL /* the bits of sqrt(1/2) */
+#define VLOG_TWO_TO_52 4503599627370496.0
 
 static inline double log1p_of_nonnegative(double r) {
     const double u = 1.0 + r;
     const double c = (u >= 2.0 ? 1.0 - (u - r) : r - (u - 1.0)) / u; /* 1 + r = u + c u, exactly */
-    /* k: the exponent of u, one more when its significand is >= sqrt(2) */
-    const int64_t k = (int64_t)(vexp_to_bits(u) - VLOG_SQRT_HALF_BITS) >> 52;
-    const double m = vexp_from_bits(vexp_to_bits(u) - ((uint64_t)k << 52)) - 1.0;
+    /* k: the exponent of u, one more when its significand is >= sqrt(2); u >= 1, so k >= 0 and
+     * comes from a logical shift (AVX2 has no 64-bit arithmetic shift) */
+    const uint64_t k = (vexp_to_bits(u) - VLOG_SQRT_HALF_BITS) >> 52;
+    const double m = vexp_from_bits(vexp_to_bits(u) - (k << 52)) - 1.0;
     const double s = m / (2.0 + m), z = s * s;
     double q = 2.0 / 23.0; /* R = z q, q = sum_j 2 z^j / (2j + 3), j = 0..10 */
     q = VEXP_FMA(q, z, 2.0 / 21.0);
@@ -34,7 +36,8 @@ static inline double log1p_of_nonnegative(double r) {
     q = VEXP_FMA(q, z, 2.0 / 3.0);
     const double half_square = 0.5 * m * m;
     const double log_f = m - (half_square - s * (half_square + z * q));
-    const double dk = (double)k;
+    /* (double)k through 2^52 + k (k < 2^11): AVX2 has no int64 to double conversion */
+    const double dk = vexp_from_bits(vexp_to_bits(VLOG_TWO_TO_52) | k) - VLOG_TWO_TO_52;
     const double result = dk * VEXP_LN2_HI + (log_f + (dk * VEXP_LN2_LO + c));
     return r < INFINITY ? result : r; /* NaN and +inf are their own answers */
 }
