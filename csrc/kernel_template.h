@@ -800,12 +800,14 @@ int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_
 }
 
 /* logsumexp, log_softmax and softmax: a function of one row, the rows shared out to threads in
- * chunks as the cross-entropy's. */
-typedef void (*row_function)(STORAGE *out, SCRATCH *scratch, const STORAGE *row, int64_t n_classes, int64_t n);
+ * chunks as the cross-entropy's; next_row (or NULL) is prefetched meanwhile, as there. */
+typedef void (*row_function)(STORAGE *out, SCRATCH *scratch, const STORAGE *row, const STORAGE *next_row,
+                             int64_t n_classes, int64_t n);
 
-static void logsumexp_row(STORAGE *lse, SCRATCH *scratch, const STORAGE *row, int64_t n_classes, int64_t n) {
+static void logsumexp_row(STORAGE *lse, SCRATCH *scratch, const STORAGE *row, const STORAGE *next_row,
+                          int64_t n_classes, int64_t n) {
     (void)scratch;
-    const row_stats stats = compute_row_stats(NULL, row, NULL, n_classes, 0.0);
+    const row_stats stats = compute_row_stats(NULL, row, next_row, n_classes, 0.0);
     double value = stats.max + stats.log_sum;
     if (isinf(stats.max)) {
         /* +inf or -inf is the answer, unless the row also holds a NaN */
@@ -816,19 +818,21 @@ static void logsumexp_row(STORAGE *lse, SCRATCH *scratch, const STORAGE *row, in
     lse[n] = STORE(value);
 }
 
-static void log_softmax_row(STORAGE *out, SCRATCH *scratch, const STORAGE *row, int64_t n_classes, int64_t n) {
+static void log_softmax_row(STORAGE *out, SCRATCH *scratch, const STORAGE *row, const STORAGE *next_row,
+                            int64_t n_classes, int64_t n) {
     (void)scratch;
     STORAGE *o = out + n * n_classes;
-    const row_stats stats = compute_row_stats(NULL, row, NULL, n_classes, 0.0);
+    const row_stats stats = compute_row_stats(NULL, row, next_row, n_classes, 0.0);
     /* both terms <= 0: no cancellation */
     for (int64_t k = 0; k < n_classes; k++) o[k] = STORE((LOAD(row[k]) - stats.max) - stats.log_sum);
 }
 
-static void softmax_row(STORAGE *out, SCRATCH *scratch, const STORAGE *row, int64_t n_classes, int64_t n) {
+static void softmax_row(STORAGE *out, SCRATCH *scratch, const STORAGE *row, const STORAGE *next_row,
+                        int64_t n_classes, int64_t n) {
     STORAGE *o = out + n * n_classes;
-    const row_stats stats = compute_row_stats(scratch, row, NULL, n_classes, 0.0);
-    const double inverse_sum = 1.0 / (1.0 + stats.rest);
-    for (int64_t k = 0; k < n_classes; k++) o[k] = STORE(scratch[k] * inverse_sum);
+    const row_stats stats = compute_row_stats(scratch, row, next_row, n_classes, 0.0);
+    const scaling inverse_sum = scaling_of(1.0 / (1.0 + stats.rest));
+    for (int64_t k = 0; k < n_classes; k++) o[k] = scaled(scratch[k], inverse_sum);
 }
 
 typedef struct {
@@ -844,7 +848,10 @@ static void row_function_chunk(void *context, int worker, int64_t chunk) {
     const int64_t begin = chunk * job->rows_per_chunk;
     const int64_t end = chunk_end(begin, job->rows_per_chunk, job->n_rows);
     SCRATCH *scratch = job->scratch ? job->scratch + (int64_t)worker * job->n_classes : NULL;
-    for (int64_t n = begin; n < end; n++) job->function(job->out, scratch, job->x + n * job->n_classes, job->n_classes, n);
+    for (int64_t n = begin; n < end; n++) {
+        const STORAGE *row = job->x + n * job->n_classes;
+        job->function(job->out, scratch, row, n + 1 < job->n_rows ? row + job->n_classes : NULL, job->n_classes, n);
+    }
 }
 
 /* function over every row, with a work space of K values per thread if it needs one */
