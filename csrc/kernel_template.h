@@ -352,6 +352,10 @@ typedef struct {
     double softcap, z_loss;
     double weight_total; /* sum of the class weights (K without weights) */
     int stream_gradient; /* write the gradient past the caches (see STREAM_MIN_BYTES) */
+    /* (K) w_k spread target for class-index rows with weights and smoothing when every row has the
+     * same upstream gradient, else NULL: read instead of the double weights, half the bytes for float
+     * exps (large K reads them from L3 for every row) and the same values rounded the same way */
+    const SCRATCH *spread_weights;
 } call_constants;
 
 /* What one row is asked to predict, as the coefficients c_k of (lse - x'_k) in its loss:
@@ -542,15 +546,17 @@ static gradient_factors factors_of_row(const row_target *target, const row_stats
 enum { ANY_TARGET, INDEX_TARGET /* and no smoothing */, SMOOTHED_INDEX_TARGET };
 
 /* The gradient of a row over [k, k + count) into out, from what compute_row_stats stored in
- * scratch. */
+ * scratch; spread_weights: the call's w_j spread target (see call_constants), or NULL. */
 SPECIALISED void gradient_values(STORAGE *out, const SCRATCH *restrict scratch, const row_target *target,
                                  int64_t argmax, gradient_factors factors, int64_t n_classes, int64_t k, int64_t count,
-                                 int with_softcap, int target_kind) {
+                                 int with_softcap, int target_kind, const SCRATCH *spread_weights) {
     const SCRATCH *e = scratch + k, *slope = scratch + n_classes + k;
     if (target_kind != ANY_TARGET) {
         const scaling probability = scaling_of(factors.probability);
         if (target_kind == INDEX_TARGET) {
             for (int64_t j = 0; j < count; j++) out[j] = scaled(e[j], probability);
+        } else if (spread_weights) {
+            for (int64_t j = 0; j < count; j++) out[j] = scaled_minus(e[j], probability, spread_weights[k + j]);
         } else {
             const double spread = target->spread * factors.target;
             const double *weight = target->weight ? target->weight + k : NULL;
@@ -573,21 +579,23 @@ SPECIALISED void gradient_values(STORAGE *out, const SCRATCH *restrict scratch, 
  * task that wrote them calls stream_fence once it is done: a fence per row costs 10% at K = 1000). */
 SPECIALISED void write_gradient_with(STORAGE *grad, const SCRATCH *restrict scratch, const row_target *target,
                                      int64_t argmax, gradient_factors factors, int64_t n_classes, int64_t begin,
-                                     int64_t end, int with_softcap, int target_kind, int streaming) {
+                                     int64_t end, int with_softcap, int target_kind, int streaming,
+                                     const SCRATCH *spread_weights) {
     enum { LINE = CACHE_LINE / sizeof(STORAGE) };
     int64_t k = begin;
     if (streaming) {
         int64_t aligned = k; /* the first whole line; none if grad is not aligned to its elements */
         if ((uintptr_t)grad % sizeof(STORAGE) != 0) aligned = end;
         while (aligned < end && (uintptr_t)(grad + aligned) % CACHE_LINE != 0) aligned++;
-        gradient_values(grad + k, scratch, target, argmax, factors, n_classes, k, aligned - k, with_softcap, target_kind);
+        gradient_values(grad + k, scratch, target, argmax, factors, n_classes, k, aligned - k, with_softcap, target_kind,
+                        spread_weights);
         for (k = aligned; k + LINE <= end; k += LINE) {
             STORAGE line[LINE];
-            gradient_values(line, scratch, target, argmax, factors, n_classes, k, LINE, with_softcap, target_kind);
+            gradient_values(line, scratch, target, argmax, factors, n_classes, k, LINE, with_softcap, target_kind, spread_weights);
             stream_line(grad + k, line);
         }
     }
-    gradient_values(grad + k, scratch, target, argmax, factors, n_classes, k, end - k, with_softcap, target_kind);
+    gradient_values(grad + k, scratch, target, argmax, factors, n_classes, k, end - k, with_softcap, target_kind, spread_weights);
 }
 
 static void write_gradient(STORAGE *grad, const SCRATCH *restrict scratch, const row_target *target, int64_t argmax,
@@ -595,15 +603,16 @@ static void write_gradient(STORAGE *grad, const SCRATCH *restrict scratch, const
     const int64_t n = call->n_classes;
     const int streaming = call->stream_gradient;
     if (call->softcap > 0)
-        write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 1, ANY_TARGET, streaming);
+        write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 1, ANY_TARGET, streaming, NULL);
     else if (target->prob)
-        write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, ANY_TARGET, streaming);
+        write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, ANY_TARGET, streaming, NULL);
     else if (target->spread != 0)
-        write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, SMOOTHED_INDEX_TARGET, streaming);
+        write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, SMOOTHED_INDEX_TARGET, streaming,
+                            call->spread_weights);
     else if (streaming) /* the plain call's path: the streaming test out of its loop */
-        write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, INDEX_TARGET, 1);
+        write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, INDEX_TARGET, 1, NULL);
     else
-        write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, INDEX_TARGET, 0);
+        write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, INDEX_TARGET, 0, NULL);
 }
 
 static void write_zeros(STORAGE *row, int64_t n_classes) {
@@ -765,6 +774,21 @@ static void cross_entropy_chunk(void *context, int worker, int64_t chunk) {
 
 #include "kernel_split_classes.h"
 
+/* call_constants.spread_weights apply: class indices with weights and smoothing, no softcap (whose
+ * gradient takes another loop) and one upstream gradient for every row */
+static int uses_spread_weights(const sce_params *params, const int64_t *target_index) {
+    return target_index && params->weight && params->label_smoothing != 0 && params->softcap == 0 &&
+           !params->row_grad_scale;
+}
+
+/* w_k spread target into space (K values), as gradient_values computes them for a row */
+static const SCRATCH *spread_weights_of(SCRATCH *space, const sce_result *result, const sce_params *params) {
+    const double spread = params->label_smoothing / (double)params->n_classes;
+    const double target = scales_of(params->grad_scale, result, params->reduction).ce;
+    for (int64_t k = 0; k < params->n_classes; k++) space[k] = (SCRATCH)(params->weight[k] * (spread * target));
+    return space;
+}
+
 int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_params *params,
                                    const STORAGE *logits, const int64_t *target_index,
                                    const TARGET *target_prob) {
@@ -781,13 +805,17 @@ int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_
     const int n_threads = pool_threads_for(params->n_threads, split_classes ? n_rows * n_segments : n_chunks);
     const int64_t scratch_rows = split_classes ? n_rows : n_threads; /* 2K values each */
     SCRATCH *scratch = NULL;
+    const int with_spread_weights = uses_spread_weights(params, target_index);
     if (grad && n_rows > 0 && n_classes > FEW_CLASSES) {
-        scratch = malloc(sizeof(SCRATCH) * 2 * (size_t)n_classes * (size_t)scratch_rows);
+        scratch = malloc(sizeof(SCRATCH) * (2 * (size_t)scratch_rows + (size_t)with_spread_weights) * (size_t)n_classes);
         if (!scratch) return SCE_ERR_MEMORY;
     }
+    const SCRATCH *spread_weights =
+        scratch && with_spread_weights ? spread_weights_of(scratch + 2 * scratch_rows * n_classes, result, params) : NULL;
     const cross_entropy_job job = {grad, scratch, result, params,
                                    {n_classes, params->softcap, params->z_loss, sum_of_weights(params),
-                                    grad && (double)sizeof(STORAGE) * (double)n_rows * (double)n_classes >= STREAM_MIN_BYTES},
+                                    grad && (double)sizeof(STORAGE) * (double)n_rows * (double)n_classes >= STREAM_MIN_BYTES,
+                                    spread_weights},
                                    logits, target_index, target_prob, rows_per_chunk};
     if (split_classes)
         status = cross_entropy_split(&job, n_threads);
