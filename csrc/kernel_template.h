@@ -191,16 +191,27 @@ static inline double exp_term(double value, double max, int with_softcap) {
 
 /* The blocks below leave the term of the argmax, at offset skip, out of the sums (it is the 1 of
  * 1 + rest); a compare per element is cheaper than cutting the row in two there. */
-SPECIALISED void exp_block(partial_sums *sums, SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,
-                           int lanes, int64_t skip, double max, double softcap, int store) {
+SPECIALISED void exp_blocks(partial_sums *sums, SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,
+                            int lanes, int blocks, int64_t skip, double max, double softcap, int store) {
     for (int j = 0; j < lanes; j++) {
-        const capped_logit logit = softcap > 0 ? softcapped(LOAD(x[j]), softcap) : (capped_logit){LOAD(x[j]), 1.0};
-        const double term = exp_term(logit.value, max, softcap > 0);
-        if (store) e[j] = term;
-        if (store && softcap > 0) slope[j] = logit.slope * SLOPE_SCALE;
-        add_to_lane(sums, j, j == skip ? 0.0 : term);
+        double lane_sum = 0.0; /* of the lane's terms in these blocks: see COMPENSATED_RUN */
+        for (int b = 0; b < blocks; b++) {
+            const int i = b * PARTIAL_SUMS + j;
+            const capped_logit logit = softcap > 0 ? softcapped(LOAD(x[i]), softcap) : (capped_logit){LOAD(x[i]), 1.0};
+            const double term = exp_term(logit.value, max, softcap > 0);
+            if (store) e[i] = term;
+            if (store && softcap > 0) slope[i] = logit.slope * SLOPE_SCALE;
+            lane_sum += i == skip ? 0.0 : term;
+        }
+        add_to_lane(sums, j, lane_sum);
     }
 }
+
+/* With COMPENSATED_SUMS, runs of COMPENSATED_RUN blocks are added per lane in plain double before
+ * the compensated sums take them (TwoSum is about a fifth of the float64 exp pass): a run's sum of
+ * two positive terms is within 2^-53 relative, the row's sum within that plus the compensated sums'
+ * own error. Without, a block at a time (the order of float logits' sums stays what it was). */
+#define COMPENSATED_RUN (COMPENSATED_SUMS ? 2 : 1)
 
 /* The exp pass computes while the row max pass waits on memory: asking for the next row's block k
  * while computing this row's block k gives the memory system work during the exp pass, and the next
@@ -273,13 +284,20 @@ SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, 
                           (float)max, store);
         return total_of(&sums);
     }
-    for (; k + PARTIAL_SUMS <= end; k += PARTIAL_SUMS) {
-        if (next_row) prefetch_block(next_row + k);
-        exp_block(&sums, store ? e + k : NULL, store ? slope + k : NULL, x + k, PARTIAL_SUMS, skip - k, max, softcap,
-                  store);
+    const int64_t run = COMPENSATED_RUN * PARTIAL_SUMS;
+    for (; k + run <= end; k += run) {
+        if (next_row)
+            for (int64_t block = k; block < k + run; block += PARTIAL_SUMS) prefetch_block(next_row + block);
+        exp_blocks(&sums, store ? e + k : NULL, store ? slope + k : NULL, x + k, PARTIAL_SUMS, COMPENSATED_RUN,
+                   skip - k, max, softcap, store);
     }
-    exp_block(&sums, store ? e + k : NULL, store ? slope + k : NULL, x + k, (int)(end - k), skip - k, max, softcap,
-              store);
+    for (; k + PARTIAL_SUMS <= end; k += PARTIAL_SUMS) { /* what is left of a run, then of a block */
+        if (next_row) prefetch_block(next_row + k);
+        exp_blocks(&sums, store ? e + k : NULL, store ? slope + k : NULL, x + k, PARTIAL_SUMS, 1, skip - k, max,
+                   softcap, store);
+    }
+    exp_blocks(&sums, store ? e + k : NULL, store ? slope + k : NULL, x + k, (int)(end - k), 1, skip - k, max, softcap,
+               store);
     return total_of(&sums);
 }
 
