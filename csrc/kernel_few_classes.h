@@ -1,4 +1,5 @@
-/* kernel_few_classes.h: the cross-entropy of rows of at most FEW_CLASSES classes; part of
+/* kernel_few_classes.h: the cross-entropy of rows of at most FEW_CLASSES classes, and the pieces
+ * the row functions of such rows share with it (kernel_few_classes_row_functions.h); part of
  * kernel_template.h (included once, before the chunk function, which chooses it).
  *
  * Such rows are too short to vectorise along: the fixed costs of a row (16 lanes of sums set up and
@@ -31,12 +32,33 @@ _Static_assert(sizeof(STORAGE) == sizeof(float) && sizeof(SCRATCH) == sizeof(flo
 #include "transpose_16.h"
 #endif
 
-/* What every group of a call shares, set up once per chunk. */
+/* Where the lanes' elements are in the rows, for the gathers (nothing with the register transpose);
+ * set up once per chunk. */
 typedef struct {
 #ifndef TRANSPOSE_16
     int of_rows[FEW_CLASSES * ROW_GROUP];       /* [AT(k, r)] is element r K + k of the rows */
     int of_transposed[FEW_CLASSES * ROW_GROUP]; /* and the other way */
+#else
+    char unused; /* C allows no empty struct */
 #endif
+} group_layout;
+
+static void set_up_group_layout(group_layout *layout, int n_classes) {
+#ifndef TRANSPOSE_16
+    for (int r = 0; r < ROW_GROUP; r++)
+        for (int k = 0; k < n_classes; k++) {
+            layout->of_rows[AT(k, r)] = r * n_classes + k;
+            layout->of_transposed[r * n_classes + k] = AT(k, r);
+        }
+#else
+    (void)layout;
+    (void)n_classes;
+#endif
+}
+
+/* What every group of a call shares, set up once per chunk. */
+typedef struct {
+    group_layout layout;
     double w[FEW_CLASSES]; /* the class weights of keep t + spread (all 1 where target_of_row drops them) */
     double on_target[FEW_CLASSES + 1]; /* (1 - eps) w_k, target_of_row's on_target for class index k;
                                           0 at FEW_CLASSES, for rows not counted */
@@ -47,13 +69,7 @@ typedef struct {
 static void set_up_groups(group_constants *constants, const cross_entropy_job *job) {
     const sce_params *params = job->params;
     const int n_classes = (int)params->n_classes;
-#ifndef TRANSPOSE_16
-    for (int r = 0; r < ROW_GROUP; r++)
-        for (int k = 0; k < n_classes; k++) {
-            constants->of_rows[AT(k, r)] = r * n_classes + k;
-            constants->of_transposed[r * n_classes + k] = AT(k, r);
-        }
-#endif
+    set_up_group_layout(&constants->layout, n_classes);
     constants->keep = 1.0 - params->label_smoothing;
     constants->spread = params->label_smoothing / (double)n_classes;
     const int weighted_spread = params->weight && (constants->spread != 0 || job->target_prob); /* as target_of_row */
@@ -76,47 +92,119 @@ static const void *group_rows(void *padded, const void *rows, int n_rows, size_t
 
 /* The group's logits and probability targets to lanes, [AT(k, r)] = class k of row r (rows past
  * n_rows repeat row 0, so that every lane computes something), and its gradient back to rows, made
- * STORAGE there. */
+ * STORAGE there; lanes_to_rows moves lanes that are STORAGE already (the row functions' results). */
 #ifdef TRANSPOSE_16
-static void logits_to_lanes(SCRATCH *lanes, const STORAGE *rows, const group_constants *constants, int n_rows,
+static void logits_to_lanes(SCRATCH *lanes, const STORAGE *rows, const group_layout *layout, int n_rows,
                             int n_classes) {
-    (void)constants;
+    (void)layout;
     transpose_to_lanes(lanes, rows, n_rows, n_classes);
 }
 
-static void targets_to_lanes(TARGET *lanes, const TARGET *rows, const group_constants *constants, int n_rows,
+static void targets_to_lanes(TARGET *lanes, const TARGET *rows, const group_layout *layout, int n_rows,
                              int n_classes) {
-    (void)constants;
+    (void)layout;
     transpose_to_lanes(lanes, rows, n_rows, n_classes);
 }
 
-static void gradient_to_rows(STORAGE *rows, const SCRATCH *lanes, const group_constants *constants, int n_rows,
-                             int n_classes) {
-    (void)constants;
+static void lanes_to_rows(STORAGE *rows, const STORAGE *lanes, const group_layout *layout, int n_rows,
+                          int n_classes) {
+    (void)layout;
     transpose_to_rows(rows, lanes, n_rows, n_classes);
 }
+
+/* SCRATCH is STORAGE (float) */
+static void gradient_to_rows(STORAGE *rows, const SCRATCH *lanes, const group_layout *layout, int n_rows,
+                             int n_classes) {
+    lanes_to_rows(rows, lanes, layout, n_rows, n_classes);
+}
 #else
-static void logits_to_lanes(SCRATCH *lanes, const STORAGE *rows, const group_constants *constants, int n_rows,
+static void logits_to_lanes(SCRATCH *lanes, const STORAGE *rows, const group_layout *layout, int n_rows,
                             int n_classes) {
     STORAGE padded[FEW_CLASSES * ROW_GROUP], transposed[FEW_CLASSES * ROW_GROUP];
     const STORAGE *x = group_rows(padded, rows, n_rows, n_classes * sizeof(STORAGE));
     /* moved, then converted in a loop of its own: half precision has no gathers, but converts in vectors */
-    for (int i = 0; i < n_classes * ROW_GROUP; i++) transposed[i] = x[constants->of_rows[i]];
+    for (int i = 0; i < n_classes * ROW_GROUP; i++) transposed[i] = x[layout->of_rows[i]];
     for (int i = 0; i < n_classes * ROW_GROUP; i++) lanes[i] = (SCRATCH)LOAD(transposed[i]);
 }
 
-static void targets_to_lanes(TARGET *lanes, const TARGET *rows, const group_constants *constants, int n_rows,
+static void targets_to_lanes(TARGET *lanes, const TARGET *rows, const group_layout *layout, int n_rows,
                              int n_classes) {
     TARGET padded[FEW_CLASSES * ROW_GROUP];
     const TARGET *t = group_rows(padded, rows, n_rows, n_classes * sizeof(TARGET));
-    for (int i = 0; i < n_classes * ROW_GROUP; i++) lanes[i] = t[constants->of_rows[i]];
+    for (int i = 0; i < n_classes * ROW_GROUP; i++) lanes[i] = t[layout->of_rows[i]];
 }
 
-static void gradient_to_rows(STORAGE *rows, const SCRATCH *lanes, const group_constants *constants, int n_rows,
+static void lanes_to_rows(STORAGE *rows, const STORAGE *lanes, const group_layout *layout, int n_rows,
+                          int n_classes) {
+    for (int i = 0; i < n_rows * n_classes; i++) rows[i] = lanes[layout->of_transposed[i]];
+}
+
+static void gradient_to_rows(STORAGE *rows, const SCRATCH *lanes, const group_layout *layout, int n_rows,
                              int n_classes) {
-    for (int i = 0; i < n_rows * n_classes; i++) rows[i] = STORE(lanes[constants->of_transposed[i]]);
+    for (int i = 0; i < n_rows * n_classes; i++) rows[i] = STORE(lanes[layout->of_transposed[i]]);
 }
 #endif
+
+/* The steps of a group that the cross-entropy and the row functions share. */
+
+/* The logits of rows [first, first + n_rows) of x (N rows) to lanes, the next group prefetched
+ * meanwhile (64: a cache line; 1: into L2). */
+static void group_logits_to_lanes(SCRATCH *value, const STORAGE *x, const group_layout *layout, int64_t first,
+                                  int n_rows, int64_t total_rows, int n_classes) {
+    const STORAGE *rows = x + first * n_classes;
+    if (first + ROW_GROUP < total_rows)
+        for (int byte = 0; byte < ROW_GROUP * n_classes * (int)sizeof(STORAGE); byte += 64)
+            __builtin_prefetch((const char *)(rows + ROW_GROUP * n_classes) + byte, 0, 1);
+    logits_to_lanes(value, rows, layout, n_rows, n_classes);
+}
+
+/* Each row's max, as find_max: the first index of the largest x (0 when none is above -inf); and
+ * x_at_argmax, what row_rest needs: the max, unless no x is above -inf (then x_0, maybe NaN). */
+SPECIALISED void group_max(SCRATCH max[ROW_GROUP], int argmax[ROW_GROUP], SCRATCH x_at_argmax[ROW_GROUP],
+                           const SCRATCH *value, int n_classes) {
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+        max[r] = -INFINITY;
+        argmax[r] = 0;
+    }
+    /* argmax by arithmetic, not a select that may keep the old value: GCC makes that a masked store,
+     * which the next class's load cannot forward from */
+    for (int k = 0; k < n_classes; k++)
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            const SCRATCH old = max[r], x_k = value[AT(k, r)];
+            const int larger = x_k > old;
+            max[r] = larger ? x_k : old;
+            argmax[r] += larger * (k - argmax[r]);
+        }
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) x_at_argmax[r] = max[r] > -INFINITY ? max[r] : value[AT(0, r)];
+}
+
+/* x' at [at]: the logit, or with_softcap its capped value */
+SPECIALISED double group_logit(const SCRATCH *value, const double *capped, ptrdiff_t at, int with_softcap) {
+    return with_softcap ? capped[at] : (double)value[at];
+}
+
+/* e = exp(x' - top) of every lane (in e, or with_softcap in capped_e), and each row's rest: the sum
+ * of its e but the argmax's, in class order (the gradient reads no e at the argmax) */
+SPECIALISED void group_exps(double rest[ROW_GROUP], double rest_carry[ROW_GROUP], SCRATCH *e, double *capped_e,
+                            const SCRATCH *value, const double *capped, const double top[ROW_GROUP],
+                            const int argmax[ROW_GROUP], int n_classes, int with_softcap) {
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) rest[r] = rest_carry[r] = 0.0;
+    for (int k = 0; k < n_classes; k++)
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            const double x_k = group_logit(value, capped, AT(k, r), with_softcap);
+            const double term = exp_term(x_k, top[r], with_softcap);
+            add_to_sum(&rest[r], &rest_carry[r], k == argmax[r] ? 0.0 : term);
+            if (with_softcap)
+                capped_e[AT(k, r)] = term;
+            else
+                e[AT(k, r)] = (SCRATCH)term;
+        }
+}
+
+/* a row's rest from its sums, NaN for a NaN row (row_rest) */
+static inline double group_rest(double rest, double rest_carry, double top, double x_at_argmax) {
+    return row_rest(with_carry(rest, rest_carry), top, x_at_argmax);
+}
 
 /* The targets of a group's rows, as target_of_row's parts. Lanes past the group's last row are not
  * counted. */
@@ -174,11 +262,6 @@ SPECIALISED double group_coefficient(const group_constants *constants, const gro
     return coefficient_of(w_k, constants->keep, t[at], constants->spread, at_index, targets->on_target[r]);
 }
 
-/* x' at [at]: the logit, or with_softcap its capped value */
-SPECIALISED double group_logit(const SCRATCH *value, const double *capped, ptrdiff_t at, int with_softcap) {
-    return with_softcap ? capped[at] : (double)value[at];
-}
-
 /* grad_k / slope_k, in the precision of its operands (factors_of's gradient_factors, and c_k) */
 #define LANE_GRADIENT(is_argmax, at_argmax, e, probability, c, target) \
     ((is_argmax) ? (at_argmax) : (e) * (probability) - (c) * (target))
@@ -199,38 +282,19 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
     const double *w = constants->w;
     /* every read of x and of the targets happens before the gradient is written: grad may be logits */
     read_group_targets(&targets, job, constants, first, n_rows);
-    const STORAGE *x = job->logits + first * n_classes;
-    if (first + ROW_GROUP < params->n_rows) /* the next group, meanwhile (64: a cache line; 1: into L2) */
-        for (int byte = 0; byte < ROW_GROUP * n_classes * (int)sizeof(STORAGE); byte += 64)
-            __builtin_prefetch((const char *)(x + ROW_GROUP * n_classes) + byte, 0, 1);
-    logits_to_lanes(value, x, constants, n_rows, n_classes);
+    group_logits_to_lanes(value, job->logits, &constants->layout, first, n_rows, params->n_rows, n_classes);
     if (!lone_index) { /* the probabilities t, 0 for class-index rows */
         if (job->target_prob)
-            targets_to_lanes(t, job->target_prob + first * n_classes, constants, n_rows, n_classes);
+            targets_to_lanes(t, job->target_prob + first * n_classes, &constants->layout, n_rows, n_classes);
         else
             for (int i = 0; i < n_classes * ROW_GROUP; i++) t[i] = 0;
     }
 
-    SCRATCH max[ROW_GROUP]; /* as find_max: the first index of the largest x */
+    SCRATCH max[ROW_GROUP], x_at_argmax[ROW_GROUP];
     int argmax[ROW_GROUP];
-    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-        max[r] = -INFINITY;
-        argmax[r] = 0;
-    }
-    /* argmax by arithmetic, not a select that may keep the old value: GCC makes that a masked store,
-     * which the next class's load cannot forward from */
-    for (int k = 0; k < n_classes; k++)
-        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-            const SCRATCH old = max[r], x_k = value[AT(k, r)];
-            const int larger = x_k > old;
-            max[r] = larger ? x_k : old;
-            argmax[r] += larger * (k - argmax[r]);
-        }
-    double top[ROW_GROUP], x_at_argmax[ROW_GROUP]; /* the max of x', and x at its argmax */
-    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-        top[r] = with_softcap ? softcapped(max[r], softcap).value : max[r];
-        x_at_argmax[r] = max[r] > -INFINITY ? max[r] : value[AT(0, r)]; /* the max, unless no x is above -inf */
-    }
+    group_max(max, argmax, x_at_argmax, value, n_classes);
+    double top[ROW_GROUP]; /* the max of x' */
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) top[r] = with_softcap ? softcapped(max[r], softcap).value : max[r];
     if (with_softcap)
         for (int k = 0; k < n_classes; k++)
             ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
@@ -240,17 +304,7 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
             }
 
     double rest[ROW_GROUP], rest_carry[ROW_GROUP];
-    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) rest[r] = rest_carry[r] = 0.0;
-    for (int k = 0; k < n_classes; k++) /* e = exp(x' - max); the gradient reads none at the argmax */
-        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-            const double x_k = group_logit(value, capped, AT(k, r), with_softcap);
-            const double term = exp_term(x_k, top[r], with_softcap);
-            add_to_sum(&rest[r], &rest_carry[r], k == argmax[r] ? 0.0 : term);
-            if (with_softcap)
-                capped_e[AT(k, r)] = term;
-            else
-                e[AT(k, r)] = (SCRATCH)term;
-        }
+    group_exps(rest, rest_carry, e, capped_e, value, capped, top, argmax, n_classes, with_softcap);
 
     /* target_sums */
     double total[ROW_GROUP], total_carry[ROW_GROUP], distance[ROW_GROUP], distance_carry[ROW_GROUP];
@@ -276,7 +330,7 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
     SCRATCH probability[ROW_GROUP], target_factor[ROW_GROUP], at_argmax[ROW_GROUP]; /* see the gradient */
     const double z_loss = job->call.z_loss, weight_total = job->call.weight_total;
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-        const double rest_r = row_rest(with_carry(rest[r], rest_carry[r]), top[r], x_at_argmax[r]);
+        const double rest_r = group_rest(rest[r], rest_carry[r], top[r], x_at_argmax[r]);
         const double log_sum = log1p_of_nonnegative(rest_r), lse = top[r] + log_sum;
         const double row_total = with_carry(total[r], total_carry[r]);
         const int counted = targets.counted[r];
@@ -314,7 +368,7 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
                     : LANE_GRADIENT(is_argmax, at_argmax[r], e[AT(k, r)], probability[r], (SCRATCH)c, target_factor[r]);
             grad[AT(k, r)] = targets.counted[r] ? (SCRATCH)g : 0;
         }
-    gradient_to_rows(job->grad + first * n_classes, grad, constants, n_rows, n_classes);
+    gradient_to_rows(job->grad + first * n_classes, grad, &constants->layout, n_rows, n_classes);
 }
 
 SPECIALISED void cross_entropy_groups_with(const cross_entropy_job *job, const group_constants *constants,

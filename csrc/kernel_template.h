@@ -846,7 +846,8 @@ int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_
 }
 
 /* logsumexp, log_softmax and softmax: a function of one row, the rows shared out to threads in
- * chunks as the cross-entropy's; next_row (or NULL) is prefetched meanwhile, as there. */
+ * chunks as the cross-entropy's; next_row (or NULL) is prefetched meanwhile, as there; rows of at
+ * most FEW_CLASSES classes ROW_GROUP at a time (kernel_few_classes_row_functions.h). */
 typedef void (*row_function)(STORAGE *out, SCRATCH *scratch, const STORAGE *row, const STORAGE *next_row,
                              int64_t n_classes, int64_t n);
 
@@ -881,10 +882,13 @@ static void softmax_row(STORAGE *out, SCRATCH *scratch, const STORAGE *row, cons
     for (int64_t k = 0; k < n_classes; k++) o[k] = scaled(scratch[k], inverse_sum);
 }
 
+#include "kernel_few_classes_row_functions.h"
+
 typedef struct {
     row_function function;
+    group_function group; /* the same, for rows of at most FEW_CLASSES classes */
     STORAGE *out;
-    SCRATCH *scratch; /* (n_threads, K) or NULL */
+    SCRATCH *scratch; /* (n_threads, K) or NULL (few classes need none) */
     const STORAGE *x;
     int64_t n_rows, n_classes, rows_per_chunk;
 } row_function_job;
@@ -893,6 +897,10 @@ static void row_function_chunk(void *context, int worker, int64_t chunk) {
     const row_function_job *job = context;
     const int64_t begin = chunk * job->rows_per_chunk;
     const int64_t end = chunk_end(begin, job->rows_per_chunk, job->n_rows);
+    if (job->n_classes <= FEW_CLASSES) {
+        row_function_groups(job->group, job->out, job->x, begin, end, job->n_rows, (int)job->n_classes);
+        return;
+    }
     SCRATCH *scratch = job->scratch ? job->scratch + (int64_t)worker * job->n_classes : NULL;
     for (int64_t n = begin; n < end; n++) {
         const STORAGE *row = job->x + n * job->n_classes;
@@ -901,31 +909,31 @@ static void row_function_chunk(void *context, int worker, int64_t chunk) {
 }
 
 /* function over every row, with a work space of K values per thread if it needs one */
-static int run_row_function(row_function function, int needs_scratch, STORAGE *out, const sce_params *params,
-                            const STORAGE *x) {
+static int run_row_function(row_function function, group_function group, int needs_scratch, STORAGE *out,
+                            const sce_params *params, const STORAGE *x) {
     if (params->n_rows < 0 || params->n_classes < 1) return SCE_ERR_SHAPE;
     const int64_t n_rows = params->n_rows, n_classes = params->n_classes;
     const int64_t rows_per_chunk = rows_per_chunk_of(n_classes), n_chunks = (n_rows + rows_per_chunk - 1) / rows_per_chunk;
     const int n_threads = pool_threads_for(params->n_threads, n_chunks);
     SCRATCH *scratch = NULL;
-    if (needs_scratch && n_rows > 0) {
+    if (needs_scratch && n_rows > 0 && n_classes > FEW_CLASSES) {
         scratch = malloc(sizeof(SCRATCH) * (size_t)n_classes * (size_t)n_threads);
         if (!scratch) return SCE_ERR_MEMORY;
     }
-    const row_function_job job = {function, out, scratch, x, n_rows, n_classes, rows_per_chunk};
+    const row_function_job job = {function, group, out, scratch, x, n_rows, n_classes, rows_per_chunk};
     pool_run(n_threads, row_function_chunk, (void *)&job, n_chunks);
     free(scratch);
     return SCE_OK;
 }
 
 int KERNEL_NAME(sce_logsumexp)(STORAGE *lse, const sce_params *params, const STORAGE *x) {
-    return run_row_function(logsumexp_row, 0, lse, params, x);
+    return run_row_function(logsumexp_row, logsumexp_group, 0, lse, params, x);
 }
 
 int KERNEL_NAME(sce_log_softmax)(STORAGE *out, const sce_params *params, const STORAGE *x) {
-    return run_row_function(log_softmax_row, 0, out, params, x);
+    return run_row_function(log_softmax_row, log_softmax_group, 0, out, params, x);
 }
 
 int KERNEL_NAME(sce_softmax)(STORAGE *out, const sce_params *params, const STORAGE *x) {
-    return run_row_function(softmax_row, 1, out, params, x);
+    return run_row_function(softmax_row, softmax_group, 1, out, params, x);
 }
