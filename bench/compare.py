@@ -121,6 +121,7 @@ OURS = f"softmax_ce_c loss+grad, all {ALL_CORES} threads"  # the baseline every 
 OURS_ONE_THREAD = "softmax_ce_c loss+grad, 1 thread"
 OURS_LOSS_ONLY = "softmax_ce_c loss only"
 OURS_OUT = "softmax_ce_c out="
+OURS_OUT_ONE_THREAD = "softmax_ce_c out=, 1 thread"
 OURS_INPLACE = "softmax_ce_c inplace=True"
 REFERENCE = "NumPy reference"
 TORCH_ONE_THREAD = "torch fwd+bwd, 1 thread"
@@ -171,6 +172,8 @@ def softmax_ce_c_methods(case, logits, target, options, policy):
                method(OURS_ONE_THREAD, softmax_ce_c.softmax_cross_entropy, num_threads=1)]
     if case.is_plain_float32:
         methods.append(method(OURS_OUT, softmax_ce_c.softmax_cross_entropy, out=np.empty_like(logits)))
+        methods.append(method(OURS_OUT_ONE_THREAD, softmax_ce_c.softmax_cross_entropy, out=np.empty_like(logits),
+                              num_threads=1))
         # the gradient overwrites its input: refill a scratch copy before every call, untimed
         scratch = np.empty_like(logits)
         methods.append(method(OURS_INPLACE, softmax_ce_c.softmax_cross_entropy, inputs=scratch,
@@ -403,9 +406,10 @@ def summary_rows(records):
     case_keys = dict.fromkeys((r["case"], r["dtype"], r["options"]) for r in records)  # ordered, unique
     rows = []
     for case_key in case_keys:
-        ours, ours_one, torch_one, torch_all, jax_all, copy_floor = (
+        ours, ours_one, out_all, out_one, torch_one, torch_all, jax_all, copy_floor = (
             median_by_key.get((*case_key, method))
-            for method in (OURS, OURS_ONE_THREAD, TORCH_ONE_THREAD, TORCH_ALL_CORES, JAX, COPY_FLOOR)
+            for method in (OURS, OURS_ONE_THREAD, OURS_OUT, OURS_OUT_ONE_THREAD, TORCH_ONE_THREAD, TORCH_ALL_CORES,
+                           JAX, COPY_FLOOR)
         )
         plain = median_by_key.get((case_key[0], "float32", PLAIN, OURS))
         rows.append([
@@ -415,6 +419,8 @@ def summary_rows(records):
             format_optional(divide(jax_all, ours), "{:.2f}x"),
             format_optional(divide(ours_one, copy_floor), "{:.2f}"),
             format_optional(divide(ours, copy_floor), "{:.2f}"),
+            format_optional(divide(out_one, copy_floor), "{:.2f}"),
+            format_optional(divide(out_all, copy_floor), "{:.2f}"),
             format_optional(divide(ours_one, ours), "{:.2f}x"),
             format_optional(divide(ours, plain), "{:.2f}"),
         ])
@@ -431,10 +437,12 @@ def summary_table(records):
         "vs jax",
         "/ copy, 1 thread",
         f"/ copy, {ALL_CORES} threads",
+        "out= / copy, 1 thread",
+        f"out= / copy, {ALL_CORES} threads",
         f"1 -> {ALL_CORES} threads",
         "vs plain pass",
     ]
-    return markdown_table(header, summary_rows(records), "lllrrrrrrr")
+    return markdown_table(header, summary_rows(records), "lllrrrrrrrrr")
 
 
 def header_lines(machine, policy, records):
@@ -463,8 +471,8 @@ def header_lines(machine, policy, records):
         lines.append("- bfloat16: float32 logits rounded (ml_dtypes for NumPy, torch.bfloat16 for PyTorch); "
                      "the loss is float32, the gradient bfloat16")
     if any(r["method"] == OURS_INPLACE for r in records):
-        lines.append(f"- {OURS_OUT}: into a preallocated gradient; {OURS_INPLACE}: over a scratch copy "
-                     f"of the logits, refilled (untimed) before every call")
+        lines.append(f"- {OURS_OUT} (all cores) and {OURS_OUT_ONE_THREAD}: into a preallocated gradient; "
+                     f"{OURS_INPLACE}: over a scratch copy of the logits, refilled (untimed) before every call")
     if any(r["method"] == JAX for r in records):
         lines.append(f"- {JAX}: jax.jit(jax.value_and_grad(loss)), loss(x, y) = "
                      "-mean(take_along_axis(log_softmax(x), y[:, None], axis=1)), on the plain "
@@ -518,7 +526,8 @@ def report(records, machine, policy, notes, memory):
         "vs torch = torch fwd+bwd time / softmax_ce_c loss+grad time at the same thread count (>1: "
         f"softmax_ce_c is faster); vs jax = {JAX} time / {OURS} time (n/a: not run); "
         "/ copy = softmax_ce_c loss+grad time / np.copyto time (1: as fast as "
-        "one plain copy, which is single-threaded); 1 -> N threads = the speed-up from threads; "
+        "one plain copy, which is single-threaded); out= / copy = the same for softmax_ce_c out= (the "
+        "plain float32 cases); 1 -> N threads = the speed-up from threads; "
         f"vs plain pass = {OURS} time / its time on the plain float32 case of the same shape "
         "(what the options or the dtype cost; n/a when that case was not run).",
         "",
