@@ -61,6 +61,7 @@ static logit_max vector_row_max(const double *x, int64_t n_classes) {
             return (logit_max){x[first], first}; /* x[first], not max: a zero max has the first's sign */
         }
     }
-    for (; x[k] != max; k++) continue; /* the max is one of the last logits */
-    return (logit_max){x[k], k};
+    for (; k < n_classes; k++) /* the max is one of the last logits */
+        if (x[k] == max) return (logit_max){x[k], k};
+    return (logit_max){max, 0}; /* only if another thread changed x meanwhile: a wrong answer, not a crash */
 }
