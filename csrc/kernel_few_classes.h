@@ -266,6 +266,13 @@ SPECIALISED double group_coefficient(const group_constants *constants, const gro
 #define LANE_GRADIENT(is_argmax, at_argmax, e, probability, c, target) \
     ((is_argmax) ? (at_argmax) : (e) * (probability) - (c) * (target))
 
+/* whether a row's gradient factors can be rounded to SCRATCH: a factor beyond float's range would
+ * turn e * factor, finite for a small e, into inf or NaN */
+static inline int factors_fit_scratch(double probability, double target_factor, double at_argmax) {
+    return !FLOAT_EXP ||
+           (fabs(probability) <= FLT_MAX && fabs(target_factor) <= FLT_MAX && fabs(at_argmax) <= FLT_MAX);
+}
+
 /* The loss and z-loss term of rows [first, first + n_rows) (n_rows <= ROW_GROUP) and, with a
  * gradient, their gradient. */
 SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const group_constants *constants,
@@ -328,6 +335,9 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
     /* per row, as cross_entropy_row */
     double loss[ROW_GROUP], z_term[ROW_GROUP];
     SCRATCH probability[ROW_GROUP], target_factor[ROW_GROUP], at_argmax[ROW_GROUP]; /* see the gradient */
+    /* the same in double, for the rows whose factors SCRATCH cannot hold */
+    double probability_d[ROW_GROUP], target_factor_d[ROW_GROUP], at_argmax_d[ROW_GROUP];
+    int fit[ROW_GROUP], all_fit = 1;
     const double z_loss = job->call.z_loss, weight_total = job->call.weight_total;
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
         const double rest_r = group_rest(rest[r], rest_carry[r], top[r], x_at_argmax[r]);
@@ -343,9 +353,16 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
             others_than_argmax(row_total, c_a, a == targets.index[r], constants->spread, weight_total, w_a);
         const gradient_scales scales = {targets.ce_scale[r], targets.z_scale[r]};
         const gradient_factors factors = factors_of(rest_r, lse, row_total, c_a, others, scales, z_loss);
-        probability[r] = (SCRATCH)(counted ? factors.probability : 0.0);
-        target_factor[r] = (SCRATCH)(counted ? factors.target : 0.0);
-        at_argmax[r] = (SCRATCH)(counted ? factors.at_argmax : 0.0);
+        probability_d[r] = counted ? factors.probability : 0.0;
+        target_factor_d[r] = counted ? factors.target : 0.0;
+        at_argmax_d[r] = counted ? factors.at_argmax : 0.0;
+    }
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+        probability[r] = (SCRATCH)probability_d[r];
+        target_factor[r] = (SCRATCH)target_factor_d[r];
+        at_argmax[r] = (SCRATCH)at_argmax_d[r];
+        fit[r] = factors_fit_scratch(probability_d[r], target_factor_d[r], at_argmax_d[r]);
+        all_fit &= fit[r];
     }
     for (int r = 0; r < n_rows; r++) {
         result->row_loss[first + r] = loss[r];
@@ -368,6 +385,16 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
                     : LANE_GRADIENT(is_argmax, at_argmax[r], e[AT(k, r)], probability[r], (SCRATCH)c, target_factor[r]);
             grad[AT(k, r)] = targets.counted[r] ? (SCRATCH)g : 0;
         }
+    if (!all_fit) /* the lanes of rows whose factors do not fit, again in double (each row its own way) */
+        for (int k = 0; k < n_classes; k++)
+            for (int r = 0; r < ROW_GROUP; r++) {
+                if (fit[r]) continue;
+                const double c = group_coefficient(constants, &targets, w[k], t, AT(k, r), k, r, lone_index);
+                const double e_k = with_softcap ? capped_e[AT(k, r)] : e[AT(k, r)];
+                const double g =
+                    LANE_GRADIENT(k == argmax[r], at_argmax_d[r], e_k, probability_d[r], c, target_factor_d[r]);
+                grad[AT(k, r)] = (SCRATCH)(with_softcap ? g * slope[AT(k, r)] : g);
+            }
     gradient_to_rows(job->grad + first * n_classes, grad, &constants->layout, n_rows, n_classes);
 }
 

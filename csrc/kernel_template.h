@@ -34,6 +34,7 @@
  * smoothing and class weights all reduce to some c), and its gradient is p_k T - c_k with T = sum c_k.
  * Writing (lse - x'_k) as (m - x'_k) + log1p(rest) keeps every term >= 0: no cancellation. */
 
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -616,13 +617,19 @@ SPECIALISED void write_gradient_with(STORAGE *grad, const SCRATCH *restrict scra
     gradient_values(grad + k, scratch, target, argmax, factors, n_classes, k, end - k, with_softcap, target_kind, spread_weights);
 }
 
+/* whether the float products of scaled() can take the factors: beyond float's range they would turn
+ * e * factor, finite for a small e, into inf or NaN (the loop for any target computes in double) */
+static inline int factors_fit_float(gradient_factors factors) {
+    return !FLOAT_EXP || (fabs(factors.probability) <= FLT_MAX && fabs(factors.target) <= FLT_MAX);
+}
+
 static void write_gradient(STORAGE *grad, const SCRATCH *restrict scratch, const row_target *target, int64_t argmax,
                            gradient_factors factors, const call_constants *call, int64_t begin, int64_t end) {
     const int64_t n = call->n_classes;
     const int streaming = call->stream_gradient;
     if (call->softcap > 0)
         write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 1, ANY_TARGET, streaming, NULL);
-    else if (target->prob)
+    else if (target->prob || !factors_fit_float(factors))
         write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, ANY_TARGET, streaming, NULL);
     else if (target->spread != 0)
         write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, SMOOTHED_INDEX_TARGET, streaming,

@@ -2,8 +2,9 @@
  *
  * D = sum_k w_k (max - x_k) over a row (w all 1 without weights), the label smoothing's share of a
  * class-index row's distance: spread * D. A zero weight adds nothing, even at x_k = -inf. Lane j of
- * the partial sums takes element j of every block, as everywhere in the kernel; both versions below
- * add in that order. Without a softcap only (x' = x). */
+ * the partial sums takes element j of every block, as everywhere in the kernel (the AVX-512 version
+ * in two sums per lane, even and odd blocks, so its last bits may differ from the others'). Without a
+ * softcap only (x' = x). */
 
 #if FLOAT_EXP && defined(__AVX512F__)
 /* the terms of 16 logits from x (lanes past the row's end: 0, and not read: a masked load does not

@@ -42,16 +42,14 @@ def empty_like(array):
 
 
 def _take(n_bytes):
-    """A kept block of n_bytes, else a new one (after freeing the kept blocks of other sizes)."""
-    for _ in range(len(_released)):
+    """A kept block of n_bytes, else a new one; the kept blocks of other sizes are freed."""
+    while _released:
         try:
             block = _released.popleft()
-        except IndexError:  # another thread took it
+        except IndexError:  # another thread took the last one
             break
         if block.nbytes == n_bytes:
             return block
-        _released.append(block)
-    release_cached_memory()
     raw = np.empty(n_bytes + _ALIGNMENT - 1, np.uint8)
     start = -raw.ctypes.data % _ALIGNMENT
     return raw[start:start + n_bytes]

@@ -73,3 +73,25 @@ def test_smoothing_leaves_out_exactly_the_classes_of_zero_weight(dtype):
         got = softmax_ce_c.cross_entropy(x, np.array(5), **options)
         want = reference.cross_entropy(x.astype(np.longdouble), np.array(5), **options)
         assert abs(got - want) <= 4 * np.finfo(dtype).eps * want, zero
+
+
+@pytest.mark.parametrize("n_classes", [10, 100])  # the groups of K <= 32, and the row path
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1}, {"label_smoothing": 0.1, "weight": "ramp"}],
+                         ids=["plain", "smoothing", "weights"])
+def test_a_gradient_factor_beyond_float_range_keeps_finite_elements_finite(n_classes, options):
+    """grad_scale 1e39: the factor of e_k is beyond float32's range, e_k times it often is not. The
+    float32 products once rounded the factor to float first (inf, and inf - inf = NaN)."""
+    if options.get("weight") == "ramp":
+        options = dict(options, weight=np.linspace(0.5, 2.0, n_classes))
+    x = (np.random.default_rng(3).standard_normal((4, n_classes)) * 10).astype(np.float32)
+    y = np.array([0, 1, 2, 3])
+    grad = softmax_ce_c.softmax_cross_entropy(x, y, reduction="sum", grad_scale=1e39, **options)[1]
+    with np.errstate(over="ignore"):
+        want = reference.softmax_cross_entropy(x.astype(np.float64), y, reduction="sum", grad_scale=1e39,
+                                               **options)[1]
+        want32 = want.astype(np.float32)
+    assert not np.any(np.isnan(grad))
+    np.testing.assert_array_equal(np.isinf(grad), np.isinf(want32))
+    finite = np.isfinite(want32)
+    row_scale = np.max(np.abs(want), axis=1, keepdims=True) * np.ones_like(want)
+    assert np.all(np.abs(grad[finite] - want[finite]) <= 8 * np.finfo(np.float32).eps * row_scale[finite])
