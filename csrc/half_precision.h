@@ -37,14 +37,30 @@ static inline double f16_to_double(uint16_t bits) {
     return (bits & 0x8000) ? -(double)value : (double)value;
 }
 
-/* double to binary16 through the compiler's _Float16 (GCC >= 12 and clang on x86-64 and aarch64):
- * float -> binary16 is one instruction with F16C (see isa_avx2.h). */
-static inline uint16_t f16_from_double(double value) {
-    const _Float16 half = (_Float16)float_rounded_to_odd(value);
-    uint16_t bits;
-    memcpy(&bits, &half, sizeof bits);
-    return bits;
+/* a float rounded once, to nearest even, to binary16, in integer operations: the compiler's
+ * _Float16 conversion has no vector type without AVX512-FP16, so that every loop storing float16
+ * stayed scalar (float16 ran 7x slower than bfloat16). Checked against _Float16 for all 2^32 floats,
+ * NaN payloads included. */
+static inline uint16_t f16_from_float(float value) {
+    uint32_t word;
+    memcpy(&word, &value, sizeof word);
+    const uint32_t sign = (word >> 16) & 0x8000, magnitude = word & 0x7FFFFFFF;
+    /* normal: the exponent rebiased (127 - 15), the 13 bits dropped rounded to nearest even; a carry
+     * out of the largest binary16 makes inf */
+    const uint32_t normal = (magnitude - (112u << 23) + 0xFFF + ((magnitude >> 13) & 1)) >> 13;
+    /* below 2^-14, a subnormal: adding 0.5 leaves the value in units of 2^-24 (a binary16
+     * subnormal's) in the float's last bits, rounded to nearest even by the addition itself */
+    float absolute, aligned;
+    memcpy(&absolute, &magnitude, sizeof absolute);
+    aligned = absolute + 0.5f;
+    uint32_t aligned_word;
+    memcpy(&aligned_word, &aligned, sizeof aligned_word);
+    const uint32_t subnormal = aligned_word - 0x3F000000; /* the bits of 0.5 */
+    const uint32_t special = magnitude > 0x7F800000 ? 0x7E00 | ((magnitude >> 13) & 0x3FF) : 0x7C00; /* NaN, inf */
+    return (uint16_t)(sign | (magnitude >= 0x47800000 ? special : magnitude < 0x38800000 ? subnormal : normal));
 }
+
+static inline uint16_t f16_from_double(double value) { return f16_from_float(float_rounded_to_odd(value)); }
 
 /* bfloat16 is the top half of a float. */
 static inline double bf16_to_double(uint16_t bits) {

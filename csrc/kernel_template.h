@@ -190,15 +190,51 @@ static inline double exp_term(double value, double max, int with_softcap) {
     return with_softcap ? expf_of_double(value - max) : exp_difference_in_float((float)value, (float)max);
 }
 
+/* With COMPENSATED_SUMS, runs of COMPENSATED_RUN blocks are added per lane in plain double before
+ * the compensated sums take them (TwoSum is about a fifth of the float64 exp pass): a run's sum of
+ * two positive terms is within 2^-53 relative, the row's sum within that plus the compensated sums'
+ * own error. Without, a block at a time (the order of float logits' sums stays what it was). Softcapped
+ * rows take a block at a time too: GCC keeps the loop of two softcapped blocks scalar (6x slower). */
+#define COMPENSATED_RUN (COMPENSATED_SUMS ? 2 : 1)
+
+/* The logits the exp pass and the smoothing distance read, a block at a time. 16-bit logits are
+ * widened to floats by the row max's vector loads first: GCC vectorises their own conversion 8
+ * logits wide, and the double loops with it (float16 ran 3x slower than float64). Other logits are
+ * read where they are. */
+#if defined(VECTOR_ROW_MAX) && defined(WIDENED_BLOCKS)
+typedef float block_value;
+_Static_assert(COMPENSATED_RUN == 1, "exp_blocks reads one widened block at a time");
+
+static inline const float *block_values(float buffer[PARTIAL_SUMS], const STORAGE *x, int lanes) {
+    if (lanes == PARTIAL_SUMS)
+        store_16_floats(buffer, LOAD_16_AS_FLOATS(x));
+    else
+        for (int j = 0; j < lanes; j++) buffer[j] = (float)LOAD(x[j]);
+    return buffer;
+}
+
+static inline double block_logit(float value) { return value; }
+#else
+typedef STORAGE block_value;
+
+static inline double block_logit(STORAGE value) { return LOAD(value); }
+
+static inline const STORAGE *block_values(STORAGE *buffer, const STORAGE *x, int lanes) {
+    (void)buffer, (void)lanes;
+    return x;
+}
+#endif
+
 /* The blocks below leave the term of the argmax, at offset skip, out of the sums (it is the 1 of
  * 1 + rest); a compare per element is cheaper than cutting the row in two there. */
-SPECIALISED void exp_blocks(partial_sums *sums, SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,
+SPECIALISED void exp_blocks(partial_sums *sums, SCRATCH *restrict e, SCRATCH *restrict slope, const block_value *x,
                             int lanes, int blocks, int64_t skip, double max, double softcap, int store) {
     for (int j = 0; j < lanes; j++) {
         double lane_sum = 0.0; /* of the lane's terms in these blocks: see COMPENSATED_RUN */
         for (int b = 0; b < blocks; b++) {
             const int i = b * PARTIAL_SUMS + j;
-            const capped_logit logit = softcap > 0 ? softcapped(LOAD(x[i]), softcap) : (capped_logit){LOAD(x[i]), 1.0};
+            const double value = block_logit(x[i]);
+            const capped_logit logit = softcap > 0 ? softcapped(value, softcap) : (capped_logit){value, 1.0};
             const double term = exp_term(logit.value, max, softcap > 0);
             if (store) e[i] = term;
             if (store && softcap > 0) slope[i] = logit.slope * SLOPE_SCALE;
@@ -207,13 +243,6 @@ SPECIALISED void exp_blocks(partial_sums *sums, SCRATCH *restrict e, SCRATCH *re
         add_to_lane(sums, j, lane_sum);
     }
 }
-
-/* With COMPENSATED_SUMS, runs of COMPENSATED_RUN blocks are added per lane in plain double before
- * the compensated sums take them (TwoSum is about a fifth of the float64 exp pass): a run's sum of
- * two positive terms is within 2^-53 relative, the row's sum within that plus the compensated sums'
- * own error. Without, a block at a time (the order of float logits' sums stays what it was). Softcapped
- * rows take a block at a time too: GCC keeps the loop of two softcapped blocks scalar (6x slower). */
-#define COMPENSATED_RUN (COMPENSATED_SUMS ? 2 : 1)
 
 /* The exp pass computes while the row max pass waits on memory: asking for the next row's block k
  * while computing this row's block k gives the memory system work during the exp pass, and the next
@@ -286,20 +315,21 @@ SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, 
                           (float)max, store);
         return total_of(&sums);
     }
+    block_value buffer[PARTIAL_SUMS];
     const int64_t run = COMPENSATED_RUN * PARTIAL_SUMS;
     for (; softcap == 0 && k + run <= end; k += run) {
         if (next_row)
             for (int64_t block = k; block < k + run; block += PARTIAL_SUMS) prefetch_block(next_row + block);
-        exp_blocks(&sums, store ? e + k : NULL, store ? slope + k : NULL, x + k, PARTIAL_SUMS, COMPENSATED_RUN,
-                   skip - k, max, softcap, store);
+        exp_blocks(&sums, store ? e + k : NULL, store ? slope + k : NULL, block_values(buffer, x + k, PARTIAL_SUMS),
+                   PARTIAL_SUMS, COMPENSATED_RUN, skip - k, max, softcap, store);
     }
     for (; k + PARTIAL_SUMS <= end; k += PARTIAL_SUMS) { /* what is left of a run, then of a block */
         if (next_row) prefetch_block(next_row + k);
-        exp_blocks(&sums, store ? e + k : NULL, store ? slope + k : NULL, x + k, PARTIAL_SUMS, 1, skip - k, max,
-                   softcap, store);
+        exp_blocks(&sums, store ? e + k : NULL, store ? slope + k : NULL, block_values(buffer, x + k, PARTIAL_SUMS),
+                   PARTIAL_SUMS, 1, skip - k, max, softcap, store);
     }
-    exp_blocks(&sums, store ? e + k : NULL, store ? slope + k : NULL, x + k, (int)(end - k), 1, skip - k, max, softcap,
-               store);
+    exp_blocks(&sums, store ? e + k : NULL, store ? slope + k : NULL, block_values(buffer, x + k, (int)(end - k)),
+               (int)(end - k), 1, skip - k, max, softcap, store);
     return total_of(&sums);
 }
 
@@ -397,10 +427,24 @@ static inline double coefficient_of(double w, double keep, double t, double spre
     return w * (keep * t + spread) + (at_index ? on_target : 0.0);
 }
 
-static inline double coefficient(const row_target *target, int64_t k) {
-    return coefficient_of(target->weight ? target->weight[k] : 1.0, target->keep, target->prob ? target->prob[k] : 0.0,
+/* c_k, whether the row has weights and probabilities given as constants in loops over k (see
+ * FOR_TARGET_ARRAYS) */
+SPECIALISED double coefficient_with(const row_target *target, int64_t k, int with_weight, int with_prob) {
+    return coefficient_of(with_weight ? target->weight[k] : 1.0, target->keep, with_prob ? target->prob[k] : 0.0,
                           target->spread, k == target->index, target->on_target);
 }
+
+static inline double coefficient(const row_target *target, int64_t k) {
+    return coefficient_with(target, k, target->weight != NULL, target->prob != NULL);
+}
+
+/* expression(with_weight, with_prob) with both constants, for a loop of coefficient_with: with the
+ * pointers tested inside the loop, GCC reads through a NULL one with masked loads, and a masked
+ * load whose masked-off lanes would fault costs an assist of hundreds of cycles (bfloat16's
+ * softcapped gradient ran 30x slower than float32's) */
+#define FOR_TARGET_ARRAYS(target, expression)                                                                          \
+    ((target)->weight ? ((target)->prob ? expression(1, 1) : expression(1, 0))                                       \
+                      : ((target)->prob ? expression(0, 1) : expression(0, 0)))
 
 /* The target of row n; 0 when the row is ignored. */
 static int target_of_row(row_target *target, const sce_params *params, const int64_t *target_index,
@@ -427,21 +471,22 @@ typedef struct {
 } target_sums;
 
 SPECIALISED void target_block(partial_sums *distance, partial_sums *total, const row_target *target,
-                              const STORAGE *x, int64_t begin, int lanes, double max, double softcap) {
+                              const STORAGE *x, int64_t begin, int lanes, double max, double softcap, int with_weight,
+                              int with_prob) {
     for (int j = 0; j < lanes; j++) {
-        const double c = coefficient(target, begin + j);
+        const double c = coefficient_with(target, begin + j, with_weight, with_prob);
         add_to_lane(total, j, c);
         add_to_lane(distance, j, c != 0 ? c * (max - capped(LOAD(x[begin + j]), softcap)) : 0.0);
     }
 }
 
 SPECIALISED target_sums target_sum_blocks(const row_target *target, const STORAGE *x, int64_t n_classes,
-                                          double max, double softcap) {
+                                          double max, double softcap, int with_weight, int with_prob) {
     partial_sums distance = {{0.0}, {0.0}}, total = {{0.0}, {0.0}};
     int64_t k = 0;
     for (; k + PARTIAL_SUMS <= n_classes; k += PARTIAL_SUMS)
-        target_block(&distance, &total, target, x, k, PARTIAL_SUMS, max, softcap);
-    target_block(&distance, &total, target, x, k, (int)(n_classes - k), max, softcap);
+        target_block(&distance, &total, target, x, k, PARTIAL_SUMS, max, softcap, with_weight, with_prob);
+    target_block(&distance, &total, target, x, k, (int)(n_classes - k), max, softcap, with_weight, with_prob);
     return (target_sums){total_of(&distance), total_of(&total)};
 }
 
@@ -460,8 +505,11 @@ static target_sums sum_over_target(const row_target *target, const STORAGE *x, c
         return (target_sums){on_index + target->spread * smoothing_distance(target->weight, x, n_classes, max),
                              c + target->spread * call->weight_total};
     }
-    return softcap > 0 ? target_sum_blocks(target, x, n_classes, max, softcap)
-                       : target_sum_blocks(target, x, n_classes, max, 0.0);
+#define TARGET_SUMS(with_weight, with_prob)                                                                             \
+    (softcap > 0 ? target_sum_blocks(target, x, n_classes, max, softcap, with_weight, with_prob)                      \
+                 : target_sum_blocks(target, x, n_classes, max, 0.0, with_weight, with_prob))
+    return FOR_TARGET_ARRAYS(target, TARGET_SUMS);
+#undef TARGET_SUMS
 }
 
 /* e * factor rounded once to STORAGE. FLOAT_EXP types keep their exps in float, and with FMA the
@@ -565,6 +613,16 @@ static gradient_factors factors_of_row(const row_target *target, const row_stats
  * = e_j probability - w_j spread target but at the index and the argmax, which are patched after. */
 enum { ANY_TARGET, INDEX_TARGET /* and no smoothing */, SMOOTHED_INDEX_TARGET };
 
+/* grad_j = slope_j (e_j probability - c_j target), j < count, the general case of gradient_values */
+SPECIALISED void any_target_values(STORAGE *out, const SCRATCH *restrict e, const SCRATCH *restrict slope,
+                                   const row_target *target, gradient_factors factors, int64_t k, int64_t count,
+                                   int with_softcap, int with_weight, int with_prob) {
+    for (int64_t j = 0; j < count; j++) {
+        const double g = e[j] * factors.probability - coefficient_with(target, k + j, with_weight, with_prob) * factors.target;
+        out[j] = STORE(with_softcap ? g * (slope[j] / SLOPE_SCALE) : g);
+    }
+}
+
 /* The gradient of a row over [k, k + count) into out, from what compute_row_stats stored in
  * scratch; spread_weights: the call's w_j spread target (see call_constants), or NULL. */
 SPECIALISED void gradient_values(STORAGE *out, const SCRATCH *restrict scratch, const row_target *target,
@@ -577,22 +635,29 @@ SPECIALISED void gradient_values(STORAGE *out, const SCRATCH *restrict scratch, 
             for (int64_t j = 0; j < count; j++) out[j] = scaled(e[j], probability);
         } else if (spread_weights) {
             for (int64_t j = 0; j < count; j++) out[j] = scaled_minus(e[j], probability, spread_weights[k + j]);
+        } else if (target->weight) { /* two loops: see FOR_TARGET_ARRAYS */
+            const double spread = target->spread * factors.target;
+            for (int64_t j = 0; j < count; j++) out[j] = scaled_minus(e[j], probability, target->weight[k + j] * spread);
         } else {
             const double spread = target->spread * factors.target;
-            const double *weight = target->weight ? target->weight + k : NULL;
-            for (int64_t j = 0; j < count; j++) out[j] = scaled_minus(e[j], probability, weight ? weight[j] * spread : spread);
+            for (int64_t j = 0; j < count; j++) out[j] = scaled_minus(e[j], probability, spread);
         }
         const int64_t y = target->index;
         if (y >= k && y < k + count) out[y - k] = STORE(e[y - k] * factors.probability - coefficient(target, y) * factors.target);
     } else {
-        for (int64_t j = 0; j < count; j++) {
-            const double g = e[j] * factors.probability - coefficient(target, k + j) * factors.target;
-            out[j] = STORE(with_softcap ? g * (slope[j] / SLOPE_SCALE) : g);
-        }
+#define ANY_TARGET_VALUES(with_weight, with_prob)                                                                       \
+    any_target_values(out, e, slope, target, factors, k, count, with_softcap, with_weight, with_prob)
+        FOR_TARGET_ARRAYS(target, ANY_TARGET_VALUES);
+#undef ANY_TARGET_VALUES
     }
     if (argmax >= k && argmax < k + count)
         out[argmax - k] = STORE(with_softcap ? factors.at_argmax * (slope[argmax - k] / SLOPE_SCALE) : factors.at_argmax);
 }
+
+/* Lines to stream are computed this many at a time: a line's vector load right after the stores
+ * that wrote it waits for them (when they were narrower, as for float64 with label smoothing, 3x
+ * slower than without streaming); a batch's first lines are in cache by the time they are read. */
+#define STREAM_BATCH 8
 
 /* The gradient of one row over classes [begin, end). x is not read: grad may be the logits
  * (in-place). With streaming, the whole cache lines in the range are written past the caches (the
@@ -609,10 +674,12 @@ SPECIALISED void write_gradient_with(STORAGE *grad, const SCRATCH *restrict scra
         while (aligned < end && (uintptr_t)(grad + aligned) % CACHE_LINE != 0) aligned++;
         gradient_values(grad + k, scratch, target, argmax, factors, n_classes, k, aligned - k, with_softcap, target_kind,
                         spread_weights);
-        for (k = aligned; k + LINE <= end; k += LINE) {
-            STORAGE line[LINE];
-            gradient_values(line, scratch, target, argmax, factors, n_classes, k, LINE, with_softcap, target_kind, spread_weights);
-            stream_line(grad + k, line);
+        for (k = aligned; k + LINE <= end;) {
+            STORAGE lines[STREAM_BATCH * LINE];
+            const int64_t count = end - k < STREAM_BATCH * LINE ? (end - k) / LINE : STREAM_BATCH;
+            gradient_values(lines, scratch, target, argmax, factors, n_classes, k, count * LINE, with_softcap, target_kind,
+                            spread_weights);
+            for (int64_t line = 0; line < count; line++, k += LINE) stream_line(grad + k, lines + line * LINE);
         }
     }
     gradient_values(grad + k, scratch, target, argmax, factors, n_classes, k, end - k, with_softcap, target_kind, spread_weights);

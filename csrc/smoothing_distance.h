@@ -46,23 +46,37 @@ SPECIALISED double smoothing_distance_of(const double *weight, const STORAGE *x,
     return total_of(&sums);
 }
 #else
-/* whole blocks and the last one: the weights (or NULL) and logits from the block's start */
-SPECIALISED void smoothing_block(partial_sums *sums, const double *weight, const STORAGE *x, int lanes, double max) {
+/* blocks whole blocks, or the last one (lanes < PARTIAL_SUMS): the weights (or NULL) and logits from
+ * the first block's start; each lane's terms added in plain double first (see COMPENSATED_RUN) */
+SPECIALISED void smoothing_blocks(partial_sums *sums, const double *weight, const block_value *x, int lanes,
+                                  int blocks, double max) {
     for (int j = 0; j < lanes; j++) {
-        /* the product selected, not computed in the select: GCC 12's AVX2 vectoriser paired the
-         * w != 0 masks of `w != 0 ? w * d : 0` with the wrong lanes (a zero weight in lane j < 8
-         * left out lane j + 8's term instead) */
-        const double w = weight ? weight[j] : 1.0, term = w * (max - LOAD(x[j]));
-        add_to_lane(sums, j, w != 0 ? term : 0.0);
+        double lane_sum = 0.0;
+        for (int b = 0; b < blocks; b++) {
+            const int i = b * PARTIAL_SUMS + j;
+            /* the product selected, not computed in the select: GCC 12's AVX2 vectoriser paired the
+             * w != 0 masks of `w != 0 ? w * d : 0` with the wrong lanes (a zero weight in lane j < 8
+             * left out lane j + 8's term instead) */
+            const double w = weight ? weight[i] : 1.0, term = w * (max - block_logit(x[i]));
+            lane_sum += w != 0 ? term : 0.0;
+        }
+        add_to_lane(sums, j, lane_sum);
     }
 }
 
 SPECIALISED double smoothing_distance_of(const double *weight, const STORAGE *x, int64_t n_classes, double max) {
     partial_sums sums = {{0.0}, {0.0}};
+    block_value buffer[PARTIAL_SUMS];
+    const int64_t run = COMPENSATED_RUN * PARTIAL_SUMS;
     int64_t k = 0;
-    for (; k + PARTIAL_SUMS <= n_classes; k += PARTIAL_SUMS)
-        smoothing_block(&sums, weight ? weight + k : NULL, x + k, PARTIAL_SUMS, max);
-    smoothing_block(&sums, weight ? weight + k : NULL, x + k, (int)(n_classes - k), max);
+    for (; k + run <= n_classes; k += run)
+        smoothing_blocks(&sums, weight ? weight + k : NULL, block_values(buffer, x + k, PARTIAL_SUMS), PARTIAL_SUMS,
+                         COMPENSATED_RUN, max);
+    for (; k + PARTIAL_SUMS <= n_classes; k += PARTIAL_SUMS) /* what is left of a run */
+        smoothing_blocks(&sums, weight ? weight + k : NULL, block_values(buffer, x + k, PARTIAL_SUMS), PARTIAL_SUMS, 1,
+                         max);
+    smoothing_blocks(&sums, weight ? weight + k : NULL, block_values(buffer, x + k, (int)(n_classes - k)),
+                     (int)(n_classes - k), 1, max);
     return total_of(&sums);
 }
 #endif

@@ -10,3 +10,4 @@
 #define FLOAT_EXP 0
 #define LOAD_16_AS_FLOATS load_16_f16 /* the vector row max (vector_row_max.h) */
 #define SCRATCH double
+#define WIDENED_BLOCKS /* the exp pass reads its logits widened to floats (kernel_template.h) */

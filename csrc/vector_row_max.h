@@ -8,7 +8,8 @@
  * running max, when the logit is NaN); then the first index holding it, compared a vector at a time
  * (a compare-and-select of the index in the first pass cost twice as much: measured). A row's last
  * partial block is read as the 16 logits that end the row, overlapping the block before. A max of
- * -inf (no logit larger) is at index 0, as in find_max. */
+ * -inf (no logit larger) is at index 0, as in find_max. The loaders also widen 16-bit logits for
+ * kernel_template.h's block_values. */
 #include <immintrin.h>
 
 #define CHAINS 4
@@ -35,6 +36,8 @@ static inline floats16 load_16_bf16_masked(__mmask16 valid, const uint16_t *x) {
     const __m512i words = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(valid, x));
     return _mm512_castsi512_ps(_mm512_slli_epi32(words, 16));
 }
+
+static inline void store_16_floats(float *out, floats16 values) { _mm512_storeu_ps(out, values); }
 
 static inline floats16 all_lanes(float value) { return _mm512_set1_ps(value); }
 static inline floats16 larger_of(floats16 value, floats16 max) { return _mm512_max_ps(value, max); }
@@ -63,6 +66,11 @@ static inline floats16 load_16_bf16(const uint16_t *x) {
 static inline floats16 load_16_f16(const uint16_t *x) { /* F16C, part of the avx2 build */
     return (floats16){{_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)x)),
                        _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + 8)))}};
+}
+
+static inline void store_16_floats(float *out, floats16 values) {
+    _mm256_storeu_ps(out, values.half[0]);
+    _mm256_storeu_ps(out + 8, values.half[1]);
 }
 
 static inline floats16 all_lanes(float value) {
