@@ -7,7 +7,6 @@ Run from the repo root, this imports the *installed* softmax_ce_c: sys.path[0] i
 the checkout. Prints markdown tables to stdout and progress to stderr.
 """
 import argparse
-import importlib
 import json
 import os
 import subprocess
@@ -21,17 +20,8 @@ import numpy as np
 
 import softmax_ce_c
 import softmax_ce_c.reference
-from machine import describe_machine, usable_cpu_count
+from machine import describe_machine, import_optional, usable_cpu_count
 from timing import Method, RepPolicy, benchmark, do_nothing
-
-
-def import_optional(name):
-    """The module, or None when it is not importable: the peers are optional, and without ml_dtypes
-    (NumPy's bfloat16) the bfloat16 cases are skipped."""
-    try:
-        return importlib.import_module(name)
-    except (ImportError, OSError):  # OSError: an install whose shared libraries fail to load
-        return None
 
 
 torch = import_optional("torch")

@@ -1,9 +1,19 @@
 """What the timings were taken on: numbers mean little without the machine and versions."""
+import importlib
 import os
 import platform
 from datetime import datetime, timezone
 
 import numpy as np
+
+
+def import_optional(name):
+    """The module, or None when it is not importable: the peers are optional, and without ml_dtypes
+    (NumPy's bfloat16) the bfloat16 cases are skipped."""
+    try:
+        return importlib.import_module(name)
+    except (ImportError, OSError):  # OSError: an install whose shared libraries fail to load
+        return None
 
 
 def cpu_model():
