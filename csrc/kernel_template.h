@@ -197,7 +197,7 @@ static inline double exp_term(double value, double max, int with_softcap) {
  * rows take a block at a time too: GCC keeps the loop of two softcapped blocks scalar (6x slower). */
 #define COMPENSATED_RUN (COMPENSATED_SUMS ? 2 : 1)
 
-/* The logits the exp pass and the smoothing distance read, a block at a time. 16-bit logits are
+/* The logits the exp pass and the target sums read, a block at a time. 16-bit logits are
  * widened to floats by the row max's vector loads first: GCC vectorises their own conversion 8
  * logits wide, and the double loops with it (float16 ran 3x slower than float64). Other logits are
  * read where they are. */
@@ -247,10 +247,12 @@ SPECIALISED void exp_blocks(partial_sums *sums, SCRATCH *restrict e, SCRATCH *re
 /* The exp pass computes while the row max pass waits on memory: asking for the next row's block k
  * while computing this row's block k gives the memory system work during the exp pass, and the next
  * row's max pass finds its data in cache. */
-static inline void prefetch_block(const STORAGE *block) {
-    for (size_t byte = 0; byte < PARTIAL_SUMS * sizeof(STORAGE); byte += 64) /* 64: a cache line */
-        __builtin_prefetch((const char *)block + byte, 0, 1); /* 1: into L2, not L1 */
+static inline void prefetch_bytes(const void *start, size_t bytes) {
+    for (size_t byte = 0; byte < bytes; byte += 64) /* 64: a cache line */
+        __builtin_prefetch((const char *)start + byte, 0, 1); /* 1: into L2, not L1 */
 }
+
+static inline void prefetch_block(const STORAGE *block) { prefetch_bytes(block, PARTIAL_SUMS * sizeof(STORAGE)); }
 
 /* FLOAT_EXP logits without a softcap: their exps are floats, and runs of up to FLOAT_RUN blocks of
  * them (count logits, the last run of a row shorter) are summed per lane in float before the double
@@ -419,6 +421,7 @@ typedef struct {
     double keep;          /* 1 - eps */
     double spread;        /* eps / K */
     const double *weight; /* (K) or NULL */
+    const TARGET *next_prob; /* (K) the next row's probabilities, to prefetch, or NULL */
 } row_target;
 
 /* c_k from its parts: t is 0 in a class-index row (keep t + spread is then exactly spread), and
@@ -450,9 +453,10 @@ static inline double coefficient(const row_target *target, int64_t k) {
 static int target_of_row(row_target *target, const sce_params *params, const int64_t *target_index,
                          const TARGET *target_prob, int64_t n) {
     const double eps = params->label_smoothing;
-    *target = (row_target){-1, NULL, 0.0, 1.0 - eps, eps / (double)params->n_classes, params->weight};
+    *target = (row_target){-1, NULL, 0.0, 1.0 - eps, eps / (double)params->n_classes, params->weight, NULL};
     if (!target_index) {
         target->prob = target_prob + n * params->n_classes;
+        if (n + 1 < params->n_rows) target->next_prob = target->prob + params->n_classes;
         return 1;
     }
     if (target_index[n] == params->ignore_index) return 0;
@@ -470,23 +474,30 @@ typedef struct {
     double total;
 } target_sums;
 
+/* the block of lanes classes from begin; x from there too */
 SPECIALISED void target_block(partial_sums *distance, partial_sums *total, const row_target *target,
-                              const STORAGE *x, int64_t begin, int lanes, double max, double softcap, int with_weight,
-                              int with_prob) {
+                              const block_value *x, int64_t begin, int lanes, double max, double softcap,
+                              int with_weight, int with_prob) {
     for (int j = 0; j < lanes; j++) {
         const double c = coefficient_with(target, begin + j, with_weight, with_prob);
         add_to_lane(total, j, c);
-        add_to_lane(distance, j, c != 0 ? c * (max - capped(LOAD(x[begin + j]), softcap)) : 0.0);
+        add_to_lane(distance, j, c != 0 ? c * (max - capped(block_logit(x[j]), softcap)) : 0.0);
     }
 }
 
 SPECIALISED target_sums target_sum_blocks(const row_target *target, const STORAGE *x, int64_t n_classes,
                                           double max, double softcap, int with_weight, int with_prob) {
     partial_sums distance = {{0.0}, {0.0}}, total = {{0.0}, {0.0}};
+    block_value buffer[PARTIAL_SUMS];
     int64_t k = 0;
-    for (; k + PARTIAL_SUMS <= n_classes; k += PARTIAL_SUMS)
-        target_block(&distance, &total, target, x, k, PARTIAL_SUMS, max, softcap, with_weight, with_prob);
-    target_block(&distance, &total, target, x, k, (int)(n_classes - k), max, softcap, with_weight, with_prob);
+    for (; k + PARTIAL_SUMS <= n_classes; k += PARTIAL_SUMS) {
+        /* the probabilities come from memory here, the logits from cache (see prefetch_block) */
+        if (with_prob && target->next_prob) prefetch_bytes(target->next_prob + k, PARTIAL_SUMS * sizeof(TARGET));
+        target_block(&distance, &total, target, block_values(buffer, x + k, PARTIAL_SUMS), k, PARTIAL_SUMS, max,
+                     softcap, with_weight, with_prob);
+    }
+    target_block(&distance, &total, target, block_values(buffer, x + k, (int)(n_classes - k)), k,
+                 (int)(n_classes - k), max, softcap, with_weight, with_prob);
     return (target_sums){total_of(&distance), total_of(&total)};
 }
 
@@ -610,8 +621,18 @@ static gradient_factors factors_of_row(const row_target *target, const row_stats
 }
 
 /* The targets gradient_values has a loop of its own for. A class index without a softcap has grad_j
- * = e_j probability - w_j spread target but at the index and the argmax, which are patched after. */
-enum { ANY_TARGET, INDEX_TARGET /* and no smoothing */, SMOOTHED_INDEX_TARGET };
+ * = e_j probability - w_j spread target but at the index and the argmax, which are patched after;
+ * probabilities without a softcap, grad_j = e_j probability - c_j target but at the argmax. */
+enum { ANY_TARGET, INDEX_TARGET /* and no smoothing */, SMOOTHED_INDEX_TARGET, PROB_TARGET };
+
+/* e_j probability - c_j target_scale for a probability row, j < count (scaled_minus: float32's
+ * products in float, as the smoothed index's) */
+SPECIALISED void prob_target_values(STORAGE *out, const SCRATCH *restrict e, scaling probability,
+                                    const row_target *target, double target_scale, int64_t k, int64_t count,
+                                    int with_weight) {
+    for (int64_t j = 0; j < count; j++)
+        out[j] = scaled_minus(e[j], probability, coefficient_with(target, k + j, with_weight, 1) * target_scale);
+}
 
 /* grad_j = slope_j (e_j probability - c_j target), j < count, the general case of gradient_values */
 SPECIALISED void any_target_values(STORAGE *out, const SCRATCH *restrict e, const SCRATCH *restrict slope,
@@ -633,6 +654,11 @@ SPECIALISED void gradient_values(STORAGE *out, const SCRATCH *restrict scratch, 
         const scaling probability = scaling_of(factors.probability);
         if (target_kind == INDEX_TARGET) {
             for (int64_t j = 0; j < count; j++) out[j] = scaled(e[j], probability);
+        } else if (target_kind == PROB_TARGET) { /* two loops: see FOR_TARGET_ARRAYS */
+            if (target->weight)
+                prob_target_values(out, e, probability, target, factors.target, k, count, 1);
+            else
+                prob_target_values(out, e, probability, target, factors.target, k, count, 0);
         } else if (spread_weights) {
             for (int64_t j = 0; j < count; j++) out[j] = scaled_minus(e[j], probability, spread_weights[k + j]);
         } else if (target->weight) { /* two loops: see FOR_TARGET_ARRAYS */
@@ -697,8 +723,10 @@ static void write_gradient(STORAGE *grad, const SCRATCH *restrict scratch, const
     const int streaming = call->stream_gradient;
     if (call->softcap > 0)
         write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 1, ANY_TARGET, streaming, NULL);
-    else if (target->prob || !factors_fit_float(factors))
+    else if (!factors_fit_float(factors))
         write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, ANY_TARGET, streaming, NULL);
+    else if (target->prob)
+        write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, PROB_TARGET, streaming, NULL);
     else if (target->spread != 0)
         write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, SMOOTHED_INDEX_TARGET, streaming,
                             call->spread_weights);
