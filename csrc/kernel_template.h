@@ -12,8 +12,9 @@
  *   FLOAT_EXP         1 to evaluate exp in float (float32, and bfloat16, whose 8 bits are far from
  *                     float's 24); its scratch is float then
  *   LOAD_16_AS_FLOATS for logits that floats hold exactly, the loader of the vector row max
- *                     (vector_row_max.h), and for FLOAT_EXP types LOAD_16_AS_FLOATS_MASKED, its
- *                     AVX-512 form for a row's end; left undefined for double logits
+ *                     (vector_row_max.h), and LOAD_16_AS_FLOATS_MASKED, its AVX-512 form for a
+ *                     row's end; both left undefined for double logits
+ *   WIDENED_BLOCKS    defined for 16-bit logits (see block_values)
  *   SCRATCH           the type a row's exps (and softcap slopes) are kept in between passes: float
  *                     for FLOAT_EXP types (their exps are floats already), double where the gradient
  *                     must be exact to more bits (float64, and float16's correct rounding)

@@ -6,7 +6,7 @@
  * in two sums per lane, even and odd blocks, so its last bits may differ from the others'). Without a
  * softcap only (x' = x). */
 
-#if FLOAT_EXP && defined(__AVX512F__)
+#if defined(LOAD_16_AS_FLOATS_MASKED) && defined(__AVX512F__) /* float-like logits */
 /* the terms of 16 logits from x (lanes past the row's end: 0, and not read: a masked load does not
  * fault), added to sums (lanes 0-7 and 8-15) */
 static inline void add_smoothing_block(__m512d sums[2], const double *weight, const STORAGE *x, int64_t left,

@@ -37,6 +37,10 @@ static inline floats16 load_16_bf16_masked(__mmask16 valid, const uint16_t *x) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(words, 16));
 }
 
+static inline floats16 load_16_f16_masked(__mmask16 valid, const uint16_t *x) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(valid, x));
+}
+
 static inline void store_16_floats(float *out, floats16 values) { _mm512_storeu_ps(out, values); }
 
 static inline floats16 all_lanes(float value) { return _mm512_set1_ps(value); }
