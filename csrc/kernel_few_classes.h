@@ -362,7 +362,6 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
         target_factor[r] = (SCRATCH)target_factor_d[r];
         at_argmax[r] = (SCRATCH)at_argmax_d[r];
         fit[r] = factors_fit_scratch(probability_d[r], target_factor_d[r], at_argmax_d[r]);
-        all_fit &= fit[r];
     }
     for (int r = 0; r < n_rows; r++) {
         result->row_loss[first + r] = loss[r];
@@ -377,6 +376,7 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
     for (int k = 0; k < n_classes; k++)
         ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
             const double c = group_coefficient(constants, &targets, w[k], t, AT(k, r), k, r, lone_index);
+            fit[r] &= (!targets.counted[r]) | factors_fit_scratch(c, c * target_factor_d[r], 0.0); /* c, c target too */
             const int is_argmax = k == argmax[r];
             const double g =
                 with_softcap
@@ -385,6 +385,7 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
                     : LANE_GRADIENT(is_argmax, at_argmax[r], e[AT(k, r)], probability[r], (SCRATCH)c, target_factor[r]);
             grad[AT(k, r)] = targets.counted[r] ? (SCRATCH)g : 0;
         }
+    for (int r = 0; r < ROW_GROUP; r++) all_fit &= fit[r];
     if (!all_fit) /* the lanes of rows whose factors do not fit, again in double (each row its own way) */
         for (int k = 0; k < n_classes; k++)
             for (int r = 0; r < ROW_GROUP; r++) {

@@ -107,7 +107,7 @@ typedef struct {
     double value, slope;
 } capped_logit;
 
-static inline capped_logit softcapped(double x, double softcap) {
+SPECIALISED capped_logit softcapped(double x, double softcap) {
     const double u = x / softcap;
     const vexp_pair e = exp_and_expm1_of_nonpositive(-2.0 * fabs(u));
     const double inverse = 1.0 / (2.0 + e.expm1); /* one division: they are slow */
@@ -120,7 +120,7 @@ static inline capped_logit softcapped(double x, double softcap) {
 #define SLOPE_SCALE 0x1p126
 
 /* x' (x itself when softcap is 0) */
-static inline double capped(double x, double softcap) {
+SPECIALISED double capped(double x, double softcap) {
     return softcap > 0 ? softcapped(x, softcap).value : x;
 }
 
@@ -186,7 +186,7 @@ static logit_max find_max(const STORAGE *x, int64_t n_classes) {
 }
 
 /* exp(x' - max); for FLOAT_EXP types in float (for uncapped logits, max is a float too) */
-static inline double exp_term(double value, double max, int with_softcap) {
+SPECIALISED double exp_term(double value, double max, int with_softcap) {
     if (!FLOAT_EXP) return EXP_DIFFERENCE(value, max);
     return with_softcap ? expf_of_double(value - max) : exp_difference_in_float((float)value, (float)max);
 }
@@ -206,7 +206,7 @@ static inline double exp_term(double value, double max, int with_softcap) {
 typedef float block_value;
 _Static_assert(COMPENSATED_RUN == 1, "exp_blocks reads one widened block at a time");
 
-static inline const float *block_values(float buffer[PARTIAL_SUMS], const STORAGE *x, int lanes) {
+SPECIALISED const float *block_values(float buffer[PARTIAL_SUMS], const STORAGE *x, int lanes) {
     if (lanes == PARTIAL_SUMS)
         store_16_floats(buffer, LOAD_16_AS_FLOATS(x));
     else
@@ -214,13 +214,13 @@ static inline const float *block_values(float buffer[PARTIAL_SUMS], const STORAG
     return buffer;
 }
 
-static inline double block_logit(float value) { return value; }
+SPECIALISED double block_logit(float value) { return value; }
 #else
 typedef STORAGE block_value;
 
-static inline double block_logit(STORAGE value) { return LOAD(value); }
+SPECIALISED double block_logit(STORAGE value) { return LOAD(value); }
 
-static inline const STORAGE *block_values(STORAGE *buffer, const STORAGE *x, int lanes) {
+SPECIALISED const STORAGE *block_values(STORAGE *buffer, const STORAGE *x, int lanes) {
     (void)buffer, (void)lanes;
     return x;
 }
@@ -533,28 +533,37 @@ typedef struct {
     float hi, lo;
 } scaling;
 
-static inline scaling scaling_of(double factor) {
+SPECIALISED scaling scaling_of(double factor) {
     const float hi = (float)factor;
     return (scaling){hi, (float)(factor - hi)};
 }
 
-static inline STORAGE scaled(SCRATCH e, scaling factor) { return STORE_FLOAT(VEXPF_FMA(e, factor.hi, e * factor.lo)); }
+SPECIALISED STORAGE scaled(SCRATCH e, scaling factor) { return STORE_FLOAT(VEXPF_FMA(e, factor.hi, e * factor.lo)); }
 
 /* e * factor - c: c's rounding to float and e lo - c's are within 2^-24 of c each, inside the
- * gradient's bound of 8 eps (p_k T + c_k) */
-static inline STORAGE scaled_minus(SCRATCH e, scaling factor, double c) {
+ * gradient's bound of 8 eps (p_k T + c_k), for c within float's range (see c_fits) */
+SPECIALISED STORAGE scaled_minus(SCRATCH e, scaling factor, double c) {
     return STORE_FLOAT(VEXPF_FMA(e, factor.hi, VEXPF_FMA(e, factor.lo, -(float)c)));
 }
+
+/* whether scaled_minus can take c: beyond float's range (a huge weight, probability or upstream
+ * gradient) it would turn a finite e * factor - c into -inf */
+SPECIALISED int c_fits(double c) { return fabs(c) <= FLT_MAX; }
 #else
 typedef struct {
     double factor;
 } scaling;
 
-static inline scaling scaling_of(double factor) { return (scaling){factor}; }
+SPECIALISED scaling scaling_of(double factor) { return (scaling){factor}; }
 
-static inline STORAGE scaled(SCRATCH e, scaling factor) { return STORE(e * factor.factor); }
+SPECIALISED STORAGE scaled(SCRATCH e, scaling factor) { return STORE(e * factor.factor); }
 
-static inline STORAGE scaled_minus(SCRATCH e, scaling factor, double c) { return STORE(e * factor.factor - c); }
+SPECIALISED STORAGE scaled_minus(SCRATCH e, scaling factor, double c) { return STORE(e * factor.factor - c); }
+
+SPECIALISED int c_fits(double c) {
+    (void)c;
+    return 1;
+}
 #endif
 
 /* A gradient of at least this size is written past the caches (stream_store.h): it would not stay
@@ -628,11 +637,16 @@ enum { ANY_TARGET, INDEX_TARGET /* and no smoothing */, SMOOTHED_INDEX_TARGET, P
 
 /* e_j probability - c_j target_scale for a probability row, j < count (scaled_minus: float32's
  * products in float, as the smoothed index's) */
-SPECIALISED void prob_target_values(STORAGE *out, const SCRATCH *restrict e, scaling probability,
-                                    const row_target *target, double target_scale, int64_t k, int64_t count,
-                                    int with_weight) {
-    for (int64_t j = 0; j < count; j++)
-        out[j] = scaled_minus(e[j], probability, coefficient_with(target, k + j, with_weight, 1) * target_scale);
+SPECIALISED int prob_target_values(STORAGE *out, const SCRATCH *restrict e, scaling probability,
+                                   const row_target *target, double target_scale, int64_t k, int64_t count,
+                                   int with_weight) {
+    int fits = 1;
+    for (int64_t j = 0; j < count; j++) {
+        const double c = coefficient_with(target, k + j, with_weight, 1) * target_scale;
+        fits &= c_fits(c);
+        out[j] = scaled_minus(e[j], probability, c);
+    }
+    return fits;
 }
 
 /* grad_j = slope_j (e_j probability - c_j target), j < count, the general case of gradient_values */
@@ -651,32 +665,37 @@ SPECIALISED void gradient_values(STORAGE *out, const SCRATCH *restrict scratch, 
                                  int64_t argmax, gradient_factors factors, int64_t n_classes, int64_t k, int64_t count,
                                  int with_softcap, int target_kind, const SCRATCH *spread_weights) {
     const SCRATCH *e = scratch + k, *slope = scratch + n_classes + k;
+#define ANY_TARGET_VALUES(with_weight, with_prob)                                                                       \
+    any_target_values(out, e, slope, target, factors, k, count, with_softcap, with_weight, with_prob)
     if (target_kind != ANY_TARGET) {
         const scaling probability = scaling_of(factors.probability);
+        int fits = 1; /* every c_j target fit scaled_minus; if not, the values are computed again */
         if (target_kind == INDEX_TARGET) {
             for (int64_t j = 0; j < count; j++) out[j] = scaled(e[j], probability);
         } else if (target_kind == PROB_TARGET) { /* two loops: see FOR_TARGET_ARRAYS */
-            if (target->weight)
-                prob_target_values(out, e, probability, target, factors.target, k, count, 1);
-            else
-                prob_target_values(out, e, probability, target, factors.target, k, count, 0);
+            fits = target->weight ? prob_target_values(out, e, probability, target, factors.target, k, count, 1)
+                                  : prob_target_values(out, e, probability, target, factors.target, k, count, 0);
         } else if (spread_weights) {
             for (int64_t j = 0; j < count; j++) out[j] = scaled_minus(e[j], probability, spread_weights[k + j]);
         } else if (target->weight) { /* two loops: see FOR_TARGET_ARRAYS */
             const double spread = target->spread * factors.target;
-            for (int64_t j = 0; j < count; j++) out[j] = scaled_minus(e[j], probability, target->weight[k + j] * spread);
+            for (int64_t j = 0; j < count; j++) {
+                fits &= c_fits(target->weight[k + j] * spread);
+                out[j] = scaled_minus(e[j], probability, target->weight[k + j] * spread);
+            }
         } else {
             const double spread = target->spread * factors.target;
             for (int64_t j = 0; j < count; j++) out[j] = scaled_minus(e[j], probability, spread);
+            fits = c_fits(spread);
         }
+        if (!fits) /* the general loop, in double */
+            FOR_TARGET_ARRAYS(target, ANY_TARGET_VALUES);
         const int64_t y = target->index;
         if (y >= k && y < k + count) out[y - k] = STORE(e[y - k] * factors.probability - coefficient(target, y) * factors.target);
     } else {
-#define ANY_TARGET_VALUES(with_weight, with_prob)                                                                       \
-    any_target_values(out, e, slope, target, factors, k, count, with_softcap, with_weight, with_prob)
         FOR_TARGET_ARRAYS(target, ANY_TARGET_VALUES);
-#undef ANY_TARGET_VALUES
     }
+#undef ANY_TARGET_VALUES
     if (argmax >= k && argmax < k + count)
         out[argmax - k] = STORE(with_softcap ? factors.at_argmax * (slope[argmax - k] / SLOPE_SCALE) : factors.at_argmax);
 }
@@ -903,12 +922,18 @@ static int uses_spread_weights(const sce_params *params, const int64_t *target_i
            !params->row_grad_scale;
 }
 
-/* w_k spread target into space (K values), as gradient_values computes them for a row */
+/* w_k spread target into space (K values), as gradient_values computes them for a row; NULL when
+ * one is beyond SCRATCH's range (the rows then compute them in double) */
 static const SCRATCH *spread_weights_of(SCRATCH *space, const sce_result *result, const sce_params *params) {
     const double spread = params->label_smoothing / (double)params->n_classes;
     const double target = scales_of(params->grad_scale, result, params->reduction).ce;
-    for (int64_t k = 0; k < params->n_classes; k++) space[k] = (SCRATCH)(params->weight[k] * (spread * target));
-    return space;
+    int fit = 1;
+    for (int64_t k = 0; k < params->n_classes; k++) {
+        const double value = params->weight[k] * (spread * target);
+        space[k] = (SCRATCH)value;
+        fit &= !isinf(space[k]) || isinf(value);
+    }
+    return fit ? space : NULL;
 }
 
 int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_params *params,

@@ -95,3 +95,30 @@ def test_a_gradient_factor_beyond_float_range_keeps_finite_elements_finite(n_cla
     finite = np.isfinite(want32)
     row_scale = np.max(np.abs(want), axis=1, keepdims=True) * np.ones_like(want)
     assert np.all(np.abs(grad[finite] - want[finite]) <= 8 * np.finfo(np.float32).eps * row_scale[finite])
+
+
+@pytest.mark.parametrize("n_classes", [10, 40])  # the groups of K <= 32, and the row path
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("case", ["probability, weight", "probability, grad_scale", "smoothing, weight"])
+def test_a_target_coefficient_beyond_float_range_keeps_a_finite_gradient_finite(dtype, case, n_classes):
+    """c_k times the target factor beyond float32's range while p_k T - c_k is not: the float
+    products (scaled_minus) rounded it to float first, -inf (found by review; the probability loop
+    was new, the smoothed index's had it for weights near 1e40)."""
+    dtype = np.dtype(pytest.importorskip("ml_dtypes").bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
+    big = float(np.finfo(np.float32).max)
+    x = np.full((1, n_classes), -200.0)
+    x[0, 3] = x[0, 7] = 0.0  # the argmax is 3; class 7 has e = 1
+    if case.startswith("probability"):
+        target = np.zeros((1, n_classes), np.float32)
+        target[0, 7] = 0.75 * big
+        options = {"weight": np.full(n_classes, 2.0)} if case.endswith("weight") else {"grad_scale": 2.0}
+    else:
+        target, weight = np.array([3]), np.ones(n_classes)
+        weight[7] = 1.5 * big * n_classes
+        options = {"weight": weight, "label_smoothing": 1.0}
+    grad = softmax_ce_c.softmax_cross_entropy(x.astype(dtype), target, reduction="sum", **options)[1]
+    want = reference.softmax_cross_entropy(x, target.astype(np.float64) if target.ndim == 2 else target,
+                                           reduction="sum", **options)[1]
+    assert np.isfinite(want[0, 7]) and abs(want[0, 7]) > 1e38
+    assert np.isfinite(float(grad[0, 7]))
+    assert abs(float(grad[0, 7]) - want[0, 7]) <= 2.0**-7 * abs(want[0, 7])  # bfloat16's half ulp

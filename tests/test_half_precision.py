@@ -123,13 +123,18 @@ def test_half_gradient_is_correctly_rounded(name, target_kind, reduction):
         assert np.all((ulp_error(grad, exact_grad) <= 1) | (error <= GRAD_EPS * np.finfo(np.float32).eps * size))
 
 
-@pytest.mark.parametrize("half", [0.5**25, 1.5 * 0.5**25, 0.5**24, 3 * 0.5**26, 0.5**14 * (1 - 0.5**12), 1e-4, 1.0,
-                                  65503.0, 65519.0, 65520.0, 65521.0, 1e6])
-def test_float16_rounding_edges(half):
-    """Gradients +-half, exact in double, rounded to float16 as NumPy rounds them: ties to even among
-    subnormals, up into the smallest normal, and to inf at the top (65520 is a tie: inf)."""
-    x = np.zeros((2, 2), np.float16)  # p = 1/2 on every class: the gradient is +-(grad_scale / 2)
-    grad = softmax_ce_c.softmax_cross_entropy(x, np.array([0, 1]), reduction="sum", grad_scale=2 * half)[1]
+@pytest.mark.parametrize("n_classes", [2, 64])  # the groups of K <= 32, and the row path
+@pytest.mark.parametrize("value", [0.5**25, 1.5 * 0.5**25, 0.5**24, 3 * 0.5**26, 0.5**14 * (1 - 0.5**12), 1e-4, 1.0,
+                                   65503.0, 65519.0, 65520.0, 65521.0, 1e6, np.nan])
+def test_float16_rounding_edges(value, n_classes):
+    """Gradients exact in double, rounded to float16 as NumPy rounds them: ties to even among
+    subnormals, up into the smallest normal, and to inf at the top (65520 is a tie: inf); NaN."""
+    x = np.zeros((2, n_classes), np.float16)  # p = 1/K on every class: the gradient is (p - t) grad_scale
+    target = np.array([0, 1])
+    grad_scale = n_classes * value  # value off the target, (1 - K) value on it: exact in double
+    grad = softmax_ce_c.softmax_cross_entropy(x, target, reduction="sum", grad_scale=grad_scale)[1]
+    exact = np.full(x.shape, value)
+    exact[[0, 1], target] = (1 - n_classes) * value
     with np.errstate(over="ignore"):  # to inf, as wanted
-        want = np.array([[-half, half], [half, -half]]).astype(np.float16)
+        want = exact.astype(np.float16)
     assert grad.view(np.uint16).tolist() == want.view(np.uint16).tolist()
