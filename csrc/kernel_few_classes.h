@@ -362,6 +362,9 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
         target_factor[r] = (SCRATCH)target_factor_d[r];
         at_argmax[r] = (SCRATCH)at_argmax_d[r];
         fit[r] = factors_fit_scratch(probability_d[r], target_factor_d[r], at_argmax_d[r]);
+        const double on_target = targets.on_target[r]; /* a lone index's only c */
+        if (lone_index)
+            fit[r] &= (!targets.counted[r]) | factors_fit_scratch(on_target, on_target * target_factor_d[r], 0.0);
     }
     for (int r = 0; r < n_rows; r++) {
         result->row_loss[first + r] = loss[r];
@@ -376,7 +379,8 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
     for (int k = 0; k < n_classes; k++)
         ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
             const double c = group_coefficient(constants, &targets, w[k], t, AT(k, r), k, r, lone_index);
-            fit[r] &= (!targets.counted[r]) | factors_fit_scratch(c, c * target_factor_d[r], 0.0); /* c, c target too */
+            if (!lone_index) /* c and c target too; a lone index's c is checked per row, above */
+                fit[r] &= (!targets.counted[r]) | factors_fit_scratch(c, c * target_factor_d[r], 0.0);
             const int is_argmax = k == argmax[r];
             const double g =
                 with_softcap
