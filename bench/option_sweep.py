@@ -42,7 +42,9 @@ def methods(x, labels, probs, weight, out):
         "softmax": lambda: softmax_ce_c.softmax(x, num_threads=1),
         "log_softmax": lambda: softmax_ce_c.log_softmax(x, num_threads=1),
     }
-    refill = lambda: np.copyto(inplace_logits, x)  # noqa: E731
+    def refill():
+        np.copyto(inplace_logits, x)
+
     return [Method(name, call, POLICY, prepare=refill if name == "inplace=True" else do_nothing)
             for name, call in calls.items()]
 

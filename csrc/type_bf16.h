@@ -14,4 +14,4 @@
 #define LOAD_16_AS_FLOATS load_16_bf16 /* the vector row max (vector_row_max.h) */
 #define LOAD_16_AS_FLOATS_MASKED load_16_bf16_masked /* AVX-512 only */
 #define SCRATCH float
-#define WIDENED_BLOCKS /* the exp pass reads its logits widened to floats (kernel_template.h) */
+#define WIDENED_BLOCKS /* the row loops read these logits widened to floats (kernel_template.h) */
