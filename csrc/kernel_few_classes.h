@@ -266,12 +266,6 @@ SPECIALISED double group_coefficient(const group_constants *constants, const gro
 #define LANE_GRADIENT(is_argmax, at_argmax, e, probability, c, target) \
     ((is_argmax) ? (at_argmax) : (e) * (probability) - (c) * (target))
 
-/* whether a row's gradient factors can be rounded to SCRATCH: a factor beyond float's range would
- * turn e * factor, finite for a small e, into inf or NaN */
-static inline int factors_fit_scratch(double probability, double target_factor, double at_argmax) {
-    return !FLOAT_EXP ||
-           (fabs(probability) <= FLT_MAX && fabs(target_factor) <= FLT_MAX && fabs(at_argmax) <= FLT_MAX);
-}
 
 /* The loss and z-loss term of rows [first, first + n_rows) (n_rows <= ROW_GROUP) and, with a
  * gradient, their gradient. */
@@ -361,10 +355,11 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
         probability[r] = (SCRATCH)probability_d[r];
         target_factor[r] = (SCRATCH)target_factor_d[r];
         at_argmax[r] = (SCRATCH)at_argmax_d[r];
-        fit[r] = factors_fit_scratch(probability_d[r], target_factor_d[r], at_argmax_d[r]);
+        /* whether the row's factors can be rounded to SCRATCH (fits_float) */
+        fit[r] = fits_float(probability_d[r]) & fits_float(target_factor_d[r]) & fits_float(at_argmax_d[r]);
         const double on_target = targets.on_target[r]; /* a lone index's only c */
         if (lone_index)
-            fit[r] &= (!targets.counted[r]) | factors_fit_scratch(on_target, on_target * target_factor_d[r], 0.0);
+            fit[r] &= (!targets.counted[r]) | (fits_float(on_target) & fits_float(on_target * target_factor_d[r]));
     }
     for (int r = 0; r < n_rows; r++) {
         result->row_loss[first + r] = loss[r];
@@ -380,7 +375,7 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
         ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
             const double c = group_coefficient(constants, &targets, w[k], t, AT(k, r), k, r, lone_index);
             if (!lone_index) /* c and c target too; a lone index's c is checked per row, above */
-                fit[r] &= (!targets.counted[r]) | factors_fit_scratch(c, c * target_factor_d[r], 0.0);
+                fit[r] &= (!targets.counted[r]) | (fits_float(c) & fits_float(c * target_factor_d[r]));
             const int is_argmax = k == argmax[r];
             const double g =
                 with_softcap

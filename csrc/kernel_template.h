@@ -524,6 +524,11 @@ static target_sums sum_over_target(const row_target *target, const STORAGE *x, c
 #undef TARGET_SUMS
 }
 
+/* whether FLOAT_EXP types' float products can take a value (a gradient factor, a target term c_k
+ * t): beyond float's range it would turn a finite e * factor - c into inf, -inf or NaN; such rows
+ * are computed in double instead */
+SPECIALISED int fits_float(double value) { return !FLOAT_EXP || fabs(value) <= FLT_MAX; }
+
 /* e * factor rounded once to STORAGE. FLOAT_EXP types keep their exps in float, and with FMA the
  * product stays in float too: factor split into two floats, e hi + e lo rounded once (the low part's
  * own rounding is 2^-24 of a 2^-24 correction), as the double product rounded to float would be
@@ -541,14 +546,10 @@ SPECIALISED scaling scaling_of(double factor) {
 SPECIALISED STORAGE scaled(SCRATCH e, scaling factor) { return STORE_FLOAT(VEXPF_FMA(e, factor.hi, e * factor.lo)); }
 
 /* e * factor - c: c's rounding to float and e lo - c's are within 2^-24 of c each, inside the
- * gradient's bound of 8 eps (p_k T + c_k), for c within float's range (see c_fits) */
+ * gradient's bound of 8 eps (p_k T + c_k), for c within float's range (see fits_float) */
 SPECIALISED STORAGE scaled_minus(SCRATCH e, scaling factor, double c) {
     return STORE_FLOAT(VEXPF_FMA(e, factor.hi, VEXPF_FMA(e, factor.lo, -(float)c)));
 }
-
-/* whether scaled_minus can take c: beyond float's range (a huge weight, probability or upstream
- * gradient) it would turn a finite e * factor - c into -inf */
-SPECIALISED int c_fits(double c) { return fabs(c) <= FLT_MAX; }
 #else
 typedef struct {
     double factor;
@@ -559,11 +560,6 @@ SPECIALISED scaling scaling_of(double factor) { return (scaling){factor}; }
 SPECIALISED STORAGE scaled(SCRATCH e, scaling factor) { return STORE(e * factor.factor); }
 
 SPECIALISED STORAGE scaled_minus(SCRATCH e, scaling factor, double c) { return STORE(e * factor.factor - c); }
-
-SPECIALISED int c_fits(double c) {
-    (void)c;
-    return 1;
-}
 #endif
 
 /* A gradient of at least this size is written past the caches (stream_store.h): it would not stay
@@ -643,7 +639,7 @@ SPECIALISED int prob_target_values(STORAGE *out, const SCRATCH *restrict e, scal
     int fits = 1;
     for (int64_t j = 0; j < count; j++) {
         const double c = coefficient_with(target, k + j, with_weight, 1) * target_scale;
-        fits &= c_fits(c);
+        fits &= fits_float(c);
         out[j] = scaled_minus(e[j], probability, c);
     }
     return fits;
@@ -680,13 +676,13 @@ SPECIALISED void gradient_values(STORAGE *out, const SCRATCH *restrict scratch, 
         } else if (target->weight) { /* two loops: see FOR_TARGET_ARRAYS */
             const double spread = target->spread * factors.target;
             for (int64_t j = 0; j < count; j++) {
-                fits &= c_fits(target->weight[k + j] * spread);
+                fits &= fits_float(target->weight[k + j] * spread);
                 out[j] = scaled_minus(e[j], probability, target->weight[k + j] * spread);
             }
         } else {
             const double spread = target->spread * factors.target;
             for (int64_t j = 0; j < count; j++) out[j] = scaled_minus(e[j], probability, spread);
-            fits = c_fits(spread);
+            fits = fits_float(spread);
         }
         if (!fits) /* the general loop, in double */
             FOR_TARGET_ARRAYS(target, ANY_TARGET_VALUES);
@@ -731,10 +727,10 @@ SPECIALISED void write_gradient_with(STORAGE *grad, const SCRATCH *restrict scra
     gradient_values(grad + k, scratch, target, argmax, factors, n_classes, k, end - k, with_softcap, target_kind, spread_weights);
 }
 
-/* whether the float products of scaled() can take the factors: beyond float's range they would turn
- * e * factor, finite for a small e, into inf or NaN (the loop for any target computes in double) */
+/* whether the float products of scaled() can take the factors (the loop for any target computes in
+ * double) */
 static inline int factors_fit_float(gradient_factors factors) {
-    return !FLOAT_EXP || (fabs(factors.probability) <= FLT_MAX && fabs(factors.target) <= FLT_MAX);
+    return fits_float(factors.probability) && fits_float(factors.target);
 }
 
 static void write_gradient(STORAGE *grad, const SCRATCH *restrict scratch, const row_target *target, int64_t argmax,
