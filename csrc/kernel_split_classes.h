@@ -79,7 +79,7 @@ static void combine_maxima(class_split *split, int64_t n_rows) {
             if (segment.value > max.value) max = segment;
         }
         split->segment_max[n * split->n_segments] = max; /* the row's, kept for combine_sums */
-        split->stats[n].max = capped(max.value, split->job->call.softcap);
+        split->stats[n].max = capped_value(max.value, split->job->call.softcap);
         split->stats[n].argmax = max.index;
     }
 }
@@ -100,11 +100,11 @@ static void combine_sums(class_split *split, int64_t n_rows) {
         const row_stats stats = finish_row_stats(scratch_of(job, n), row_of(job, n), n_classes,
                                                  split->segment_max[n * split->n_segments], rest, job->call.softcap);
         const target_sums sums = split->sums[n];
-        const double lse = stats.max + stats.log_sum;
-        job->result->row_loss[n] = sums.distance + sums.total * stats.log_sum;
+        const double log_sum = log1p_of_nonnegative(stats.rest), lse = stats.max + log_sum;
+        job->result->row_loss[n] = sums.distance + sums.total * log_sum;
         if (z_term) *z_term = job->call.z_loss * lse * lse;
         if (job->grad)
-            split->factors[n] = factors_of_row(&split->target[n], &stats, sums.total, job->result, job->params,
+            split->factors[n] = factors_of_row(&split->target[n], &stats, lse, sums.total, job->result, job->params,
                                                &job->call, n);
     }
 }

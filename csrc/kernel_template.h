@@ -119,16 +119,27 @@ SPECIALISED capped_logit softcapped(double x, double softcap) {
  * own subnormal units: fuzz seed 116935), and a double keeps them exactly either way. */
 #define SLOPE_SCALE 0x1p126
 
-/* x' (x itself when softcap is 0) */
+/* x' (x itself when softcap is 0), in the vector loops */
 SPECIALISED double capped(double x, double softcap) {
     return softcap > 0 ? softcapped(x, softcap).value : x;
+}
+
+/* the same for one value of a row (its max, its target's logit): the softcap a call, because GCC
+ * computed it inline for every row, softcap or not, and selected (a division and an exp chain per
+ * use, 8% of the plain pass at K = 1000) */
+static __attribute__((noinline)) double softcapped_value(double x, double softcap) {
+    return softcapped(x, softcap).value;
+}
+
+static inline double capped_value(double x, double softcap) {
+    return softcap > 0 ? softcapped_value(x, softcap) : x;
 }
 
 typedef struct {
     double max;     /* the row max of x'; NaN is skipped here and reaches the result through rest */
     int64_t argmax; /* the first index holding max (of x: see find_max) */
-    double rest;    /* sum of exp(x'_k - max) over k != argmax; NaN for a NaN row (see row_rest) */
-    double log_sum; /* log1p(rest): lse = max + log_sum */
+    double rest;    /* sum of exp(x'_k - max) over k != argmax; NaN for a NaN row (see row_rest):
+                       lse = max + log1p(rest) */
 } row_stats;
 
 /* Per lane j: the largest x[k + j] seen, and the k of the block where it was first seen. */
@@ -258,37 +269,61 @@ static inline void prefetch_block(const STORAGE *block) { prefetch_bytes(block, 
 /* FLOAT_EXP logits without a softcap: their exps are floats, and runs of up to FLOAT_RUN blocks of
  * them (count logits, the last run of a row shorter) are summed per lane in float before the double
  * sums take them (the conversions to double cost a sixth of the pass, measured). A run's sum of
- * positive terms is within (FLOAT_RUN - 1) 2^-24 relative: with the exp's 0.88 ulp, a tiny loss
- * (log1p(rest) = rest) stays within 3 ulp. */
+ * positive terms is within (FLOAT_RUN - 1) 2^-24 relative: with the exp's 1.13 ulp, a tiny loss
+ * (log1p(rest) = rest) stays within the 4-ulp contract (0.81 ulp measured). */
 #define FLOAT_RUN 4
 
 #if FLOAT_EXP && defined(__AVX512F__)
 #include "vector_exp_avx512.h"
 
-/* the same in AVX-512 intrinsics (vector_exp_avx512.h), adding to the sums directly */
+/* the same in AVX-512 intrinsics (vector_exp_avx512.h); the exps by exp16_of_row where the row has
+ * its constants (row not NULL), else by exp16_difference. The lanes' double sums stay in two
+ * registers (in partial_sums they went through memory after every run, a fifth of the pass). */
 _Static_assert(!COMPENSATED_SUMS, "FLOAT_EXP types' sums are not compensated");
 
-SPECIALISED void exp_float_run(partial_sums *sums, SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row,
-                               int64_t count, int64_t skip, float max, int store) {
+typedef struct {
+    __m512d low, high; /* lanes 0-7, 8-15 */
+} float_run_sums;
+
+/* the lanes added pairwise, a fixed tree: 4 additions' latency where total_of's order takes 16 */
+static inline double float_run_total(const float_run_sums *sums) {
+    const __m512d eight = _mm512_add_pd(sums->low, sums->high);
+    const __m256d four = _mm256_add_pd(_mm512_castpd512_pd256(eight), _mm512_extractf64x4_pd(eight, 1));
+    const __m128d two = _mm_add_pd(_mm256_castpd256_pd128(four), _mm256_extractf128_pd(four, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(two, _mm_unpackhi_pd(two, two)));
+}
+
+SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row,
+                               int64_t count, int64_t skip, float max, const exp16_row *row, int store) {
     const __m512 m = _mm512_set1_ps(max);
     __m512 run = _mm512_setzero_ps();
     for (int64_t k = 0; k < count; k += PARTIAL_SUMS) {
         if (next_row) prefetch_block(next_row + k);
         /* lanes past the row's end: not read (a masked load does not fault), stored or summed */
         const __mmask16 valid = count - k >= PARTIAL_SUMS ? (__mmask16)0xFFFF : (__mmask16)((1u << (count - k)) - 1);
-        const __m512 term = exp16_difference(LOAD_16_AS_FLOATS_MASKED(valid, x + k), m);
+        const __m512 logits = LOAD_16_AS_FLOATS_MASKED(valid, x + k);
+        const __m512 term = row ? exp16_of_row(logits, row) : exp16_difference(logits, m);
         if (store) _mm512_mask_storeu_ps(e + k, valid, term);
         const __mmask16 at_skip = skip >= k && skip < k + PARTIAL_SUMS ? (__mmask16)(1u << (skip - k)) : 0;
-        run = _mm512_add_ps(run, _mm512_maskz_mov_ps(valid & ~at_skip, term));
+        run = _mm512_mask_add_ps(run, valid & ~at_skip, run, term);
     }
-    const __m512d low = _mm512_cvtps_pd(_mm512_castps512_ps256(run));
-    const __m512d high = _mm512_cvtps_pd(_mm512_extractf32x8_ps(run, 1));
-    _mm512_storeu_pd(sums->sum, _mm512_add_pd(_mm512_loadu_pd(sums->sum), low));
-    _mm512_storeu_pd(sums->sum + 8, _mm512_add_pd(_mm512_loadu_pd(sums->sum + 8), high));
+    sums->low = _mm512_add_pd(sums->low, _mm512_cvtps_pd(_mm512_castps512_ps256(run)));
+    sums->high = _mm512_add_pd(sums->high, _mm512_cvtps_pd(_mm512_extractf32x8_ps(run, 1)));
 }
 #else
-SPECIALISED void exp_float_run(partial_sums *sums, SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row,
-                               int64_t count, int64_t skip, float max, int store) {
+typedef struct {
+    char none;
+} exp16_row; /* the portable exps take nothing per row */
+
+static inline int exp16_row_of(exp16_row *row, float m) { return (void)row, (void)m, 0; }
+
+typedef partial_sums float_run_sums;
+
+static inline double float_run_total(const float_run_sums *sums) { return total_of(sums); }
+
+SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row,
+                               int64_t count, int64_t skip, float max, const exp16_row *row, int store) {
+    (void)row;
     float run[PARTIAL_SUMS] = {0.0f};
     for (int64_t k = 0; k < count; k += PARTIAL_SUMS) {
         if (next_row) prefetch_block(next_row + k);
@@ -303,21 +338,31 @@ SPECIALISED void exp_float_run(partial_sums *sums, SCRATCH *restrict e, const ST
 }
 #endif
 
+SPECIALISED double exp_float_runs(SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row, int64_t begin,
+                                  int64_t end, int64_t skip, float max, const exp16_row *row, int store) {
+    float_run_sums sums = {0};
+    const int64_t run = FLOAT_RUN * PARTIAL_SUMS; /* whole runs, then what is left: each specialised */
+    int64_t k = begin;
+    for (; k + run <= end; k += run)
+        exp_float_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, run, skip - k, max, row,
+                      store);
+    if (k < end)
+        exp_float_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, end - k, skip - k, max, row,
+                      store);
+    return float_run_total(&sums);
+}
+
 SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,
                                   const STORAGE *next_row, int64_t begin, int64_t end, int64_t skip, double max,
                                   double softcap, int store) {
+    if (FLOAT_EXP && softcap == 0) {
+        exp16_row row;
+        return exp16_row_of(&row, (float)max)
+                   ? exp_float_runs(e, x, next_row, begin, end, skip, (float)max, &row, store)
+                   : exp_float_runs(e, x, next_row, begin, end, skip, (float)max, NULL, store);
+    }
     partial_sums sums = {{0.0}, {0.0}};
     int64_t k = begin;
-    if (FLOAT_EXP && softcap == 0) {
-        const int64_t run = FLOAT_RUN * PARTIAL_SUMS; /* whole runs, then what is left: each specialised */
-        for (; k + run <= end; k += run)
-            exp_float_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, run, skip - k,
-                          (float)max, store);
-        if (k < end)
-            exp_float_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, end - k, skip - k,
-                          (float)max, store);
-        return total_of(&sums);
-    }
     block_value buffer[PARTIAL_SUMS];
     const int64_t run = COMPENSATED_RUN * PARTIAL_SUMS;
     for (; softcap == 0 && k + run <= end; k += run) {
@@ -377,9 +422,8 @@ static inline double row_rest(double rest, double capped_max, double x_at_argmax
 /* The statistics from the max and rest; the argmax's own entries of scratch. */
 static row_stats finish_row_stats(SCRATCH *restrict scratch, const STORAGE *x, int64_t n_classes, logit_max max,
                                   double rest, double softcap) {
-    const double capped_max = capped(max.value, softcap);
-    row_stats stats = {capped_max, max.index, row_rest(rest, capped_max, LOAD(x[max.index])), 0.0};
-    stats.log_sum = log1p_of_nonnegative(stats.rest);
+    const double capped_max = capped_value(max.value, softcap);
+    const row_stats stats = {capped_max, max.index, row_rest(rest, capped_max, LOAD(x[max.index]))};
     if (scratch) {
         scratch[max.index] = 1.0;
         if (softcap > 0) scratch[n_classes + max.index] = softcapped(LOAD(x[max.index]), softcap).slope * SLOPE_SCALE;
@@ -394,7 +438,7 @@ static row_stats compute_row_stats(SCRATCH *restrict scratch, const STORAGE *x, 
     const logit_max max = find_max(x, n_classes);
     double rest = 0.0;
     for (int64_t begin = 0; begin < n_classes; begin += SEGMENT)
-        rest += sum_exp_of_segment(scratch, x, next_row, n_classes, begin, max.index, capped(max.value, softcap),
+        rest += sum_exp_of_segment(scratch, x, next_row, n_classes, begin, max.index, capped_value(max.value, softcap),
                                    softcap);
     return finish_row_stats(scratch, x, n_classes, max, rest, softcap);
 }
@@ -512,7 +556,7 @@ static target_sums sum_over_target(const row_target *target, const STORAGE *x, c
     const double softcap = call->softcap;
     if (!target->prob && (target->spread == 0 || softcap == 0)) {
         const double c = target->on_target;
-        const double on_index = c != 0 ? c * (max - capped(LOAD(x[target->index]), softcap)) : 0.0;
+        const double on_index = c != 0 ? c * (max - capped_value(LOAD(x[target->index]), softcap)) : 0.0;
         if (target->spread == 0) return (target_sums){on_index, c};
         return (target_sums){on_index + target->spread * smoothing_distance(target->weight, x, n_classes, max),
                              c + target->spread * call->weight_total};
@@ -615,14 +659,15 @@ static inline double others_than_argmax(double total, double c_a, int argmax_is_
     return spread != 0 ? spread * (weight_total - w_a) : 0.0;
 }
 
-static gradient_factors factors_of_row(const row_target *target, const row_stats *stats, double total,
+/* lse counts only with a z-loss (0 will do without) */
+static gradient_factors factors_of_row(const row_target *target, const row_stats *stats, double lse, double total,
                                        const sce_result *result, const sce_params *params, const call_constants *call,
                                        int64_t n) {
     const int64_t a = stats->argmax;
     const double c_a = coefficient(target, a);
     const double others = others_than_argmax(total, c_a, a == target->index, target->spread, call->weight_total,
                                              target->weight ? target->weight[a] : 1.0);
-    return factors_of(stats->rest, stats->max + stats->log_sum, total, c_a, others,
+    return factors_of(stats->rest, lse, total, c_a, others,
                       scales_of(upstream_of_row(params, n), result, params->reduction), call->z_loss);
 }
 
@@ -812,17 +857,32 @@ static double sum_of_weights(const sce_params *params) {
     return total_of(&sums);
 }
 
-/* The whole of one row: its loss (and z-loss term), and with grad its gradient. */
+/* A row's loss is distance + total log1p(rest), and log1p, the slow part of a row that its
+ * gradient does not wait for (without a z-loss), is taken LOSS_BATCH rows at a time, in vectors
+ * (it was a sixth of the time of rows of 1000 classes): a row leaves its row_loss at distance and
+ * its total and rest in the batch, and add_log_sums adds total log1p(rest) to it. */
+#define LOSS_BATCH 32
+
+typedef struct {
+    double total[LOSS_BATCH], rest[LOSS_BATCH];
+} loss_batch;
+
+static void add_log_sums(double *row_loss, const loss_batch *batch, int count) {
+    for (int i = 0; i < count; i++) row_loss[i] += batch->total[i] * log1p_of_nonnegative(batch->rest[i]);
+}
+
+/* The whole of one row: its loss (and z-loss term), and with grad its gradient; the loss's log1p
+ * left to add_log_sums, from batch[slot]. */
 static void cross_entropy_row(STORAGE *grad, SCRATCH *scratch, const sce_result *result, const sce_params *params,
                               const call_constants *call, const STORAGE *logits, const int64_t *target_index,
-                              const TARGET *target_prob, int64_t n) {
+                              const TARGET *target_prob, int64_t n, loss_batch *batch, int slot) {
     const int64_t n_classes = params->n_classes;
     const STORAGE *x = logits + n * n_classes;
     STORAGE *g = grad ? grad + n * n_classes : NULL;
     double *z_term = result->row_z_loss ? &result->row_z_loss[n] : NULL;
     row_target target;
     if (!target_of_row(&target, params, target_index, target_prob, n)) {
-        result->row_loss[n] = 0.0;
+        result->row_loss[n] = batch->total[slot] = batch->rest[slot] = 0.0;
         if (z_term) *z_term = 0.0;
         if (g) write_zeros(g, n_classes);
         return;
@@ -831,12 +891,14 @@ static void cross_entropy_row(STORAGE *grad, SCRATCH *scratch, const sce_result 
     const STORAGE *next_row = n + 1 < params->n_rows ? x + n_classes : NULL;
     const row_stats stats = compute_row_stats(g ? scratch : NULL, x, next_row, n_classes, call->softcap);
     const target_sums sums = sum_over_target(&target, x, call, stats.max);
-    const double lse = stats.max + stats.log_sum;
-    result->row_loss[n] = sums.distance + sums.total * stats.log_sum;
+    result->row_loss[n] = sums.distance;
+    batch->total[slot] = sums.total;
+    batch->rest[slot] = stats.rest;
+    const double lse = call->z_loss != 0 ? stats.max + log1p_of_nonnegative(stats.rest) : 0.0;
     if (z_term) *z_term = call->z_loss * lse * lse;
     if (g)
         write_gradient(g, scratch, &target, stats.argmax,
-                       factors_of_row(&target, &stats, sums.total, result, params, call, n), call, 0, n_classes);
+                       factors_of_row(&target, &stats, lse, sums.total, result, params, call, n), call, 0, n_classes);
 }
 
 /* The sum of a call's row losses: compensated, so that the mean of a million rows is as accurate as
@@ -903,9 +965,14 @@ static void cross_entropy_chunk(void *context, int worker, int64_t chunk) {
         return;
     }
     SCRATCH *scratch = job->scratch ? job->scratch + (int64_t)worker * 2 * n_classes : NULL;
-    for (int64_t n = begin; n < end; n++)
-        cross_entropy_row(job->grad, scratch, job->result, job->params, &job->call, job->logits, job->target_index,
-                          job->target_prob, n);
+    for (int64_t first = begin; first < end; first += LOSS_BATCH) {
+        const int count = end - first < LOSS_BATCH ? (int)(end - first) : LOSS_BATCH;
+        loss_batch batch;
+        for (int i = 0; i < count; i++)
+            cross_entropy_row(job->grad, scratch, job->result, job->params, &job->call, job->logits,
+                              job->target_index, job->target_prob, first + i, &batch, i);
+        add_log_sums(job->result->row_loss + first, &batch, count);
+    }
     if (job->call.stream_gradient) stream_fence();
 }
 
@@ -980,7 +1047,7 @@ static void logsumexp_row(STORAGE *lse, SCRATCH *scratch, const STORAGE *row, co
                           int64_t n_classes, int64_t n) {
     (void)scratch;
     const row_stats stats = compute_row_stats(NULL, row, next_row, n_classes, 0.0);
-    double value = stats.max + stats.log_sum;
+    double value = stats.max + log1p_of_nonnegative(stats.rest);
     if (isinf(stats.max)) {
         /* +inf or -inf is the answer, unless the row also holds a NaN */
         value = stats.max;
@@ -995,8 +1062,9 @@ static void log_softmax_row(STORAGE *out, SCRATCH *scratch, const STORAGE *row, 
     (void)scratch;
     STORAGE *o = out + n * n_classes;
     const row_stats stats = compute_row_stats(NULL, row, next_row, n_classes, 0.0);
+    const double log_sum = log1p_of_nonnegative(stats.rest);
     /* both terms <= 0: no cancellation */
-    for (int64_t k = 0; k < n_classes; k++) o[k] = STORE((LOAD(row[k]) - stats.max) - stats.log_sum);
+    for (int64_t k = 0; k < n_classes; k++) o[k] = STORE((LOAD(row[k]) - stats.max) - log_sum);
 }
 
 static void softmax_row(STORAGE *out, SCRATCH *scratch, const STORAGE *row, const STORAGE *next_row,

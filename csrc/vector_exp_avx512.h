@@ -8,6 +8,7 @@
 #define VECTOR_EXP_AVX512_H
 
 #include <immintrin.h>
+#include <math.h>
 
 #include "vector_exp.h"
 
@@ -28,6 +29,58 @@ static inline __m512 exp16_difference(__m512 x, __m512 m) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(VEXPF_C3));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(VEXPF_C2));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, k);
+}
+
+/* The same exps for a row whose max m is below EXP16_ROW_LIMIT in magnitude, in 14 operations
+ * instead of 21: the difference is taken in base 2 by FMAs, which are exact where TwoSum took six
+ * operations. With s = m log2(e) split into s_hi (on a 2^-8 grid) + s_lo, and x clamped to
+ * m - 110 (exp rounds to 0 there):
+ *   d = x LOG2E_HI - s_hi, k = round(d),
+ *   r = (x LOG2E_HI - (k + s_hi)) + (x LOG2E_LO - s_lo) = (x - m) log2(e) - k, |r| <= 0.503,
+ * where k + s_hi is exact (|k + s_hi| < 2^15 on the 2^-8 grid) and so is the product in the first
+ * FMA, which rounds once; then 2^r by the same polynomial in r ln 2 and 2^k by vscalefps.
+ * Measured against expl over 3.2e8 differences: at most 1.13 float ulp (the two roundings of r;
+ * exp16_difference 0.91 by the same measure). Not shift-invariant like exp16_difference: x + c
+ * and m + c, both exact, may give exps a bit apart. */
+#define EXP16_ROW_LIMIT 0x1p14f
+#define EXP2F_LOG2E_HI 1.442695e+00f /* log2(e) rounded to float ... */
+#define EXP2F_LOG2E_LO 1.925963e-08f /* ... and the rest */
+/* 2^r = 1 + r (C1 + r (C2 + ...)), C_j = VEXPF_C_j ln2^j */
+#define EXP2F_C1 6.931472e-01f
+#define EXP2F_C2 2.4022648e-01f
+#define EXP2F_C3 5.5503625e-02f
+#define EXP2F_C4 9.618527e-03f
+#define EXP2F_C5 1.3390217e-03f
+#define EXP2F_C6 1.532106e-04f
+
+typedef struct {
+    __m512 floor, shift_hi, shift_lo;
+} exp16_row;
+
+/* whether exp16_of_row takes the row of max m, and if so its constants */
+static inline int exp16_row_of(exp16_row *row, float m) {
+    if (!(fabsf(m) < EXP16_ROW_LIMIT)) return 0; /* also a max that is NaN or infinite */
+    const double shift = (double)m * VEXP_LOG2E;
+    const double shift_hi = floor(shift * 256.0) / 256.0;
+    *row = (exp16_row){_mm512_set1_ps(m - 110.0f), _mm512_set1_ps((float)shift_hi),
+                       _mm512_set1_ps((float)(shift - shift_hi))};
+    return 1;
+}
+
+static inline __m512 exp16_of_row(__m512 x, const exp16_row *row) {
+    x = _mm512_max_ps(row->floor, x); /* NaN, the second operand, passes through */
+    const __m512 k = _mm512_roundscale_ps(_mm512_fmsub_ps(x, _mm512_set1_ps(EXP2F_LOG2E_HI), row->shift_hi),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 r = _mm512_add_ps(_mm512_fmsub_ps(x, _mm512_set1_ps(EXP2F_LOG2E_HI), _mm512_add_ps(k, row->shift_hi)),
+                                   _mm512_fmsub_ps(x, _mm512_set1_ps(EXP2F_LOG2E_LO), row->shift_lo));
+    __m512 p = _mm512_set1_ps(EXP2F_C6);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP2F_C5));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP2F_C4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP2F_C3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP2F_C2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP2F_C1));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(p, k);
 }

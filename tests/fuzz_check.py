@@ -15,7 +15,7 @@ contract (helpers.py holds its constants):
   Its slope 1 - tanh^2(u) = 4 exp(-2|u|) / (1 + exp(-2|u|))^2 has a relative error of about
   (2|u| + 4) eps64: exp's conditioning times the rounding of u = x / softcap.
 - z_loss: z lse^2 is as accurate as lse, which is max + log1p(rest) and so has an absolute error of
-  a few eps64 (|max| + 1) plus, for FLOAT_EXP_DTYPES (whose exps run in float lanes, 0.88 ulp), a
+  a few eps64 (|max| + 1) plus, for FLOAT_EXP_DTYPES (whose exps run in float lanes, 1.13 ulp), a
   couple of float32 eps: where lse is near 0 that is a large relative error of the z-loss (README's
   "4 ulp" cannot hold there: it is the conditioning of lse, see lse_error below).
 - the exps are rounded before they are scaled: where exp(x'_k - max) is subnormal (in float for
