@@ -266,6 +266,16 @@ static inline void prefetch_bytes(const void *start, size_t bytes) {
 
 static inline void prefetch_block(const STORAGE *block) { prefetch_bytes(block, PARTIAL_SUMS * sizeof(STORAGE)); }
 
+/* The row whose logits row n's exp pass prefetches (see above), or NULL: at least PREFETCH_AHEAD
+ * bytes ahead, so that they have arrived when its max pass comes (the next row of 1000 float32
+ * classes was too close: the loss alone ran 25% slower) */
+#define PREFETCH_AHEAD 4096
+
+static inline const STORAGE *row_to_prefetch(const STORAGE *row, int64_t n, int64_t n_rows, int64_t n_classes) {
+    const int64_t ahead = 1 + PREFETCH_AHEAD / (n_classes * (int64_t)sizeof(STORAGE));
+    return n + ahead < n_rows ? row + ahead * n_classes : NULL;
+}
+
 /* FLOAT_EXP logits without a softcap: their exps are floats, and runs of up to FLOAT_RUN blocks of
  * them (count logits, the last run of a row shorter) are summed per lane in float before the double
  * sums take them (the conversions to double cost a sixth of the pass, measured). A run's sum of
@@ -385,7 +395,7 @@ SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, 
  * max) is also stored in scratch[k] and, with a softcap, the slope dx'_k/dx_k in scratch[K + k].
  *   scratch   (2K) out or NULL
  *   x         (K)
- *   next_row  (K) the row computed next, to prefetch, or NULL */
+ *   next_row  (K) the row to prefetch (row_to_prefetch), or NULL */
 static double sum_exp(SCRATCH *restrict scratch, const STORAGE *x, const STORAGE *next_row, int64_t n_classes,
                       int64_t begin, int64_t end, int64_t skip, double max, double softcap) {
     SCRATCH *slope = scratch ? scratch + n_classes : NULL;
@@ -888,7 +898,7 @@ static void cross_entropy_row(STORAGE *grad, SCRATCH *scratch, const sce_result 
         return;
     }
     /* every read of x happens before the gradient is written: grad may be logits */
-    const STORAGE *next_row = n + 1 < params->n_rows ? x + n_classes : NULL;
+    const STORAGE *next_row = row_to_prefetch(x, n, params->n_rows, n_classes);
     const row_stats stats = compute_row_stats(g ? scratch : NULL, x, next_row, n_classes, call->softcap);
     const target_sums sums = sum_over_target(&target, x, call, stats.max);
     result->row_loss[n] = sums.distance;
@@ -1097,7 +1107,7 @@ static void row_function_chunk(void *context, int worker, int64_t chunk) {
     SCRATCH *scratch = job->scratch ? job->scratch + (int64_t)worker * job->n_classes : NULL;
     for (int64_t n = begin; n < end; n++) {
         const STORAGE *row = job->x + n * job->n_classes;
-        job->function(job->out, scratch, row, n + 1 < job->n_rows ? row + job->n_classes : NULL, job->n_classes, n);
+        job->function(job->out, scratch, row, row_to_prefetch(row, n, job->n_rows, job->n_classes), job->n_classes, n);
     }
 }
 
