@@ -362,9 +362,72 @@ SPECIALISED double exp_float_runs(SCRATCH *restrict e, const STORAGE *x, const S
     return float_run_total(&sums);
 }
 
+#if defined(STORAGE_IS_DOUBLE) && defined(__AVX512F__)
+#include "vector_exp_double_avx512.h"
+
+/* Double logits without a softcap, where exp8_of_row takes the row: exp_blocks in AVX-512
+ * intrinsics, the same sums in the same order (COMPENSATED_RUN blocks per lane, then TwoSum), lanes
+ * 0-7 and 8-15 of the partial sums in a register each. */
+#define EXP8_ROWS 1
+
+typedef struct {
+    __m512d sum[2], carry[2];
+} double_run_sums;
+
+/* count <= COMPENSATED_RUN * PARTIAL_SUMS logits from x */
+SPECIALISED void exp_double_run(double_run_sums *sums, double *restrict e, const double *x, const double *next_row,
+                                int64_t count, int64_t skip, const exp8_row *row, int store) {
+    for (int half = 0; half < 2; half++) {
+        __m512d lane_sum = _mm512_setzero_pd();
+        for (int64_t k = half * 8; k < count; k += PARTIAL_SUMS) {
+            if (next_row && half == 0) prefetch_block(next_row + k);
+            /* lanes past the row's end: not read (a masked load does not fault), stored or summed */
+            const __mmask8 valid = count - k >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (count - k)) - 1);
+            const __m512d term = exp8_of_row(_mm512_maskz_loadu_pd(valid, x + k), row);
+            if (store) _mm512_mask_storeu_pd(e + k, valid, term);
+            const __mmask8 at_skip = skip >= k && skip < k + 8 ? (__mmask8)(1u << (skip - k)) : 0;
+            lane_sum = _mm512_mask_add_pd(lane_sum, valid & ~at_skip, lane_sum, term);
+        }
+        /* add_with_carry, lane by lane */
+        const __m512d sum = _mm512_add_pd(sums->sum[half], lane_sum), term_part = _mm512_sub_pd(sum, sums->sum[half]);
+        const __m512d error = _mm512_add_pd(_mm512_sub_pd(sums->sum[half], _mm512_sub_pd(sum, term_part)),
+                                            _mm512_sub_pd(lane_sum, term_part));
+        sums->carry[half] = _mm512_add_pd(sums->carry[half], error);
+        sums->sum[half] = sum;
+    }
+}
+
+static double exp_double_runs(double *restrict e, const double *x, const double *next_row, int64_t begin,
+                              int64_t end, int64_t skip, const exp8_row *row, int store) {
+    double_run_sums sums = {{_mm512_setzero_pd(), _mm512_setzero_pd()}, {_mm512_setzero_pd(), _mm512_setzero_pd()}};
+    const int64_t run = COMPENSATED_RUN * PARTIAL_SUMS; /* runs, blocks, then what is left: as exp_sum_blocks */
+    int64_t k = begin;
+    for (; k + run <= end; k += run)
+        exp_double_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, run, skip - k, row, store);
+    for (; k + PARTIAL_SUMS <= end; k += PARTIAL_SUMS)
+        exp_double_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, PARTIAL_SUMS, skip - k, row,
+                       store);
+    if (k < end)
+        exp_double_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, end - k, skip - k, row,
+                       store);
+    partial_sums lanes;
+    for (int half = 0; half < 2; half++) {
+        _mm512_storeu_pd(lanes.sum + 8 * half, sums.sum[half]);
+        _mm512_storeu_pd(lanes.carry + 8 * half, sums.carry[half]);
+    }
+    return total_of(&lanes);
+}
+#endif
+
 SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,
                                   const STORAGE *next_row, int64_t begin, int64_t end, int64_t skip, double max,
                                   double softcap, int store) {
+#ifdef EXP8_ROWS
+    exp8_row row;
+    if (softcap == 0 && exp8_row_of(&row, max))
+        return store ? exp_double_runs(e, x, next_row, begin, end, skip, &row, 1)
+                     : exp_double_runs(e, x, next_row, begin, end, skip, &row, 0);
+#endif
     if (FLOAT_EXP && softcap == 0) {
         exp16_row row;
         return exp16_row_of(&row, (float)max)
