@@ -291,6 +291,10 @@ static inline const STORAGE *row_to_prefetch(const STORAGE *row, int64_t n, int6
  * registers (in partial_sums they went through memory after every run, a fifth of the pass). */
 _Static_assert(!COMPENSATED_SUMS, "FLOAT_EXP types' sums are not compensated");
 
+typedef exp16_row float_exp_row;
+
+static inline int float_exp_row_of(float_exp_row *row, float m) { return exp16_row_of(row, m); }
+
 typedef struct {
     __m512d low, high; /* lanes 0-7, 8-15 */
 } float_run_sums;
@@ -304,7 +308,7 @@ static inline double float_run_total(const float_run_sums *sums) {
 }
 
 SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row,
-                               int64_t count, int64_t skip, float max, const exp16_row *row, int store) {
+                               int64_t count, int64_t skip, float max, const float_exp_row *row, int store) {
     const __m512 m = _mm512_set1_ps(max);
     __m512 run = _mm512_setzero_ps();
     for (int64_t k = 0; k < count; k += PARTIAL_SUMS) {
@@ -321,25 +325,24 @@ SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const 
     sums->high = _mm512_add_pd(sums->high, _mm512_cvtps_pd(_mm512_extractf32x8_ps(run, 1)));
 }
 #else
-typedef struct {
-    char none;
-} exp16_row; /* the portable exps take nothing per row */
+typedef expf_row float_exp_row;
 
-static inline int exp16_row_of(exp16_row *row, float m) { return (void)row, (void)m, 0; }
+static inline int float_exp_row_of(float_exp_row *row, float m) { return expf_row_of(row, m); }
 
 typedef partial_sums float_run_sums;
 
 static inline double float_run_total(const float_run_sums *sums) { return total_of(sums); }
 
 SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row,
-                               int64_t count, int64_t skip, float max, const exp16_row *row, int store) {
-    (void)row;
+                               int64_t count, int64_t skip, float max, const float_exp_row *row, int store) {
     float run[PARTIAL_SUMS] = {0.0f};
     for (int64_t k = 0; k < count; k += PARTIAL_SUMS) {
         if (next_row) prefetch_block(next_row + k);
         const int lanes = count - k < PARTIAL_SUMS ? (int)(count - k) : PARTIAL_SUMS;
         for (int j = 0; j < lanes; j++) {
-            const float term = exp_difference_in_float((float)LOAD(x[k + j]), max);
+            const float logit = (float)LOAD(x[k + j]);
+            const float term = row ? expf_of_row(logit, row->floor, row->shift_hi, row->shift_lo)
+                                   : exp_difference_in_float(logit, max);
             if (store) e[k + j] = term;
             run[j] += k + j == skip ? 0.0f : term;
         }
@@ -349,7 +352,7 @@ SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const 
 #endif
 
 SPECIALISED double exp_float_runs(SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row, int64_t begin,
-                                  int64_t end, int64_t skip, float max, const exp16_row *row, int store) {
+                                  int64_t end, int64_t skip, float max, const float_exp_row *row, int store) {
     float_run_sums sums = {0};
     const int64_t run = FLOAT_RUN * PARTIAL_SUMS; /* whole runs, then what is left: each specialised */
     int64_t k = begin;
@@ -429,8 +432,8 @@ SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, 
                      : exp_double_runs(e, x, next_row, begin, end, skip, &row, 0);
 #endif
     if (FLOAT_EXP && softcap == 0) {
-        exp16_row row;
-        return exp16_row_of(&row, (float)max)
+        float_exp_row row;
+        return float_exp_row_of(&row, (float)max)
                    ? exp_float_runs(e, x, next_row, begin, end, skip, (float)max, &row, store)
                    : exp_float_runs(e, x, next_row, begin, end, skip, (float)max, NULL, store);
     }

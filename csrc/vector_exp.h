@@ -125,6 +125,12 @@ static inline uint32_t vexpf_to_bits(float value) {
     return bits;
 }
 
+/* value 2^k for k >= -160, in two normal halves so that a subnormal result is rounded once */
+static inline float vexpf_times_power_of_2(float value, int32_t k) {
+    const int32_t low = k >> 1, high = k - low; /* each >= -80: 2^each is normal */
+    return value * vexpf_from_bits((uint32_t)(low + 127) << 23) * vexpf_from_bits((uint32_t)(high + 127) << 23);
+}
+
 static inline float expf_of_nonpositive_sum(float hi, float lo) {
     const int underflows = hi < VEXPF_FLOOR; /* then so does the result; lo may be NaN (hi = -inf) */
     const float d = underflows ? VEXPF_FLOOR : hi; /* NaN passes through */
@@ -139,9 +145,7 @@ static inline float expf_of_nonpositive_sum(float hi, float lo) {
     p = VEXPF_FMA(p, r, VEXPF_C2);
     p = VEXPF_FMA(p, r, 1.0f);
     p = VEXPF_FMA(p, r, 1.0f);
-    const int32_t k_int = (int32_t)(vexpf_to_bits(shifted) - vexpf_to_bits(VEXPF_ROUND));
-    const int32_t low = k_int >> 1, high = k_int - low; /* each >= -76: 2^each is normal */
-    return p * vexpf_from_bits((uint32_t)(low + 127) << 23) * vexpf_from_bits((uint32_t)(high + 127) << 23);
+    return vexpf_times_power_of_2(p, (int32_t)(vexpf_to_bits(shifted) - vexpf_to_bits(VEXPF_ROUND)));
 }
 
 #endif
