@@ -26,11 +26,11 @@ static inline float exp_difference_in_float(float x, float m) {
 }
 
 /* The same exps for the float logits x <= m of one row with |m| < EXPF_ROW_LIMIT, with FMA (AVX2,
- * AVX-512), in 14 operations instead of 21: the difference taken in base 2 by FMAs, exact where
- * TwoSum took six operations. With s = m log2(e) split into s_hi (on a 2^-8 grid) + s_lo, and x
- * clamped to m - 110 (exp rounds to 0 there):
+ * AVX-512), in 14 operations instead of 21: the difference taken in base 2 by FMAs, whose products
+ * are exact, where TwoSum took six operations to split it exactly. With s = m log2(e) split into
+ * s_hi (s rounded down to a 2^-8 grid) + s_lo, and x clamped to m - 110 (exp rounds to 0 there):
  *   d = x LOG2E_HI - s_hi, k = round(d),
- *   r = (x LOG2E_HI - (k + s_hi)) + (x LOG2E_LO - s_lo) = (x - m) log2(e) - k, |r| <= 0.503,
+ *   r = (x LOG2E_HI - (k + s_hi)) + (x LOG2E_LO - s_lo) = (x - m) log2(e) - k, |r| <= 0.505,
  * where k + s_hi is exact (|k + s_hi| < 2^15 on the 2^-8 grid) and so is the product in the first
  * FMA, which rounds once; then 2^r by the polynomial of expf_of_nonpositive_sum in r ln 2 and 2^k
  * as there. Measured against expl over 3.2e8 differences: at most 1.13 float ulp (the two roundings

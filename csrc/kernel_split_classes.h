@@ -100,8 +100,8 @@ static void combine_sums(class_split *split, int64_t n_rows) {
         const row_stats stats = finish_row_stats(scratch_of(job, n), row_of(job, n), n_classes,
                                                  split->segment_max[n * split->n_segments], rest, job->call.softcap);
         const target_sums sums = split->sums[n];
-        const double log_sum = log1p_of_nonnegative(stats.rest), lse = stats.max + log_sum;
-        job->result->row_loss[n] = sums.distance + sums.total * log_sum;
+        const double lse = lse_for_z_loss(&job->call, &stats);
+        job->result->row_loss[n] = sums.distance + sums.total * log1p_of_nonnegative(stats.rest);
         if (z_term) *z_term = job->call.z_loss * lse * lse;
         if (job->grad)
             split->factors[n] = factors_of_row(&split->target[n], &stats, lse, sums.total, job->result, job->params,

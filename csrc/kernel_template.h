@@ -278,10 +278,12 @@ static inline const STORAGE *row_to_prefetch(const STORAGE *row, int64_t n, int6
 
 /* FLOAT_EXP logits without a softcap: their exps are floats, and runs of up to FLOAT_RUN blocks of
  * them (count logits, the last run of a row shorter) are summed per lane in float before the double
- * sums take them (the conversions to double cost a sixth of the pass, measured). A run's sum of
- * positive terms is within (FLOAT_RUN - 1) 2^-24 relative: with the exp's 1.13 ulp, a tiny loss
- * (log1p(rest) = rest) stays within the 4-ulp contract (0.81 ulp measured). */
-#define FLOAT_RUN 4
+ * sums take them (converting every block costs a sixth of the pass). A run's sum of positive terms is within
+ * (FLOAT_RUN - 1) 2^-24 relative, its exps within 1.13 ulp, up to 2.26 2^-24 relative: a tiny loss
+ * (log1p(rest) = rest) is within (3.26 2^-24) / (its ulp, >= 2^-24 of it) + 0.5 rounding = 3.76 ulp
+ * of float32. With runs of 4 that was 5.76, and a row built for it measured 4.3 (a review found it);
+ * runs of 2 cost 5-12% of the pass. */
+#define FLOAT_RUN 2
 
 #if FLOAT_EXP && defined(__AVX512F__)
 #include "vector_exp_avx512.h"
@@ -402,8 +404,8 @@ SPECIALISED void exp_double_run(double_run_sums *sums, double *restrict e, const
     }
 }
 
-static double exp_double_runs(double *restrict e, const double *x, const double *next_row, int64_t begin,
-                              int64_t end, int64_t skip, const exp8_row *row, int store) {
+SPECIALISED double exp_double_runs(double *restrict e, const double *x, const double *next_row, int64_t begin,
+                                   int64_t end, int64_t skip, const exp8_row *row, int store) {
     double_run_sums sums = {{_mm512_setzero_pd(), _mm512_setzero_pd()}, {_mm512_setzero_pd(), _mm512_setzero_pd()}};
     const int64_t run = EXP8_RUN * PARTIAL_SUMS; /* runs, blocks, then what is left */
     int64_t k = begin;
@@ -737,6 +739,12 @@ static inline double others_than_argmax(double total, double c_a, int argmax_is_
     return spread != 0 ? spread * (weight_total - w_a) : 0.0;
 }
 
+/* The row's lse where a z-loss needs it (its term and gradient), else 0: the row path and the split
+ * path give the same z-loss terms (0, also for a NaN row) without a z-loss. */
+static inline double lse_for_z_loss(const call_constants *call, const row_stats *stats) {
+    return call->z_loss != 0 ? stats->max + log1p_of_nonnegative(stats->rest) : 0.0;
+}
+
 /* lse counts only with a z-loss (0 will do without) */
 static gradient_factors factors_of_row(const row_target *target, const row_stats *stats, double lse, double total,
                                        const sce_result *result, const sce_params *params, const call_constants *call,
@@ -972,7 +980,7 @@ static void cross_entropy_row(STORAGE *grad, SCRATCH *scratch, const sce_result 
     result->row_loss[n] = sums.distance;
     batch->total[slot] = sums.total;
     batch->rest[slot] = stats.rest;
-    const double lse = call->z_loss != 0 ? stats.max + log1p_of_nonnegative(stats.rest) : 0.0;
+    const double lse = lse_for_z_loss(call, &stats);
     if (z_term) *z_term = call->z_loss * lse * lse;
     if (g)
         write_gradient(g, scratch, &target, stats.argmax,

@@ -1,8 +1,8 @@
 /* vector_exp_double_avx512.h: exp(x - m) for the double logits x <= m of one row, 8 lanes in AVX-512
- * intrinsics, the way exp16_of_row (vector_exp_avx512.h) does floats: the difference taken in base 2
- * by FMAs, exact where the portable exp_difference_of_doubles needs TwoSum and a correction
- * exp(hi) (1 + lo), 2^k applied by vscalefpd (one rounding, subnormal results included). With
- * s = m log2(e) = s_hi + s_lo (s_hi on a 2^-36 grid, s_lo to ~2^-90) and x clamped to m - 750 (exp
+ * intrinsics, the way expf_of_row (exp_difference.h) does floats: the difference taken in base 2 by
+ * FMAs, whose products are exact, where the portable exp_difference_of_doubles needs TwoSum and a
+ * correction exp(hi) (1 + lo); 2^k applied by vscalefpd (one rounding, subnormal results included).
+ * With s = m log2(e) = s_hi + s_lo (s_hi on a 2^-36 grid, s_lo to ~2^-90) and x clamped to m - 750 (exp
  * rounds to 0 there):
  *   d = x LOG2E_HI - s_hi, k = round(d),
  *   r = (x LOG2E_HI - (k + s_hi)) + (x LOG2E_LO - s_lo) = (x - m) log2(e) - k, |r| <= 0.503,

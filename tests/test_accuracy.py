@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import softmax_ce_c
-from helpers import LOSS_ULPS, assert_grad_within_contract, assert_within_ulps, exact, one_hot
+from helpers import (LOSS_ULPS, assert_grad_within_contract, assert_loss_accurate, assert_within_ulps, exact,
+                     one_hot)
 
 DTYPES = [np.float32, np.float64]
 TARGET_ULPS = 8  # p_y - 1 when p_y is close to 1
@@ -33,6 +34,33 @@ def test_tiny_loss_and_target_gradient_are_exact_to_a_few_ulp(dtype, n_classes):
     assert_within_ulps(loss, want_loss, LOSS_ULPS)
     assert_within_ulps(grad[:, 0], want_grad[:, 0], TARGET_ULPS)
     assert_within_ulps(softmax_ce_c.log_softmax(x)[:, 0], exact("log_softmax", x)[:, 0], LOSS_ULPS)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rows_on_both_sides_of_the_exps_switch(dtype):
+    """The AVX-512 and AVX2 exps take rows whose max is below 2^14 in magnitude one way and the others
+    another (exp_difference.h): rows just either side, of both signs, are within the contract."""
+    rng = np.random.default_rng(5)
+    tops = np.array([16383.998, 16384.0, 16384.002, -16383.998, -16384.0, -16384.002, 0.0])
+    x = (tops[:, None] - rng.uniform(0.0, 120.0, (7, 999))).astype(dtype)
+    x[:, 0] = tops
+    y = rng.integers(0, 999, 7)
+    loss, grad = softmax_ce_c.softmax_cross_entropy(x, y, reduction="none")
+    want_loss, want_grad = exact("softmax_cross_entropy", x, y, reduction="none")
+    assert_loss_accurate(loss, want_loss)
+    assert_grad_within_contract(grad, want_grad, exact("softmax", x), one_hot(y, 999), 1)
+
+
+@pytest.mark.parametrize("top, small, tiny", [(31.025385, 13.05138, -3.6220238), (80.87489, 64.24987, 47.613777)])
+def test_tiny_loss_whose_float_sums_all_round_up(top, small, tiny):
+    """Rows built (by a review) so that every float addition of the exps' lane sums rounds up and the
+    loss sits at the bottom of its binade: with runs of four blocks summed in float they measured
+    4.2-4.3 ulp."""
+    x = np.full((1, 65), -np.inf, np.float32)
+    x[0, 0], x[0, 1:16], x[0, 16:64] = top, small, tiny
+    y = np.array([0])
+    assert_within_ulps(softmax_ce_c.cross_entropy(x, y, reduction="none"),
+                       exact("cross_entropy", x, y, reduction="none"), LOSS_ULPS)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
