@@ -132,6 +132,11 @@ def tolerance_terms(x, target, options, reduction, grad_scale, axis, float_exps)
             extra = extra + 2 * np.finfo(np.float64).smallest_subnormal * unsloped_size
         extra = np.where(counted, extra, 0.0)
         ce_moved = delta * np.where(counted, np.abs(p * total - c), 0.0).sum(axis=-1)
+        if float_exps:  # each float exp below FLT_MIN is right to its last subnormal unit only, and
+            # rest, and so a loss of that size, sums those errors: seeds 902952 and 3007714
+            top = np.max(np.where(np.isnan(x_capped), -np.inf, x_capped), axis=-1, keepdims=True)
+            subnormal = np.count_nonzero(np.exp(x_capped - top) < np.finfo(np.float32).tiny, axis=-1)
+            ce_moved = ce_moved + np.where(ignored, 0.0, 2 * unit * subnormal * np.abs(total[..., 0]))
         z_term = z_loss * lse_delta[..., 0] * (2 * lse[..., 0] + lse_delta[..., 0])
         z_moved = np.where(ignored, 0.0, z_term)
         if reduction == "none":
