@@ -51,37 +51,25 @@ typedef struct {
     float floor, shift_hi, shift_lo;
 } expf_row;
 
-#if defined(__FMA__) || defined(__aarch64__)
-#define EXPF_ROWS 1
-#endif
-
-/* the constants of the row of max m, which expf_of_row takes if expf_row_fits(m) */
-static inline expf_row expf_row_constants(float m) {
-    const double shift = (double)m * VEXP_LOG2E;
-    const double shift_hi = floor(shift * 256.0) / 256.0;
-    return (expf_row){m - 110.0f, (float)shift_hi, (float)(shift - shift_hi)};
-}
-
-static inline int expf_row_fits(float m) {
-#ifdef EXPF_ROWS
-    return fabsf(m) < EXPF_ROW_LIMIT; /* not a max that is NaN or infinite */
-#else
-    return (void)m, 0;
-#endif
-}
-
 /* whether expf_of_row takes the row of max m, and if so its constants */
 static inline int expf_row_of(expf_row *row, float m) {
-    if (!expf_row_fits(m)) return 0;
-    *row = expf_row_constants(m);
+#if defined(__FMA__) || defined(__aarch64__)
+    if (!(fabsf(m) < EXPF_ROW_LIMIT)) return 0; /* also a max that is NaN or infinite */
+    const double shift = (double)m * VEXP_LOG2E;
+    const double shift_hi = floor(shift * 256.0) / 256.0;
+    *row = (expf_row){m - 110.0f, (float)shift_hi, (float)(shift - shift_hi)};
     return 1;
+#else
+    return (void)row, (void)m, 0;
+#endif
 }
 
-static inline float expf_of_row(float x, float floor, float shift_hi, float shift_lo) {
-    x = x < floor ? floor : x; /* NaN passes through */
-    const float shifted = VEXPF_FMA(x, EXP2F_LOG2E_HI, -shift_hi) + VEXPF_ROUND;
+static inline float expf_of_row(float x, const expf_row *row) {
+    x = x < row->floor ? row->floor : x; /* NaN passes through */
+    const float shifted = VEXPF_FMA(x, EXP2F_LOG2E_HI, -row->shift_hi) + VEXPF_ROUND;
     const float k = shifted - VEXPF_ROUND;
-    const float r = VEXPF_FMA(x, EXP2F_LOG2E_HI, -(k + shift_hi)) + VEXPF_FMA(x, EXP2F_LOG2E_LO, -shift_lo);
+    const float r =
+        VEXPF_FMA(x, EXP2F_LOG2E_HI, -(k + row->shift_hi)) + VEXPF_FMA(x, EXP2F_LOG2E_LO, -row->shift_lo);
     float p = EXP2F_C6;
     p = VEXPF_FMA(p, r, EXP2F_C5);
     p = VEXPF_FMA(p, r, EXP2F_C4);

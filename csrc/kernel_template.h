@@ -343,8 +343,7 @@ SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const 
         const int lanes = count - k < PARTIAL_SUMS ? (int)(count - k) : PARTIAL_SUMS;
         for (int j = 0; j < lanes; j++) {
             const float logit = (float)LOAD(x[k + j]);
-            const float term = row ? expf_of_row(logit, row->floor, row->shift_hi, row->shift_lo)
-                                   : exp_difference_in_float(logit, max);
+            const float term = row ? expf_of_row(logit, row) : exp_difference_in_float(logit, max);
             if (store) e[k + j] = term;
             run[j] += k + j == skip ? 0.0f : term;
         }
