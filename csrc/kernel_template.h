@@ -276,24 +276,30 @@ static inline const STORAGE *row_to_prefetch(const STORAGE *row, int64_t n, int6
     return n + ahead < n_rows ? row + ahead * n_classes : NULL;
 }
 
-/* FLOAT_EXP logits without a softcap: their exps are floats, and runs of up to FLOAT_RUN blocks of
- * them (count logits, the last run of a row shorter) are summed per lane in float before the double
- * sums take them (converting every block costs a sixth of the pass). A run's sum of positive terms
- * is within (FLOAT_RUN - 1) 2^-24 relative, its exps within 1.13 ulp, up to 2.26 2^-24 relative: a
- * tiny loss (log1p(rest) = rest) is within (3.26 2^-24) / (its ulp, >= 2^-24 of it) + 0.5 rounding
- * = 3.76 ulp of float32. With runs of 4 that was 5.76, and a row built for it measured 4.3 (a
- * review found it); runs of 2 cost 5-12% of the pass. */
+/* FLOAT_EXP logits: their exps are floats, and runs of up to FLOAT_RUN blocks of them (count
+ * logits, the last run of a row shorter) are summed per lane in float before the double sums take
+ * them (converting every block costs a sixth of the pass). A run's sum of positive terms is within
+ * (FLOAT_RUN - 1) 2^-24 relative, its exps within 1.13 ulp, up to 2.26 2^-24 relative: a tiny loss
+ * (log1p(rest) = rest) is within (3.26 2^-24) / (its ulp, >= 2^-24 of it) + 0.5 rounding = 3.76 ulp
+ * of float32. With runs of 4 that was 5.76, and a row built for it measured 4.3 (a review found
+ * it); runs of 2 cost 5-12% of the pass. With a softcap, x' and its slope are double and the exps
+ * those of the differences x' - max: expf_of_double's (0.91 ulp), in AVX-512 capped_exp8's (0.55). */
 #define FLOAT_RUN 2
 
 #if FLOAT_EXP && defined(__AVX512F__)
 #include "vector_exp_avx512.h"
 
-/* the same in AVX-512 intrinsics (vector_exp_avx512.h); the exps by exp16_of_row where the row has
- * its constants (row not NULL), else by exp16_difference. The lanes' double sums stay in two
- * registers (in partial_sums they went through memory after every run). */
+#include "vector_softcap_avx512.h"
+
+/* the same in AVX-512 intrinsics (vector_exp_avx512.h, vector_softcap_avx512.h); the exps by
+ * softcapped_exp16 with a softcap, by exp16_of_row where the row has its constants (row not NULL),
+ * else by exp16_difference. The lanes' double sums stay in two registers (in partial_sums they went
+ * through memory after every run). */
 _Static_assert(!COMPENSATED_SUMS, "FLOAT_EXP types' sums are not compensated");
 
 typedef exp16_row float_exp_row;
+
+static inline int float_runs_take_softcap(double softcap) { return softcap >= SOFTCAP8_MIN && softcap <= SOFTCAP8_MAX; }
 
 static inline int float_exp_row_of(float_exp_row *row, float m) { return exp16_row_of(row, m); }
 
@@ -309,16 +315,33 @@ static inline double float_run_total(const float_run_sums *sums) {
     return _mm_cvtsd_f64(_mm_add_sd(two, _mm_unpackhi_pd(two, two)));
 }
 
-SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row,
-                               int64_t count, int64_t skip, float max, const float_exp_row *row, int store) {
-    const __m512 m = _mm512_set1_ps(max);
+/* the exps of 16 softcapped logits (their slopes, times SLOPE_SCALE, to slope) */
+static inline __m512 softcapped_exp16(float *slope, __mmask16 valid, __m512 logits, __m512d max, const softcap8 *cap,
+                                      int store) {
+    const capped8 low = softcapped8(_mm512_cvtps_pd(_mm512_castps512_ps256(logits)), cap);
+    const capped8 high = softcapped8(_mm512_cvtps_pd(_mm512_extractf32x8_ps(logits, 1)), cap);
+    if (store)
+        _mm512_mask_storeu_ps(slope, valid, _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(low.slope)),
+                                                               _mm512_cvtpd_ps(high.slope), 1));
+    return _mm512_insertf32x8(_mm512_castps256_ps512(capped_exp8(_mm512_sub_pd(low.value, max))),
+                              capped_exp8(_mm512_sub_pd(high.value, max)), 1);
+}
+
+SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,
+                               const STORAGE *next_row, int64_t count, int64_t skip, double max,
+                               const float_exp_row *row, double softcap, int store) {
+    const __m512 m = _mm512_set1_ps((float)max);
+    const __m512d capped_max = _mm512_set1_pd(max);
+    const softcap8 cap = softcap8_of(softcap, SLOPE_SCALE);
     __m512 run = _mm512_setzero_ps();
     for (int64_t k = 0; k < count; k += PARTIAL_SUMS) {
         if (next_row) prefetch_block(next_row + k);
         /* lanes past the row's end: not read (a masked load does not fault), stored or summed */
         const __mmask16 valid = count - k >= PARTIAL_SUMS ? (__mmask16)0xFFFF : (__mmask16)((1u << (count - k)) - 1);
         const __m512 logits = LOAD_16_AS_FLOATS_MASKED(valid, x + k);
-        const __m512 term = row ? exp16_of_row(logits, row) : exp16_difference(logits, m);
+        const __m512 term = softcap > 0 ? softcapped_exp16(store ? slope + k : NULL, valid, logits, capped_max, &cap, store)
+                            : row   ? exp16_of_row(logits, row)
+                                    : exp16_difference(logits, m);
         if (store) _mm512_mask_storeu_ps(e + k, valid, term);
         const __mmask16 at_skip = skip >= k && skip < k + PARTIAL_SUMS ? (__mmask16)(1u << (skip - k)) : 0;
         run = _mm512_mask_add_ps(run, valid & ~at_skip, run, term);
@@ -329,21 +352,31 @@ SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const 
 #else
 typedef expf_row float_exp_row;
 
+static inline int float_runs_take_softcap(double softcap) { return (void)softcap, 1; }
+
 static inline int float_exp_row_of(float_exp_row *row, float m) { return expf_row_of(row, m); }
 
 typedef partial_sums float_run_sums;
 
 static inline double float_run_total(const float_run_sums *sums) { return total_of(sums); }
 
-SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row,
-                               int64_t count, int64_t skip, float max, const float_exp_row *row, int store) {
+SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,
+                               const STORAGE *next_row, int64_t count, int64_t skip, double max,
+                               const float_exp_row *row, double softcap, int store) {
     float run[PARTIAL_SUMS] = {0.0f};
     for (int64_t k = 0; k < count; k += PARTIAL_SUMS) {
         if (next_row) prefetch_block(next_row + k);
         const int lanes = count - k < PARTIAL_SUMS ? (int)(count - k) : PARTIAL_SUMS;
         for (int j = 0; j < lanes; j++) {
-            const float logit = (float)LOAD(x[k + j]);
-            const float term = row ? expf_of_row(logit, row) : exp_difference_in_float(logit, max);
+            float term;
+            if (softcap > 0) {
+                const capped_logit logit = softcapped(LOAD(x[k + j]), softcap);
+                term = expf_of_double(logit.value - max);
+                if (store) slope[k + j] = logit.slope * SLOPE_SCALE;
+            } else {
+                const float logit = (float)LOAD(x[k + j]);
+                term = row ? expf_of_row(logit, row) : exp_difference_in_float(logit, (float)max);
+            }
             if (store) e[k + j] = term;
             run[j] += k + j == skip ? 0.0f : term;
         }
@@ -352,17 +385,18 @@ SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const 
 }
 #endif
 
-SPECIALISED double exp_float_runs(SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row, int64_t begin,
-                                  int64_t end, int64_t skip, float max, const float_exp_row *row, int store) {
+SPECIALISED double exp_float_runs(SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,
+                                  const STORAGE *next_row, int64_t begin, int64_t end, int64_t skip, double max,
+                                  const float_exp_row *row, double softcap, int store) {
     float_run_sums sums = {0};
     const int64_t run = FLOAT_RUN * PARTIAL_SUMS; /* whole runs, then what is left: each specialised */
     int64_t k = begin;
     for (; k + run <= end; k += run)
-        exp_float_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, run, skip - k, max, row,
-                      store);
+        exp_float_run(&sums, store ? e + k : NULL, store ? slope + k : NULL, x + k, next_row ? next_row + k : NULL,
+                      run, skip - k, max, row, softcap, store);
     if (k < end)
-        exp_float_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, end - k, skip - k, max, row,
-                      store);
+        exp_float_run(&sums, store ? e + k : NULL, store ? slope + k : NULL, x + k, next_row ? next_row + k : NULL,
+                      end - k, skip - k, max, row, softcap, store);
     return float_run_total(&sums);
 }
 
@@ -434,11 +468,12 @@ SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, 
         return store ? exp_double_runs(e, x, next_row, begin, end, skip, &row, 1)
                      : exp_double_runs(e, x, next_row, begin, end, skip, &row, 0);
 #endif
-    if (FLOAT_EXP && softcap == 0) {
+    if (FLOAT_EXP && (softcap == 0 || float_runs_take_softcap(softcap))) {
         float_exp_row row;
+        if (softcap > 0) return exp_float_runs(e, slope, x, next_row, begin, end, skip, max, NULL, softcap, store);
         return float_exp_row_of(&row, (float)max)
-                   ? exp_float_runs(e, x, next_row, begin, end, skip, (float)max, &row, store)
-                   : exp_float_runs(e, x, next_row, begin, end, skip, (float)max, NULL, store);
+                   ? exp_float_runs(e, slope, x, next_row, begin, end, skip, max, &row, 0.0, store)
+                   : exp_float_runs(e, slope, x, next_row, begin, end, skip, max, NULL, 0.0, store);
     }
     partial_sums sums = {{0.0}, {0.0}};
     int64_t k = begin;

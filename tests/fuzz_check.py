@@ -13,7 +13,9 @@ contract (helpers.py holds its constants):
   result is exact for logits moved by up to DELTA = 4 eps64 softcap; that moves p_k by 2 DELTA p_k
   and the loss by DELTA sum_k |p_k T - c_k| (more than the float64 contract for large softcaps).
   Its slope 1 - tanh^2(u) = 4 exp(-2|u|) / (1 + exp(-2|u|))^2 has a relative error of about
-  (2|u| + 4) eps64: exp's conditioning times the rounding of u = x / softcap.
+  (2|u| + 4) eps64: exp's conditioning times the rounding of u = x / softcap. For float logits the
+  AVX-512 kernel computes x' and the slope within FLOAT_SOFTCAP_RTOL relative (a shorter
+  polynomial): DELTA is then at least FLOAT_SOFTCAP_RTOL softcap, the slope's error that much more.
 - z_loss: z lse^2 is as accurate as lse, which is max + log1p(rest) and so has an absolute error of
   a few eps64 (|max| + 1) plus, for FLOAT_EXP_DTYPES (whose exps run in float lanes, 1.13 ulp), a
   couple of float32 eps: where lse is near 0 that is a large relative error of the z-loss (README's
@@ -28,6 +30,8 @@ import numpy as np
 
 from helpers import FLOAT64_RTOL, GRAD_EPS, LOSS_ULPS, ulp_error
 from softmax_ce_c import reference
+
+FLOAT_SOFTCAP_RTOL = 2.0**-40  # csrc/vector_softcap_avx512.h
 
 HALF_NAMES = ("float16", "bfloat16")
 
@@ -118,7 +122,8 @@ def tolerance_terms(x, target, options, reduction, grad_scale, axis, float_exps)
         size = (p * total + np.abs(c)) * scale / ce_denominator + 2 * z_loss * lse * p * scale / z_denominator
         unsloped_size = size
         size = np.where(counted, size * slope, 0.0)
-        delta = 4 * EPS64 * softcap if softcap else 0.0
+        slope_rtol = FLOAT_SOFTCAP_RTOL if float_exps else 0.0
+        delta = max(4 * EPS64, slope_rtol) * softcap if softcap else 0.0
         lse_delta = lse_error(np.max(np.where(np.isnan(x_capped), -np.inf, x_capped), axis=-1, keepdims=True), float_exps) + delta
         extra = delta * slope * scale * p * 2 * total / ce_denominator
         extra = extra + 2 * z_loss * (lse_delta + 2 * delta * lse) * slope * scale * p / z_denominator
@@ -127,7 +132,7 @@ def tolerance_terms(x, target, options, reduction, grad_scale, axis, float_exps)
         extra = extra + 2 * unit * factor * slope
         if softcap:  # the slope 1 - tanh^2(u) ~ 4 exp(-2|u|) inherits 2|u| times the rounding of u = x / softcap
             u = np.where(np.isfinite(x_rows), x_rows / softcap, 0.0)  # an infinite x has slope 0, exactly
-            extra = extra + (2.0 * np.abs(u) + 4.0) * EPS64 * size
+            extra = extra + ((2.0 * np.abs(u) + 4.0) * EPS64 + slope_rtol) * size
             # and a subnormal slope is off by up to its last unit or two, times the rest of the gradient
             extra = extra + 2 * np.finfo(np.float64).smallest_subnormal * unsloped_size
         extra = np.where(counted, extra, 0.0)

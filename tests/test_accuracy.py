@@ -51,6 +51,30 @@ def test_rows_on_both_sides_of_the_exps_switch(dtype):
     assert_grad_within_contract(grad, want_grad, exact("softmax", x), one_hot(y, 999), 1)
 
 
+@pytest.mark.parametrize("softcap", [1e-301, 1e-302, 1000.0, 1024.0, 1025.0, 1e7])
+def test_softcaps_on_both_sides_of_the_vector_softcaps_bounds(softcap):
+    """AVX-512 softcaps float logits in its own loop for softcaps in [2^-1000, 2^10], where x' is within
+    2^-40 relative (vector_softcap_avx512.h), and in the portable one outside. Large softcaps: rows
+    whose max x / softcap is ln(2) / 4, where the Taylor polynomial of exp is furthest from exp, and
+    a loss near 1e-6 in row 0 (exps 22 to 42 below the max; an x' off by 2^-40 relative at 1e7 moved
+    them 20 ulp); tiny ones: every float32 logit saturates. Within the contract on both sides."""
+    rng = np.random.default_rng(6)
+    if softcap < 1:
+        x = rng.standard_normal((3, 999)).astype(np.float32)
+    else:
+        top = softcap * np.log(2) / 4
+        x = (top - rng.uniform(22.0, 42.0, (3, 999))).astype(np.float32)
+        x[:, 0] = top
+    y = np.array([0, 5, 998])
+    loss, grad = softmax_ce_c.softmax_cross_entropy(x, y, softcap=softcap, reduction="none")
+    want_loss, want_grad = exact("softmax_cross_entropy", x, y, softcap=softcap, reduction="none")
+    assert_loss_accurate(loss, want_loss)
+    u = x.astype(np.longdouble) / softcap
+    with np.errstate(over="ignore"):  # cosh(u) = inf: the slope is 0
+        slope = 1 / np.cosh(u) ** 2
+    assert_grad_within_contract(grad, want_grad, exact("softmax", softcap * np.tanh(u)), one_hot(y, 999), slope)
+
+
 @pytest.mark.parametrize("top, small, tiny", [(31.025385, 13.05138, -3.6220238), (80.87489, 64.24987, 47.613777)])
 def test_tiny_loss_whose_float_sums_all_round_up(top, small, tiny):
     """Rows built (by a review) so that every float addition of the exps' lane sums rounds up and the
