@@ -1,8 +1,8 @@
 """Fused, numerically stable softmax cross-entropy loss and gradient for NumPy arrays, in C.
 
 softmax_cross_entropy(logits, target) -> (loss, grad); cross_entropy -> loss alone; logsumexp,
-log_softmax, softmax row-wise; release_cached_memory frees the memory large results leave behind
-for reuse. `softmax_ce_c.reference` holds the same functions in plain NumPy.
+log_softmax, softmax row-wise; release_cached_memory frees the memory large results and calls leave
+behind for reuse. `softmax_ce_c.reference` holds the same functions in plain NumPy.
 """
 from ._reused_memory import release_cached_memory
 from ._api import cross_entropy, instruction_set, log_softmax, logsumexp, softmax, softmax_cross_entropy

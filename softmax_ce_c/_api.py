@@ -91,8 +91,8 @@ def _cross_entropy(problem, n_threads, grad_rows=None, grad_scale=1.0, row_grad_
     rows, options = problem.logits, problem.options
     kernels = _KERNELS[_validate.dtype_name(rows.data.dtype)]
     n_rows, n_classes = rows.data.shape
-    row_loss = np.empty(rows.row_shape)
-    row_z_loss = np.empty(rows.row_shape) if options.z_loss else None
+    row_loss = _reused_memory.work_array(rows.row_shape, np.float64)
+    row_z_loss = _reused_memory.work_array(rows.row_shape, np.float64) if options.z_loss else None
     # the cdata buffers below must stay referenced until the call returns
     row_loss_buffer, row_z_loss_buffer = _buffer("double", row_loss), _buffer("double", row_z_loss)
     weight, row_grad_scale_buffer = _buffer("double", options.weight), _buffer("double", row_grad_scale)
@@ -124,15 +124,20 @@ def _cross_entropy(problem, n_threads, grad_rows=None, grad_scale=1.0, row_grad_
         _buffer(prob_type, problem.target_prob),
     )
     _check(status, result, rows.row_shape, rows.n_classes)
-    return _reduce(row_loss, row_z_loss, result, problem.reduction, kernels.loss_dtype)
+    loss = _reduce(row_loss, row_z_loss, result, problem.reduction, kernels.loss_dtype)
+    _reused_memory.give_back(row_loss, row_z_loss, problem.target_index)  # the problem is not run again
+    return loss
 
 
 def _plain_cross_entropy(logits, target, reduction, n_threads, grad=None, grad_scale=1.0):
     """Runs the kernel on a plain call (_validate.plain_call): the loss, and the gradient into grad
     unless it is None."""
     kernels = _PLAIN_KERNELS[logits.dtype]
-    targets = target.copy()  # private, as _validate.private_indices says why
-    row_loss = np.empty(targets.shape) if reduction == "none" else None  # the kernel's own for the sums
+    # private, as _validate.private_indices says why; small calls skip the kept memory's bookkeeping
+    # (8% of a 64x10 call), and the kernel mallocs the row losses its sums need
+    large = target.nbytes >= _reused_memory.WORK_MIN_BYTES
+    targets = _reused_memory.work_copy(target) if large else target.copy()
+    row_loss = _reused_memory.work_array(targets.shape, np.float64) if large or reduction == "none" else None
     result = ffi.new("sce_result *")
     n_classes = logits.shape[-1]
     status = kernels.plain_cross_entropy(  # float32/float64 arrays: no need for kernels.pointer
@@ -142,7 +147,10 @@ def _plain_cross_entropy(logits, target, reduction, n_threads, grad=None, grad_s
         _REDUCTION_CODES[reduction], _validate.DEFAULT_IGNORE_INDEX, float(grad_scale), n_threads,
     )
     _check(status, result, targets.shape, n_classes)
-    return _reduce(row_loss, None, result, reduction, kernels.loss_dtype, nonnegative=True)
+    loss = _reduce(row_loss, None, result, reduction, kernels.loss_dtype, nonnegative=True)
+    if large:
+        _reused_memory.give_back(targets, row_loss)
+    return loss
 
 
 def _gradient_rows(problem, destination, inplace):

@@ -176,7 +176,7 @@ def private_indices(flat):
     reads them again later, so they must not change in between - not by the gradient rows it writes
     (a target viewing out= or the logits), nor by another Python thread (the GIL is released), which
     could slip an index past the check."""
-    return np.array(flat, dtype=np.int64)
+    return _reused_memory.work_copy(flat) if flat.dtype == np.int64 else flat.astype(np.int64)
 
 
 def probability_dtype(logits_dtype):

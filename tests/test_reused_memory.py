@@ -93,10 +93,10 @@ def test_row_functions_and_other_layouts_reuse_memory_too():
 def test_a_different_size_frees_the_kept_blocks():
     x, y = problem()
     softmax_ce_c.softmax_cross_entropy(x, y)  # released at once
-    assert len(_reused_memory._released) == 1
+    assert len(_reused_memory._results.released) == 1
     smaller = x[:-10]  # still above the size
     grad = softmax_ce_c.softmax_cross_entropy(smaller, y[:-10])[1]
-    assert len(_reused_memory._released) == 0
+    assert len(_reused_memory._results.released) == 0
     np.testing.assert_array_equal(grad, fresh_gradient(smaller, y[:-10])[1])
 
 
@@ -105,7 +105,7 @@ def test_small_results_are_plain_numpy_arrays():
     grad = softmax_ce_c.softmax_cross_entropy(x[:10], y[:10])[1]
     assert grad.base is None
     del grad
-    assert len(_reused_memory._released) == 0
+    assert len(_reused_memory._results.released) == 0
 
 
 def test_threads_calling_at_once_get_their_own_memory():
@@ -138,3 +138,55 @@ def test_release_cached_memory_returns_it_to_the_system():
     kept = status_bytes("VmRSS")
     softmax_ce_c.release_cached_memory()
     assert kept - status_bytes("VmRSS") >= 30 * MiB
+
+
+def work_problem(n_classes, seed=0, rows_above=2.0):
+    """Class targets of rows_above times the rows where work arrays (8 bytes a row) are kept."""
+    n_rows = int(rows_above * _reused_memory.WORK_MIN_BYTES) // 8
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n_rows, n_classes)).astype(np.float32), rng.integers(0, n_classes, n_rows)
+
+
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1, "z_loss": 1e-3}])
+def test_work_arrays_are_kept_and_reused_with_the_right_results(options):
+    """A call's private class indices and row losses (and z-losses) go back to the kept blocks after
+    the call; the next call of that many rows runs on them, and its answers are a fresh call's."""
+    x, y = work_problem(3)
+    first = softmax_ce_c.softmax_cross_entropy(x, y, reduction="none", **options)
+    kept = {address(block) for block in _reused_memory._work.released}
+    assert len(kept) == (3 if "z_loss" in options else 2)
+    x2, y2 = work_problem(3, seed=1)
+    loss, grad = softmax_ce_c.softmax_cross_entropy(x2, y2, reduction="none", **options)
+    assert {address(block) for block in _reused_memory._work.released} == kept
+    softmax_ce_c.release_cached_memory()  # fresh arrays now
+    want_loss, want_grad = softmax_ce_c.softmax_cross_entropy(x2, y2, reduction="none", **options)
+    np.testing.assert_array_equal(loss, want_loss)
+    np.testing.assert_array_equal(grad, want_grad)
+    assert not np.array_equal(first[0], loss)
+
+
+def test_small_calls_keep_no_work_arrays():
+    x, y = work_problem(3, rows_above=0.5)
+    softmax_ce_c.softmax_cross_entropy(x, y)
+    softmax_ce_c.cross_entropy(x, y, label_smoothing=0.1)
+    assert len(_reused_memory._work.released) == 0
+
+
+def test_threads_calling_at_once_get_their_own_work_arrays():
+    x, y = work_problem(3)
+    expected = softmax_ce_c.cross_entropy(x, y, reduction="none", num_threads=1)
+    failures = []
+
+    def worker(seed):
+        y_own = np.random.default_rng(seed).integers(0, 3, len(y))
+        want = softmax_ce_c.cross_entropy(x, y_own, reduction="none", num_threads=1)
+        for _ in range(30):
+            for targets, answer in ((y, expected), (y_own, want)):
+                if not np.array_equal(softmax_ce_c.cross_entropy(x, targets, reduction="none", num_threads=1), answer):
+                    failures.append("wrong values")
+    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
