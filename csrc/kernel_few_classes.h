@@ -6,11 +6,11 @@
  * reduced, loops of a few trips) would dominate them. They are taken ROW_GROUP at a time instead,
  * transposed so that a class is a vector across the rows, with the formulas of cross_entropy_row
  * (sums in class order). Each row has its own lane, so a row's result does not depend on the rows
- * grouped with it. Float32 logits, their exps and their gradient stay floats in the lanes (a
- * 512-bit vector holds a class of the whole group); the sums and the per-row factors are double, as
+ * grouped with it. Float32 logits, their exps and their gradient stay floats in the lanes (two
+ * 512-bit vectors hold a class of the whole group); the sums and the per-row factors are double, as
  * on the row path. */
 
-/* GCC unrolls a loop of 16 constant trips completely before its vectoriser sees it, and the
+/* GCC unrolls a loop of 16 or 32 constant trips completely before its vectoriser sees it, and the
  * unrolled body then stays scalar; kept as a loop, it becomes a few vector instructions. */
 #define ACROSS_ROWS _Pragma("GCC unroll 1")
 

@@ -1,7 +1,7 @@
-/* transpose_16.h: 16 rows of at most 32 floats to and from 16 lanes, in AVX-512 registers; included
- * by kernel_few_classes.h for float32 logits on AVX-512.
+/* transpose_16.h: groups of rows of at most 32 floats to and from lanes, 16 rows at a time in AVX-512
+ * registers; included by kernel_few_classes.h for float32 logits on AVX-512.
  *
- * The few-classes path keeps class k of a group's row r at lanes[k * 16 + r]. A gather per class
+ * The few-classes path keeps class k of a group's row r at lanes[k * ROW_GROUP + r]. A gather per class
  * (what the compiler makes of the strided loop) costs about as much as the rest of the group's
  * work; row loads and a 16 x 16 transpose in registers (64 shuffles per 16 classes) take a fraction
  * of it. Rows are n_classes floats apart; masked loads and stores touch no element past a row. */
@@ -40,27 +40,34 @@ static inline __mmask16 block_mask(int begin, int n_classes) {
     return (__mmask16)((1u << n) - 1);
 }
 
-/* lanes[k * 16 + r] = rows[r * n_classes + k] for k < n_classes (0 up to the next multiple of 16);
- * rows past n_rows repeat row 0 */
+/* Groups of ROW_GROUP rows are transposed 16 rows at a time. */
+_Static_assert(ROW_GROUP % 16 == 0, "transpose_16.h moves blocks of 16 rows");
+
+/* lanes[k * ROW_GROUP + r] = rows[r * n_classes + k] for k < n_classes (0 up to the next multiple
+ * of 16); rows past n_rows repeat row 0 */
 static void transpose_to_lanes(float *lanes, const float *rows, int n_rows, int n_classes) {
-    for (int begin = 0; begin < n_classes; begin += 16) {
-        const __mmask16 mask = block_mask(begin, n_classes);
-        __m512 v[16];
-        for (int r = 0; r < 16; r++)
-            v[r] = _mm512_maskz_loadu_ps(mask, rows + (r < n_rows ? r : 0) * n_classes + begin);
-        transpose_16x16(v);
-        for (int j = 0; j < 16; j++) _mm512_storeu_ps(lanes + (begin + j) * 16, v[j]);
-    }
+    for (int first = 0; first < ROW_GROUP; first += 16)
+        for (int begin = 0; begin < n_classes; begin += 16) {
+            const __mmask16 mask = block_mask(begin, n_classes);
+            __m512 v[16];
+            for (int r = 0; r < 16; r++)
+                v[r] = _mm512_maskz_loadu_ps(mask, rows + (first + r < n_rows ? first + r : 0) * n_classes + begin);
+            transpose_16x16(v);
+            for (int j = 0; j < 16; j++) _mm512_storeu_ps(lanes + (begin + j) * ROW_GROUP + first, v[j]);
+        }
 }
 
-/* rows[r * n_classes + k] = lanes[k * 16 + r] for r < n_rows, k < n_classes */
+/* rows[r * n_classes + k] = lanes[k * ROW_GROUP + r] for r < n_rows, k < n_classes */
 static void transpose_to_rows(float *rows, const float *lanes, int n_rows, int n_classes) {
-    for (int begin = 0; begin < n_classes; begin += 16) {
-        const __mmask16 mask = block_mask(begin, n_classes);
-        __m512 v[16];
-        for (int j = 0; j < 16; j++)
-            v[j] = begin + j < n_classes ? _mm512_loadu_ps(lanes + (begin + j) * 16) : _mm512_setzero_ps();
-        transpose_16x16(v);
-        for (int r = 0; r < n_rows; r++) _mm512_mask_storeu_ps(rows + r * n_classes + begin, mask, v[r]);
-    }
+    for (int first = 0; first < n_rows; first += 16)
+        for (int begin = 0; begin < n_classes; begin += 16) {
+            const __mmask16 mask = block_mask(begin, n_classes);
+            __m512 v[16];
+            for (int j = 0; j < 16; j++)
+                v[j] = begin + j < n_classes ? _mm512_loadu_ps(lanes + (begin + j) * ROW_GROUP + first)
+                                             : _mm512_setzero_ps();
+            transpose_16x16(v);
+            for (int r = 0; r < 16 && first + r < n_rows; r++)
+                _mm512_mask_storeu_ps(rows + (first + r) * n_classes + begin, mask, v[r]);
+        }
 }

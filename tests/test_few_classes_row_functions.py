@@ -1,5 +1,5 @@
-"""logsumexp, log_softmax and softmax of rows of at most 32 classes, which the kernel takes 16 rows
-at a time across vector lanes: partial last groups, special values in some rows of a group, a row's
+"""logsumexp, log_softmax and softmax of rows of at most 32 classes, which the kernel takes 32 rows
+(float64: 16) at a time across vector lanes: partial last groups, special values in some rows of a group, a row's
 result independent of the rows grouped with it, every thread count, every dtype (conftest.py runs
 each test once per instruction set)."""
 import numpy as np
@@ -12,7 +12,7 @@ from helpers import assert_within_ulps, exact, ulp_error
 FUNCTIONS = ["logsumexp", "log_softmax", "softmax"]
 FEW_CLASSES = [1, 2, 3, 10, 16, 17, 31, 32]
 DTYPES = ["float32", "float64", "float16", "bfloat16"]
-N_ROWS = 53  # three whole groups of 16 and a partial one
+N_ROWS = 85  # whole groups and a partial one: two of 32 and 21 rows, five of 16 (float64) and 5
 
 
 def dtype_of(name):
@@ -33,7 +33,7 @@ def assert_bitwise_equal(got, want):
     assert np.array_equal(bits(got)[finite], bits(want)[finite])
 
 
-SPECIAL_ROWS = {  # rows of the second group; the others of it (16, 24..31) stay finite
+SPECIAL_ROWS = {  # rows of the first group of 32, the second of 16; its rows 16, 24..31 stay finite
     17: "nan",
     18: "all -inf",
     19: "+inf",
@@ -142,7 +142,8 @@ def test_a_row_does_not_depend_on_the_rows_grouped_with_it(n_classes, dtype_name
 @pytest.mark.parametrize("n_classes", [1, 3, 10, 32])
 def test_every_thread_count_gives_bitwise_the_same_answer(n_classes, dtype_name):
     dtype = dtype_of(dtype_name)
-    rows_per_chunk = 32768 // n_classes // 16 * 16  # kernel_template.h: whole groups
+    row_group = 16 if dtype_name == "float64" else 32  # kernel_template.h's ROW_GROUP
+    rows_per_chunk = 32768 // n_classes // row_group * row_group  # whole groups
     n_rows = 2 * rows_per_chunk + 21  # three chunks, the last a partial group
     x = (3.0 * np.random.default_rng(n_classes).standard_normal((n_rows, n_classes))).astype(dtype)
     x[rows_per_chunk - 1, 0] = np.nan  # specials at a chunk's end and the next one's start

@@ -70,15 +70,15 @@ def test_empty_batch(dtype):
 @pytest.mark.parametrize("n_classes", [1, 2, 10, 16, 17, 32, 33])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_a_row_gets_the_same_answer_whatever_rows_come_with_it(dtype, n_classes):
-    """Rows of up to 32 classes are computed 16 at a time, one per vector lane: a row alone, in a
-    partial group or in a full one must come out bitwise the same."""
+    """Rows of up to 32 classes are computed 32 (float64: 16) at a time, one per vector lane: a row
+    alone, in a partial group or in a full one must come out bitwise the same."""
     rng = np.random.default_rng(13)
     x = make_logits(rng, (37, n_classes), dtype, "special")
     y = make_index_target(rng, 37, n_classes)
     options = dict(reduction="none", label_smoothing=0.1, z_loss=1e-3)
     for softcap in (None, 5.0):
         loss, grad = softmax_ce_c.softmax_cross_entropy(x, y, softcap=softcap, **options)
-        for n in [0, 1, 15, 16, 17, 36]:
+        for n in [0, 1, 15, 16, 17, 31, 32, 33, 36]:
             row_loss, row_grad = softmax_ce_c.softmax_cross_entropy(x[n:n + 1], y[n:n + 1], softcap=softcap, **options)
             assert np.array_equal(row_loss, loss[n:n + 1], equal_nan=True)
             assert np.array_equal(row_grad, grad[n:n + 1], equal_nan=True)

@@ -181,7 +181,7 @@ def test_grad_scale_that_views_the_logits_with_inplace():
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
 
 
-@pytest.mark.parametrize("n_classes", [10, 40])  # the 16-row groups (K <= 32) and the row path
+@pytest.mark.parametrize("n_classes", [10, 40])  # the row groups (K <= 32) and the row path
 @pytest.mark.parametrize("bad_weight", [np.inf, np.nan])
 def test_a_non_finite_weight_of_a_class_no_target_reaches_changes_nothing(bad_weight, n_classes):
     """Its coefficient is 0 (no target, no smoothing), so it adds nothing, as in the reference."""
