@@ -46,12 +46,12 @@ static void segment_sum_task(void *context, int worker, int64_t task) {
     if (!split->counted[n]) return;
     const row_stats *stats = &split->stats[n];
     if (segment == split->n_segments) {
-        split->sums[n] = sum_over_target(&split->target[n], row_of(job, n), &job->call, stats->max);
+        split->sums[n] = sum_over_target(&split->target[n], row_of(job, n), &job->call, stats->max, NULL);
         return;
     }
     split->segment_rest[n * split->n_segments + segment] =
         sum_exp_of_segment(scratch_of(job, n), row_of(job, n), NULL, job->params->n_classes, segment * SEGMENT,
-                           stats->argmax, stats->max, job->call.softcap);
+                           stats->argmax, stats->max, job->call.softcap, NULL);
 }
 
 static void segment_gradient_task(void *context, int worker, int64_t task) {

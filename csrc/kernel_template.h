@@ -276,6 +276,15 @@ static inline const STORAGE *row_to_prefetch(const STORAGE *row, int64_t n, int6
     return n + ahead < n_rows ? row + ahead * n_classes : NULL;
 }
 
+#include "smoothing_distance.h"
+
+/* A row's smoothing distance taken in its exp pass (FUSED_SMOOTHING): the weights (or NULL) and the
+ * sums, as smoothing_distance takes them */
+typedef struct {
+    const double *weight;
+    smoothing_sums sums;
+} row_smoothing;
+
 /* FLOAT_EXP logits: their exps are floats, and runs of up to FLOAT_RUN blocks of them (count
  * logits, the last run of a row shorter) are summed per lane in float before the double sums take
  * them (converting every block costs a sixth of the pass). A run's sum of positive terms is within
@@ -329,7 +338,8 @@ static inline __m512 softcapped_exp16(float *slope, __mmask16 valid, __m512 logi
 
 SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,
                                const STORAGE *next_row, int64_t count, int64_t skip, double max,
-                               const float_exp_row *row, double softcap, int store) {
+                               const float_exp_row *row, double softcap, smoothing_sums *smoothing,
+                               const double *weight, int store) {
     const __m512 m = _mm512_set1_ps((float)max);
     const __m512d capped_max = _mm512_set1_pd(max);
     const softcap8 cap = softcap8_of(softcap, SLOPE_SCALE);
@@ -343,6 +353,7 @@ SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, SCRATC
                             : row   ? exp16_of_row(logits, row)
                                     : exp16_difference(logits, m);
         if (store) _mm512_mask_storeu_ps(e + k, valid, term);
+        if (smoothing) add_smoothing_block_at(smoothing, weight, x + k, k, count - k, capped_max);
         const __mmask16 at_skip = skip >= k && skip < k + PARTIAL_SUMS ? (__mmask16)(1u << (skip - k)) : 0;
         run = _mm512_mask_add_ps(run, valid & ~at_skip, run, term);
     }
@@ -362,7 +373,9 @@ static inline double float_run_total(const float_run_sums *sums) { return total_
 
 SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,
                                const STORAGE *next_row, int64_t count, int64_t skip, double max,
-                               const float_exp_row *row, double softcap, int store) {
+                               const float_exp_row *row, double softcap, smoothing_sums *smoothing,
+                               const double *weight, int store) {
+    (void)smoothing, (void)weight; /* NULL: FUSED_SMOOTHING is 0 */
     float run[PARTIAL_SUMS] = {0.0f};
     for (int64_t k = 0; k < count; k += PARTIAL_SUMS) {
         if (next_row) prefetch_block(next_row + k);
@@ -385,18 +398,27 @@ SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, SCRATC
 }
 #endif
 
+/* runs from begin, a multiple of FLOAT_RUN blocks: a block's run position is its parity, which
+ * add_smoothing_block_at reads */
 SPECIALISED double exp_float_runs(SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,
                                   const STORAGE *next_row, int64_t begin, int64_t end, int64_t skip, double max,
-                                  const float_exp_row *row, double softcap, int store) {
+                                  const float_exp_row *row, double softcap, row_smoothing *smoothing, int store) {
+    _Static_assert(FLOAT_RUN == 2, "runs of an even and an odd block");
     float_run_sums sums = {0};
+    /* the smoothing sums in registers meanwhile (through smoothing, in memory, they made a chain of
+     * loads and stores) */
+    smoothing_sums smoothing_here = smoothing ? smoothing->sums : (smoothing_sums)SMOOTHING_SUMS_ZERO;
+    smoothing_sums *smoothing_sums_of = smoothing ? &smoothing_here : NULL;
+    const double *weight = smoothing ? smoothing->weight : NULL;
     const int64_t run = FLOAT_RUN * PARTIAL_SUMS; /* whole runs, then what is left: each specialised */
     int64_t k = begin;
     for (; k + run <= end; k += run)
         exp_float_run(&sums, store ? e + k : NULL, store ? slope + k : NULL, x + k, next_row ? next_row + k : NULL,
-                      run, skip - k, max, row, softcap, store);
+                      run, skip - k, max, row, softcap, smoothing_sums_of, weight ? weight + k : NULL, store);
     if (k < end)
         exp_float_run(&sums, store ? e + k : NULL, store ? slope + k : NULL, x + k, next_row ? next_row + k : NULL,
-                      end - k, skip - k, max, row, softcap, store);
+                      end - k, skip - k, max, row, softcap, smoothing_sums_of, weight ? weight + k : NULL, store);
+    if (smoothing) smoothing->sums = smoothing_here;
     return float_run_total(&sums);
 }
 
@@ -461,7 +483,7 @@ SPECIALISED double exp_double_runs(double *restrict e, const double *x, const do
 
 SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,
                                   const STORAGE *next_row, int64_t begin, int64_t end, int64_t skip, double max,
-                                  double softcap, int store) {
+                                  double softcap, row_smoothing *smoothing, int store) {
 #ifdef EXP8_ROWS
     exp8_row row;
     if (softcap == 0 && exp8_row_of(&row, max))
@@ -470,10 +492,11 @@ SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, 
 #endif
     if (FLOAT_EXP && (softcap == 0 || float_runs_take_softcap(softcap))) {
         float_exp_row row;
-        if (softcap > 0) return exp_float_runs(e, slope, x, next_row, begin, end, skip, max, NULL, softcap, store);
+        if (softcap > 0)
+            return exp_float_runs(e, slope, x, next_row, begin, end, skip, max, NULL, softcap, NULL, store);
         return float_exp_row_of(&row, (float)max)
-                   ? exp_float_runs(e, slope, x, next_row, begin, end, skip, max, &row, 0.0, store)
-                   : exp_float_runs(e, slope, x, next_row, begin, end, skip, max, NULL, 0.0, store);
+                   ? exp_float_runs(e, slope, x, next_row, begin, end, skip, max, &row, 0.0, smoothing, store)
+                   : exp_float_runs(e, slope, x, next_row, begin, end, skip, max, NULL, 0.0, smoothing, store);
     }
     partial_sums sums = {{0.0}, {0.0}};
     int64_t k = begin;
@@ -499,21 +522,23 @@ SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, 
  * max) is also stored in scratch[k] and, with a softcap, the slope dx'_k/dx_k in scratch[K + k].
  *   scratch   (2K) out or NULL
  *   x         (K)
- *   next_row  (K) the row to prefetch (row_to_prefetch), or NULL */
+ *   next_row  (K) the row to prefetch (row_to_prefetch), or NULL
+ *   smoothing the row's smoothing sums to add to (FUSED_SMOOTHING, no softcap), or NULL */
 static double sum_exp(SCRATCH *restrict scratch, const STORAGE *x, const STORAGE *next_row, int64_t n_classes,
-                      int64_t begin, int64_t end, int64_t skip, double max, double softcap) {
+                      int64_t begin, int64_t end, int64_t skip, double max, double softcap, row_smoothing *smoothing) {
     SCRATCH *slope = scratch ? scratch + n_classes : NULL;
     if (softcap > 0)
-        return scratch ? exp_sum_blocks(scratch, slope, x, next_row, begin, end, skip, max, softcap, 1)
-                       : exp_sum_blocks(scratch, slope, x, next_row, begin, end, skip, max, softcap, 0);
-    return scratch ? exp_sum_blocks(scratch, slope, x, next_row, begin, end, skip, max, 0.0, 1)
-                   : exp_sum_blocks(scratch, slope, x, next_row, begin, end, skip, max, 0.0, 0);
+        return scratch ? exp_sum_blocks(scratch, slope, x, next_row, begin, end, skip, max, softcap, NULL, 1)
+                       : exp_sum_blocks(scratch, slope, x, next_row, begin, end, skip, max, softcap, NULL, 0);
+    return scratch ? exp_sum_blocks(scratch, slope, x, next_row, begin, end, skip, max, 0.0, smoothing, 1)
+                   : exp_sum_blocks(scratch, slope, x, next_row, begin, end, skip, max, 0.0, smoothing, 0);
 }
 
 /* A row longer than SEGMENT classes is summed segment by segment, each in its own partial sums, and
  * the segment totals added in order: the same sums whether one thread takes the row or several
  * share its segments (cross_entropy_split). */
 #define SEGMENT 32768
+_Static_assert(SEGMENT % (FLOAT_RUN * PARTIAL_SUMS) == 0, "segments start runs (exp_float_runs)");
 
 /* where the segment from begin ends */
 static inline int64_t segment_end(int64_t begin, int64_t n_classes) {
@@ -522,8 +547,9 @@ static inline int64_t segment_end(int64_t begin, int64_t n_classes) {
 
 /* sum_exp over the segment from begin, leaving out the argmax a (whose term is the 1 of 1 + rest) */
 static double sum_exp_of_segment(SCRATCH *restrict scratch, const STORAGE *x, const STORAGE *next_row,
-                                 int64_t n_classes, int64_t begin, int64_t a, double max, double softcap) {
-    return sum_exp(scratch, x, next_row, n_classes, begin, segment_end(begin, n_classes), a, max, softcap);
+                                 int64_t n_classes, int64_t begin, int64_t a, double max, double softcap,
+                                 row_smoothing *smoothing) {
+    return sum_exp(scratch, x, next_row, n_classes, begin, segment_end(begin, n_classes), a, max, softcap, smoothing);
 }
 
 /* rest, or NaN for a row that is NaN: a max that is not finite (a +inf logit, or none finite), or a
@@ -546,14 +572,14 @@ static row_stats finish_row_stats(SCRATCH *restrict scratch, const STORAGE *x, i
 }
 
 /* The statistics of one row; with scratch not NULL, also what sum_exp stores there, for every k.
- * next_row (or NULL) is prefetched meanwhile. */
+ * next_row (or NULL) is prefetched meanwhile; smoothing (or NULL) takes the row's smoothing sums. */
 static row_stats compute_row_stats(SCRATCH *restrict scratch, const STORAGE *x, const STORAGE *next_row,
-                                   int64_t n_classes, double softcap) {
+                                   int64_t n_classes, double softcap, row_smoothing *smoothing) {
     const logit_max max = find_max(x, n_classes);
     double rest = 0.0;
     for (int64_t begin = 0; begin < n_classes; begin += SEGMENT)
         rest += sum_exp_of_segment(scratch, x, next_row, n_classes, begin, max.index, capped_value(max.value, softcap),
-                                   softcap);
+                                   softcap, smoothing);
     return finish_row_stats(scratch, x, n_classes, max, rest, softcap);
 }
 
@@ -660,20 +686,19 @@ SPECIALISED target_sums target_sum_blocks(const row_target *target, const STORAG
     return (target_sums){total_of(&distance), total_of(&total)};
 }
 
-#include "smoothing_distance.h"
-
 /* A class index has T = on_target + spread W (W the weights' sum) and distance on_target (max - x'_y)
- * + spread D (smoothing_distance.h, without a softcap) */
+ * + spread D (smoothing_distance.h, without a softcap; from smoothing when the exp pass took it) */
 static target_sums sum_over_target(const row_target *target, const STORAGE *x, const call_constants *call,
-                                   double max) {
+                                   double max, const row_smoothing *smoothing) {
     const int64_t n_classes = call->n_classes;
     const double softcap = call->softcap;
     if (!target->prob && (target->spread == 0 || softcap == 0)) {
         const double c = target->on_target;
         const double on_index = c != 0 ? c * (max - capped_value(LOAD(x[target->index]), softcap)) : 0.0;
         if (target->spread == 0) return (target_sums){on_index, c};
-        return (target_sums){on_index + target->spread * smoothing_distance(target->weight, x, n_classes, max),
-                             c + target->spread * call->weight_total};
+        const double distance =
+            smoothing ? smoothing_total(&smoothing->sums) : smoothing_distance(target->weight, x, n_classes, max);
+        return (target_sums){on_index + target->spread * distance, c + target->spread * call->weight_total};
     }
 #define TARGET_SUMS(with_weight, with_prob)                                                                             \
     (softcap > 0 ? target_sum_blocks(target, x, n_classes, max, softcap, with_weight, with_prob)                      \
@@ -1009,8 +1034,11 @@ static void cross_entropy_row(STORAGE *grad, SCRATCH *scratch, const sce_result 
     }
     /* every read of x happens before the gradient is written: grad may be logits */
     const STORAGE *next_row = row_to_prefetch(x, n, params->n_rows, n_classes);
-    const row_stats stats = compute_row_stats(g ? scratch : NULL, x, next_row, n_classes, call->softcap);
-    const target_sums sums = sum_over_target(&target, x, call, stats.max);
+    row_smoothing smoothing = {target.weight, SMOOTHING_SUMS_ZERO};
+    const int fused = FUSED_SMOOTHING && !target.prob && target.spread != 0 && call->softcap == 0;
+    const row_stats stats = compute_row_stats(g ? scratch : NULL, x, next_row, n_classes, call->softcap,
+                                              fused ? &smoothing : NULL);
+    const target_sums sums = sum_over_target(&target, x, call, stats.max, fused ? &smoothing : NULL);
     result->row_loss[n] = sums.distance;
     batch->total[slot] = sums.total;
     batch->rest[slot] = stats.rest;
@@ -1173,7 +1201,7 @@ typedef void (*row_function)(STORAGE *out, SCRATCH *scratch, const STORAGE *row,
 static void logsumexp_row(STORAGE *lse, SCRATCH *scratch, const STORAGE *row, const STORAGE *next_row,
                           int64_t n_classes, int64_t n) {
     (void)scratch;
-    const row_stats stats = compute_row_stats(NULL, row, next_row, n_classes, 0.0);
+    const row_stats stats = compute_row_stats(NULL, row, next_row, n_classes, 0.0, NULL);
     double value = stats.max + log1p_of_nonnegative(stats.rest);
     if (isinf(stats.max)) {
         /* +inf or -inf is the answer, unless the row also holds a NaN */
@@ -1188,7 +1216,7 @@ static void log_softmax_row(STORAGE *out, SCRATCH *scratch, const STORAGE *row, 
                             int64_t n_classes, int64_t n) {
     (void)scratch;
     STORAGE *o = out + n * n_classes;
-    const row_stats stats = compute_row_stats(NULL, row, next_row, n_classes, 0.0);
+    const row_stats stats = compute_row_stats(NULL, row, next_row, n_classes, 0.0, NULL);
     const double log_sum = log1p_of_nonnegative(stats.rest);
     /* both terms <= 0: no cancellation */
     for (int64_t k = 0; k < n_classes; k++) o[k] = STORE((LOAD(row[k]) - stats.max) - log_sum);
@@ -1197,7 +1225,7 @@ static void log_softmax_row(STORAGE *out, SCRATCH *scratch, const STORAGE *row, 
 static void softmax_row(STORAGE *out, SCRATCH *scratch, const STORAGE *row, const STORAGE *next_row,
                         int64_t n_classes, int64_t n) {
     STORAGE *o = out + n * n_classes;
-    const row_stats stats = compute_row_stats(scratch, row, next_row, n_classes, 0.0);
+    const row_stats stats = compute_row_stats(scratch, row, next_row, n_classes, 0.0, NULL);
     const scaling inverse_sum = scaling_of(1.0 / (1.0 + stats.rest));
     for (int64_t k = 0; k < n_classes; k++) o[k] = scaled(scratch[k], inverse_sum);
 }
