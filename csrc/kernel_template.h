@@ -22,8 +22,8 @@
  * the names of softmax_ce.h, choosing the instruction set once. All arithmetic is in double (but the
  * exps of FLOAT_EXP types, and their gradient products); STORAGE is only what is read and written.
  * Rows are shared out to threads in chunks (thread_pool.h), or with fewer rows than threads their
- * classes are (kernel_split_classes.h); rows of at most 32 classes are computed 16 at a time, across
- * vector lanes. A row's result depends on none of this: not on the threads, the chunks or its neighbours.
+ * classes are (kernel_split_classes.h); rows of at most 32 classes are computed ROW_GROUP at a
+ * time, across vector lanes. A row's result depends on none of this: not on the threads, the chunks or its neighbours.
  *
  * Every row goes through the same statistics of its logits x' (after the optional softcap): the max
  * m, the first index a holding it (its exp is exactly 1) and rest = sum over k != a of exp(x'_k - m).
@@ -206,7 +206,9 @@ SPECIALISED double exp_term(double value, double max, int with_softcap) {
  * the compensated sums take them (TwoSum is about a fifth of the float64 exp pass): a run's sum of
  * two positive terms is within 2^-53 relative, the row's sum within that plus the compensated sums'
  * own error. Without, a block at a time (the order of float logits' sums stays what it was). Softcapped
- * rows take a block at a time too: GCC keeps the loop of two softcapped blocks scalar (6x slower). */
+ * rows take a block at a time too: GCC keeps the loop of two softcapped blocks scalar (6x slower).
+ * (FLOAT_EXP logits take exp_float_runs instead, softcapped too but for AVX-512's out-of-range
+ * softcaps.) */
 #define COMPENSATED_RUN (COMPENSATED_SUMS ? 2 : 1)
 
 /* The logits the exp pass, the target sums and the smoothing distance read, a block at a time.
@@ -349,9 +351,10 @@ SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, SCRATC
         /* lanes past the row's end: not read (a masked load does not fault), stored or summed */
         const __mmask16 valid = count - k >= PARTIAL_SUMS ? (__mmask16)0xFFFF : (__mmask16)((1u << (count - k)) - 1);
         const __m512 logits = LOAD_16_AS_FLOATS_MASKED(valid, x + k);
-        const __m512 term = softcap > 0 ? softcapped_exp16(store ? slope + k : NULL, valid, logits, capped_max, &cap, store)
-                            : row   ? exp16_of_row(logits, row)
-                                    : exp16_difference(logits, m);
+        SCRATCH *slope_of_block = store ? slope + k : NULL;
+        const __m512 term = softcap > 0 ? softcapped_exp16(slope_of_block, valid, logits, capped_max, &cap, store)
+                            : row       ? exp16_of_row(logits, row)
+                                        : exp16_difference(logits, m);
         if (store) _mm512_mask_storeu_ps(e + k, valid, term);
         if (smoothing) add_smoothing_block_at(smoothing, weight, x + k, k, count - k, capped_max);
         const __mmask16 at_skip = skip >= k && skip < k + PARTIAL_SUMS ? (__mmask16)(1u << (skip - k)) : 0;
@@ -1035,6 +1038,8 @@ static void cross_entropy_row(STORAGE *grad, SCRATCH *scratch, const sce_result 
     /* every read of x happens before the gradient is written: grad may be logits */
     const STORAGE *next_row = row_to_prefetch(x, n, params->n_rows, n_classes);
     row_smoothing smoothing = {target.weight, SMOOTHING_SUMS_ZERO};
+    /* without a softcap exp_sum_blocks takes FLOAT_EXP logits through exp_float_runs, the loop that
+     * adds to the smoothing sums */
     const int fused = FUSED_SMOOTHING && !target.prob && target.spread != 0 && call->softcap == 0;
     const row_stats stats = compute_row_stats(g ? scratch : NULL, x, next_row, n_classes, call->softcap,
                                               fused ? &smoothing : NULL);

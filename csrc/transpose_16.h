@@ -1,10 +1,11 @@
 /* transpose_16.h: groups of rows of at most 32 floats to and from lanes, 16 rows at a time in AVX-512
  * registers; included by kernel_few_classes.h for float32 logits on AVX-512.
  *
- * The few-classes path keeps class k of a group's row r at lanes[k * ROW_GROUP + r]. A gather per class
- * (what the compiler makes of the strided loop) costs about as much as the rest of the group's
- * work; row loads and a 16 x 16 transpose in registers (64 shuffles per 16 classes) take a fraction
- * of it. Rows are n_classes floats apart; masked loads and stores touch no element past a row. */
+ * The few-classes path keeps class k of a group's row r at lanes[k * ROW_GROUP + r]. A gather per
+ * class (what the compiler makes of the strided loop) costs about as much as the rest of the
+ * group's work; row loads and a 16 x 16 transpose in registers (64 shuffles per 16 classes) take a
+ * fraction of it. Rows are n_classes floats apart; masked loads and stores touch no element past a
+ * row. */
 #include <immintrin.h>
 
 /* v[j] lane i becomes v[i] lane j */

@@ -23,8 +23,8 @@
 
 #include "exp_difference.h"
 
-/* other softcaps take the portable loop: below, 2 / softcap overflows; above, x' would be off by
- * more than 2^-30 */
+/* other softcaps take the portable loop: above, x' would be off by more than 2^-30; below, 2 /
+ * softcap nears overflow (from 2^-1023 it is inf, and a zero logit would give 0 inf = NaN) */
 #define SOFTCAP8_MIN 0x1p-1000
 #define SOFTCAP8_MAX 0x1p10
 

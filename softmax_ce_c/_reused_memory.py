@@ -11,8 +11,9 @@ a call that finds none of its size frees them before allocating; release_cached_
 too. Smaller blocks fault as well: two work arrays of 512 KB (65536 rows), freed at the top of
 glibc's heap, were trimmed off it after every call, and the next call faulted their 256 pages back
 in (65536x2 float32: 45% of the call); 8 MB ones (a million rows) are mapped and unmapped every
-call (1048576x10 float32: 25%). Work arrays from WORK_MIN_BYTES are kept too, given back by the
-call that used them (work_array, work_copy, give_back).
+call (1048576x10 float32: 25%). Work arrays from WORK_MIN_BYTES to WORK_MAX_BYTES are kept too,
+given back by the call that used them (work_array, work_copy, give_back): at most WORK_KEPT of
+them, so that small calls, which never take one, hold on to at most 64 MiB.
 """
 import collections
 import math
@@ -21,6 +22,7 @@ import numpy as np
 
 MIN_BYTES = 1 << 22  # results: where NumPy starts asking for huge pages, and page faults start to cost
 WORK_MIN_BYTES = 1 << 16  # work arrays: below it the bookkeeping costs more than the faults it may save
+WORK_MAX_BYTES = 1 << 24  # 2 million rows: a call that large spends little of its time on the faults
 RESULTS_KEPT = 2  # a loop that keeps last step's result until the new one is assigned needs two blocks
 WORK_KEPT = 4  # a call's indices and row losses (and z-losses), and the next call's as they are made
 _ALIGNMENT = 64  # a cache line: the kernel's streaming stores start at the first whole line
@@ -95,7 +97,7 @@ def work_copy(array):
 def give_back(*arrays):
     """Keeps the memory of work arrays (None passes) for the next call's."""
     for array in arrays:
-        if array is not None and array.nbytes >= WORK_MIN_BYTES:
+        if array is not None and WORK_MIN_BYTES <= array.nbytes <= WORK_MAX_BYTES:
             _work.released.append(array.reshape(-1).view(np.uint8))  # a deque append is atomic
 
 

@@ -162,14 +162,16 @@ def test_work_arrays_are_kept_and_reused_with_the_right_results(options):
     want_loss, want_grad = softmax_ce_c.softmax_cross_entropy(x2, y2, reduction="none", **options)
     np.testing.assert_array_equal(loss, want_loss)
     np.testing.assert_array_equal(grad, want_grad)
-    assert not np.array_equal(first[0], loss)
+    del first
 
 
-def test_small_calls_keep_no_work_arrays():
-    x, y = work_problem(3, rows_above=0.5)
-    softmax_ce_c.softmax_cross_entropy(x, y)
-    softmax_ce_c.cross_entropy(x, y, label_smoothing=0.1)
-    assert len(_reused_memory._work.released) == 0
+def test_small_and_huge_calls_keep_no_work_arrays():
+    """Below WORK_MIN_BYTES a call takes plain arrays; above WORK_MAX_BYTES it frees its own."""
+    for rows_above in (0.5, 1.1 * _reused_memory.WORK_MAX_BYTES / _reused_memory.WORK_MIN_BYTES):
+        x, y = work_problem(1, rows_above=rows_above)
+        softmax_ce_c.softmax_cross_entropy(x, y)
+        softmax_ce_c.cross_entropy(x, y, label_smoothing=0.1)
+        assert len(_reused_memory._work.released) == 0
 
 
 def test_threads_calling_at_once_get_their_own_work_arrays():
@@ -177,12 +179,17 @@ def test_threads_calling_at_once_get_their_own_work_arrays():
     expected = softmax_ce_c.cross_entropy(x, y, reduction="none", num_threads=1)
     failures = []
 
+    options = dict(reduction="none", num_threads=1)
+    general = dict(options, z_loss=1e-3)  # the general path: a third work array, the z-losses
+    expected_general = softmax_ce_c.cross_entropy(x, y, **general)
+
     def worker(seed):
         y_own = np.random.default_rng(seed).integers(0, 3, len(y))
-        want = softmax_ce_c.cross_entropy(x, y_own, reduction="none", num_threads=1)
-        for _ in range(30):
-            for targets, answer in ((y, expected), (y_own, want)):
-                if not np.array_equal(softmax_ce_c.cross_entropy(x, targets, reduction="none", num_threads=1), answer):
+        want, want_general = softmax_ce_c.cross_entropy(x, y_own, **options), softmax_ce_c.cross_entropy(x, y_own, **general)
+        for _ in range(20):
+            for targets, answer, kind in ((y, expected, options), (y_own, want, options),
+                                          (y, expected_general, general), (y_own, want_general, general)):
+                if not np.array_equal(softmax_ce_c.cross_entropy(x, targets, **kind), answer):
                     failures.append("wrong values")
     threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(4)]
     for thread in threads:
