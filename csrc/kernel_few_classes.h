@@ -371,19 +371,36 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
      * to float add about an ulp to the error of e); with a softcap in double, as the exps of capped
      * logits are (rounded to float, a subnormal one would lose its digits). */
     SCRATCH grad[FEW_CLASSES * ROW_GROUP]; /* 0 on rows not counted */
-    for (int k = 0; k < n_classes; k++)
+    if (lone_index && !with_softcap) {
+        /* the loop below's values, with c target of each row taken out of the class loop: c is
+         * on_target at the class, else 0 (0 target keeps the sign of zero that loop gives) */
+        SCRATCH at_index[ROW_GROUP], elsewhere[ROW_GROUP];
         ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-            const double c = group_coefficient(constants, &targets, w[k], t, AT(k, r), k, r, lone_index);
-            if (!lone_index) /* c and c target too; a lone index's c is checked per row, above */
-                fit[r] &= (!targets.counted[r]) | (fits_float(c) & fits_float(c * target_factor_d[r]));
-            const int is_argmax = k == argmax[r];
-            const double g =
-                with_softcap
-                    ? LANE_GRADIENT(is_argmax, at_argmax[r], capped_e[AT(k, r)], probability[r], c, target_factor[r]) *
-                          slope[AT(k, r)]
-                    : LANE_GRADIENT(is_argmax, at_argmax[r], e[AT(k, r)], probability[r], (SCRATCH)c, target_factor[r]);
-            grad[AT(k, r)] = targets.counted[r] ? (SCRATCH)g : 0;
+            at_index[r] = (SCRATCH)targets.on_target[r] * target_factor[r];
+            elsewhere[r] = (SCRATCH)0 * target_factor[r];
         }
+        for (int k = 0; k < n_classes; k++)
+            ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+                const SCRATCH c_target = k == targets.index[r] ? at_index[r] : elsewhere[r];
+                const SCRATCH g = k == argmax[r] ? at_argmax[r] : e[AT(k, r)] * probability[r] - c_target;
+                grad[AT(k, r)] = targets.counted[r] ? g : 0;
+            }
+    } else {
+        for (int k = 0; k < n_classes; k++)
+            ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+                const double c = group_coefficient(constants, &targets, w[k], t, AT(k, r), k, r, lone_index);
+                if (!lone_index) /* c and c target too; a lone index's c is checked per row, above */
+                    fit[r] &= (!targets.counted[r]) | (fits_float(c) & fits_float(c * target_factor_d[r]));
+                const int is_argmax = k == argmax[r];
+                const double g =
+                    with_softcap
+                        ? LANE_GRADIENT(is_argmax, at_argmax[r], capped_e[AT(k, r)], probability[r], c,
+                                        target_factor[r]) * slope[AT(k, r)]
+                        : LANE_GRADIENT(is_argmax, at_argmax[r], e[AT(k, r)], probability[r], (SCRATCH)c,
+                                        target_factor[r]);
+                grad[AT(k, r)] = targets.counted[r] ? (SCRATCH)g : 0;
+            }
+    }
     for (int r = 0; r < ROW_GROUP; r++) all_fit &= fit[r];
     if (!all_fit) /* the lanes of rows whose factors do not fit, again in double (each row its own way) */
         for (int k = 0; k < n_classes; k++)
