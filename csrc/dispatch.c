@@ -44,11 +44,14 @@ FOR_EACH_TYPE(DECLARE_KERNELS, baseline)
 #if defined(__x86_64__)
 FOR_EACH_TYPE(DECLARE_KERNELS, avx2)
 FOR_EACH_TYPE(DECLARE_KERNELS, avx512)
+DECLARE_KERNELS(bf16, uint16_t, float, avx512bf16)
 #endif
 
-/* best first */
+/* best first; avx512bf16 has a bfloat16 kernel of its own (isa_avx512bf16.h), the others' are avx512's */
 static const isa_kernels ALL_ISAS[] = {
 #if defined(__x86_64__)
+    {"avx512bf16", KERNELS_OF(f32, float, float, avx512) KERNELS_OF(f64, double, double, avx512)
+                   KERNELS_OF(f16, uint16_t, float, avx512) KERNELS_OF(bf16, uint16_t, float, avx512bf16)},
     ISA_KERNELS(avx512),
     ISA_KERNELS(avx2),
 #endif
@@ -62,9 +65,10 @@ static int cpu_has(const isa_kernels *isa) {
     /* every feature the isa_*.h target pragma enables */
     const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                      __builtin_cpu_supports("f16c");
-    if (strcmp(isa->name, "avx512") == 0)
-        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    const int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    if (strcmp(isa->name, "avx512bf16") == 0) return avx512 && __builtin_cpu_supports("avx512bf16");
+    if (strcmp(isa->name, "avx512") == 0) return avx512;
     if (strcmp(isa->name, "avx2") == 0) return avx2;
 #endif
     return 1;

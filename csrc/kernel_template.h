@@ -15,6 +15,7 @@
  *                     (vector_row_max.h), and LOAD_16_AS_FLOATS_MASKED, its AVX-512 form for a
  *                     row's end; both left undefined for double logits
  *   WIDENED_BLOCKS    defined for 16-bit logits (see block_values)
+ *   ROUND_16_FLOATS   optional, STORE_FLOAT of 16 floats in an __m512 to 16 STORAGE in an __m256i
  *   SCRATCH           the type a row's exps (and softcap slopes) are kept in between passes: float
  *                     for FLOAT_EXP types (their exps are floats already), double where the gradient
  *                     must be exact to more bits (float64, and float16's correct rounding)
@@ -748,6 +749,43 @@ SPECIALISED STORAGE scaled(SCRATCH e, scaling factor) { return STORE(e * factor.
 SPECIALISED STORAGE scaled_minus(SCRATCH e, scaling factor, double c) { return STORE(e * factor.factor - c); }
 #endif
 
+/* out[j] = scaled_minus(e[j], factor, c_j) for j < count, c_j = c[j], or c_constant where c is NULL
+ * (with c_constant 0 that is scaled's value: -0 added to e lo changes no bit). With ROUND_16_FLOATS
+ * (bfloat16 on avx512bf16) in intrinsics, 16 values rounded at a time. */
+#ifdef ROUND_16_FLOATS
+/* 16 values from 16 e and c (masked: lanes past a row's end are not read or written) */
+SPECIALISED void scaled_minus_16(STORAGE *out, const SCRATCH *e, __m512 hi, __m512 lo, const SCRATCH *c,
+                                 __m512 c_constant, __mmask16 valid) {
+    const __m512 e16 = valid == 0xFFFF ? _mm512_loadu_ps(e) : _mm512_maskz_loadu_ps(valid, e);
+    const __m512 c16 = !c ? c_constant : valid == 0xFFFF ? _mm512_loadu_ps(c) : _mm512_maskz_loadu_ps(valid, c);
+    const __m256i rounded = ROUND_16_FLOATS(_mm512_fmadd_ps(e16, hi, _mm512_fmsub_ps(e16, lo, c16)));
+    if (valid == 0xFFFF)
+        _mm256_storeu_si256((__m256i *)out, rounded);
+    else
+        _mm256_mask_storeu_epi16(out, valid, rounded);
+}
+
+SPECIALISED void scaled_minus_values(STORAGE *out, const SCRATCH *e, scaling factor, const SCRATCH *c,
+                                     double c_constant, int64_t count) {
+    const __m512 hi = _mm512_set1_ps(factor.hi), lo = _mm512_set1_ps(factor.lo);
+    const __m512 constant = _mm512_set1_ps((float)c_constant);
+    int64_t j = 0;
+    for (; j + 16 <= count; j += 16) scaled_minus_16(out + j, e + j, hi, lo, c ? c + j : NULL, constant, 0xFFFF);
+    if (j < count)
+        scaled_minus_16(out + j, e + j, hi, lo, c ? c + j : NULL, constant, (__mmask16)((1u << (count - j)) - 1));
+}
+#else
+SPECIALISED void scaled_minus_values(STORAGE *out, const SCRATCH *e, scaling factor, const SCRATCH *c,
+                                     double c_constant, int64_t count) {
+    if (c) /* separate loops: see FOR_TARGET_ARRAYS */
+        for (int64_t j = 0; j < count; j++) out[j] = scaled_minus(e[j], factor, c[j]);
+    else if (c_constant != 0)
+        for (int64_t j = 0; j < count; j++) out[j] = scaled_minus(e[j], factor, c_constant);
+    else
+        for (int64_t j = 0; j < count; j++) out[j] = scaled(e[j], factor);
+}
+#endif
+
 /* A gradient of at least this size is written past the caches (stream_store.h): it would not stay
  * in them anyway (the last-level cache here is 32 MiB, shared), and streaming saves the read for
  * ownership of each line: 1024x32000 float32 on one thread 0.47 -> 0.42 ns per element, 8192x1000
@@ -860,12 +898,12 @@ SPECIALISED void gradient_values(STORAGE *out, const SCRATCH *restrict scratch, 
         const scaling probability = scaling_of(factors.probability);
         int fits = 1; /* every c_j target fit scaled_minus; if not, the values are computed again */
         if (target_kind == INDEX_TARGET) {
-            for (int64_t j = 0; j < count; j++) out[j] = scaled(e[j], probability);
+            scaled_minus_values(out, e, probability, NULL, 0.0, count);
         } else if (target_kind == PROB_TARGET) { /* two loops: see FOR_TARGET_ARRAYS */
             fits = target->weight ? prob_target_values(out, e, probability, target, factors.target, k, count, 1)
                                   : prob_target_values(out, e, probability, target, factors.target, k, count, 0);
         } else if (spread_weights) {
-            for (int64_t j = 0; j < count; j++) out[j] = scaled_minus(e[j], probability, spread_weights[k + j]);
+            scaled_minus_values(out, e, probability, spread_weights + k, 0.0, count);
         } else if (target->weight) { /* two loops: see FOR_TARGET_ARRAYS */
             const double spread = target->spread * factors.target;
             for (int64_t j = 0; j < count; j++) {
@@ -874,7 +912,7 @@ SPECIALISED void gradient_values(STORAGE *out, const SCRATCH *restrict scratch, 
             }
         } else {
             const double spread = target->spread * factors.target;
-            for (int64_t j = 0; j < count; j++) out[j] = scaled_minus(e[j], probability, spread);
+            scaled_minus_values(out, e, probability, NULL, spread, count);
             fits = fits_float(spread);
         }
         if (!fits) /* the general loop, in double */

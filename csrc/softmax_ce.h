@@ -116,8 +116,9 @@ int sce_softmax_plain_f64(double *out, const double *x, int64_t n_rows, int64_t 
 int sce_softmax_plain_f16(uint16_t *out, const uint16_t *x, int64_t n_rows, int64_t n_classes, int n_threads);
 int sce_softmax_plain_bf16(uint16_t *out, const uint16_t *x, int64_t n_rows, int64_t n_classes, int n_threads);
 
-/* The instruction set the kernels run with: "avx512", "avx2" or "baseline" (the build's default),
- * the best this CPU has, or a lower one named by the environment variable SOFTMAX_CE_C_ISA. */
+/* The instruction set the kernels run with: "avx512bf16", "avx512", "avx2" or "baseline" (the
+ * build's default), the best this CPU has, or a lower one named by the environment variable
+ * SOFTMAX_CE_C_ISA. */
 const char *sce_isa(void);
 /* Switches every kernel to the named instruction set if this CPU has it (SCE_OK), else returns
  * SCE_ERR_ARGUMENT and changes nothing. For tests and benchmarks; calls already running finish

@@ -288,6 +288,7 @@ def softmax(x, axis=-1, *, num_threads=None):
 
 
 def instruction_set():
-    """The instruction set the kernel runs with: "avx512", "avx2" or "baseline" (the best this CPU
-    has, or a lower one named by the environment variable SOFTMAX_CE_C_ISA)."""
+    """The instruction set the kernel runs with: "avx512bf16" (AVX-512 with AVX512_BF16, which
+    bfloat16 gradients use), "avx512", "avx2" or "baseline" (the best this CPU has, or a lower one
+    named by the environment variable SOFTMAX_CE_C_ISA)."""
     return ffi.string(lib.sce_isa()).decode()

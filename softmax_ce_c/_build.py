@@ -1,9 +1,9 @@
 """cffi builder for the C kernel (out-of-line API mode); named in setup.py's cffi_modules.
 
 The cdef is the part of csrc/softmax_ce.h between its cdef markers, so declarations live in one place.
-The row kernels (csrc/kernel_template.h) are compiled once per logit type and instruction set: this
-builder writes the small translation unit of each pair, and csrc/dispatch.c picks the instruction set
-at run time.
+The row kernels (csrc/kernel_template.h) are compiled once per logit type and instruction set (and
+bfloat16's once more, for AVX512_BF16): this builder writes the small translation unit of each pair,
+and csrc/dispatch.c picks the instruction set at run time.
 
 SOFTMAX_CE_C_EXTRA_CFLAGS, if set, holds more flags (split as a shell would) for both compiling and
 linking, after the ones below; CI's sanitizer builds (.ci/sanitize) pass -fsanitize=... through it.
@@ -21,6 +21,8 @@ GENERATED = pathlib.Path("build") / "softmax_ce_c_kernels"
 TYPES = ["f32", "f64", "f16", "bf16"]
 # dispatch.c expects the x86-64 ones exactly when it is compiled for x86-64
 ISAS = ["baseline", "avx2", "avx512"] if platform.machine().lower() in ("x86_64", "amd64") else ["baseline"]
+# (instruction set, type) pairs beyond every type's ISAS: bfloat16's rounding by AVX512_BF16
+EXTRA_KERNELS = [("avx512bf16", "bf16")] if "avx512" in ISAS else []
 
 
 def read_cdef(header):
@@ -38,13 +40,12 @@ def kernel_sources():
     """One translation unit per (instruction set, type): an isa_*.h, a type_*.h, the template."""
     GENERATED.mkdir(parents=True, exist_ok=True)
     sources = []
-    for isa in ISAS:
-        for type_name in TYPES:
-            path = GENERATED / f"kernel_{type_name}_{isa}.c"
-            text = f'#include "isa_{isa}.h"\n#include "type_{type_name}.h"\n#include "kernel_template.h"\n'
-            if not path.exists() or path.read_text() != text:
-                path.write_text(text)
-            sources.append(relative(path))
+    for isa, type_name in [(isa, type_name) for isa in ISAS for type_name in TYPES] + EXTRA_KERNELS:
+        path = GENERATED / f"kernel_{type_name}_{isa}.c"
+        text = f'#include "isa_{isa}.h"\n#include "type_{type_name}.h"\n#include "kernel_template.h"\n'
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        sources.append(relative(path))
     return sources
 
 

@@ -1,10 +1,10 @@
-"""Every test runs once per instruction set this CPU has (avx512, avx2, baseline on x86-64), so that
-each compiled copy of the kernel is held to the same reference."""
+"""Every test runs once per instruction set this CPU has (avx512bf16, avx512, avx2, baseline on
+x86-64), so that each compiled copy of the kernel is held to the same reference."""
 import pytest
 
 from softmax_ce_c._kernel import ffi, lib
 
-ALL_ISAS = ["avx512", "avx2", "baseline"]
+ALL_ISAS = ["avx512bf16", "avx512", "avx2", "baseline"]
 DEFAULT_ISA = ffi.string(lib.sce_isa()).decode()
 
 

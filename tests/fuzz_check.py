@@ -39,7 +39,7 @@ FLOAT_SOFTCAP_RANGE = (2.0**-1000, 2.0**10)  # its SOFTCAP8_MIN and SOFTCAP8_MAX
 def vector_softcap_avx512_takes(softcap, float_exps):
     """Whether the kernel running now softcaps these logits in vector_softcap_avx512.h."""
     low, high = FLOAT_SOFTCAP_RANGE
-    return float_exps and instruction_set() == "avx512" and low <= softcap <= high
+    return float_exps and instruction_set().startswith("avx512") and low <= softcap <= high
 
 HALF_NAMES = ("float16", "bfloat16")
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import softmax_ce_c
+from softmax_ce_c._kernel import lib
 from helpers import GRAD_EPS, LOSS_ULPS, assert_within_ulps, exact, make_prob_target, one_hot, ulp_error
 
 HALF_DTYPES = ["float16", "bfloat16"]
@@ -123,18 +124,66 @@ def test_half_gradient_is_correctly_rounded(name, target_kind, reduction):
         assert np.all((ulp_error(grad, exact_grad) <= 1) | (error <= GRAD_EPS * np.finfo(np.float32).eps * size))
 
 
+def gradient_of_uniform_rows(dtype, n_classes, value):
+    """The summed gradient of two rows of zeros, targets 0 and 1, with grad_scale K value, and its
+    exact values: p = 1/K on every class, so (p - t) K value is value off the target, (1 - K) value
+    on it."""
+    x = np.zeros((2, n_classes), dtype)
+    target = np.array([0, 1])
+    grad = softmax_ce_c.softmax_cross_entropy(x, target, reduction="sum", grad_scale=n_classes * value)[1]
+    exact = np.full(x.shape, value)
+    exact[[0, 1], target] = (1 - n_classes) * value
+    return grad, exact
+
+
 @pytest.mark.parametrize("n_classes", [2, 64])  # the groups of K <= 32, and the row path
 @pytest.mark.parametrize("value", [0.5**25, 1.5 * 0.5**25, 0.5**24, 3 * 0.5**26, 0.5**14 * (1 - 0.5**12), 1e-4, 1.0,
                                    65503.0, 65519.0, 65520.0, 65521.0, 1e6, np.nan])
 def test_float16_rounding_edges(value, n_classes):
     """Gradients exact in double, rounded to float16 as NumPy rounds them: ties to even among
     subnormals, up into the smallest normal, and to inf at the top (65520 is a tie: inf); NaN."""
-    x = np.zeros((2, n_classes), np.float16)  # p = 1/K on every class: the gradient is (p - t) grad_scale
-    target = np.array([0, 1])
-    grad_scale = n_classes * value  # value off the target, (1 - K) value on it: exact in double
-    grad = softmax_ce_c.softmax_cross_entropy(x, target, reduction="sum", grad_scale=grad_scale)[1]
-    exact = np.full(x.shape, value)
-    exact[[0, 1], target] = (1 - n_classes) * value
+    grad, exact = gradient_of_uniform_rows(np.float16, n_classes, value)
     with np.errstate(over="ignore"):  # to inf, as wanted
         want = exact.astype(np.float16)
     assert grad.view(np.uint16).tolist() == want.view(np.uint16).tolist()
+
+
+@pytest.mark.parametrize("n_classes", [2, 64, 1000])  # the groups of K <= 32, and the row path
+@pytest.mark.parametrize("value", [0.5**130, 1.5 * 0.5**133, 2.5 * 0.5**133, 0.5**133 + 0.5**140,
+                                   0.5**126 * (1 - 0.5**10), 0.5**126, 1e-30, 1.0, 3.0e38, np.nan])
+def test_bfloat16_rounding_edges(value, n_classes):
+    """Gradients exact in float32, rounded to bfloat16 as ml_dtypes rounds them: subnormals (which
+    AVX512_BF16's conversion would flush to 0: csrc/bf16_round_avx512.h), ties to even among them,
+    up into the smallest normal, to inf at the top; NaN."""
+    dtype = half_dtype("bfloat16")
+    grad, exact = gradient_of_uniform_rows(dtype, n_classes, value)
+    with np.errstate(over="ignore"):  # to inf, as wanted
+        want = exact.astype(np.float32).astype(dtype)
+    if np.isnan(value):
+        assert np.all(np.isnan(grad.astype(np.float32)))
+    else:
+        assert grad.view(np.uint16).tolist() == want.view(np.uint16).tolist()
+
+
+def test_bfloat16_avx512bf16_kernel_matches_avx512_bit_for_bit(isa):
+    """The avx512bf16 level differs from avx512 only in how bfloat16 gradients are rounded (by
+    AVX512_BF16, subnormals apart): the same bits, for the plain, smoothed and weighted loops, with
+    gradients down among the subnormals."""
+    if isa != "avx512bf16":
+        pytest.skip("compares the avx512bf16 kernel with avx512's")
+    dtype = half_dtype("bfloat16")
+    rng = np.random.default_rng(24)
+    x = (8.0 * rng.standard_normal((6, 1000))).astype(dtype)
+    target = rng.integers(0, 1000, 6)
+    weight = rng.random(1000) + 0.5
+    results = {}
+    for level in ["avx512bf16", "avx512"]:
+        assert lib.sce_select_isa(level.encode()) == lib.SCE_OK
+        results[level] = [softmax_ce_c.softmax_cross_entropy(x, target, grad_scale=scale, **options)[1].view(np.uint16)
+                          for scale in [1.0, 1e-33, -3e-36]
+                          for options in [{}, {"label_smoothing": 0.1}, {"label_smoothing": 0.1, "weight": weight}]]
+    bits = np.concatenate(results["avx512"])
+    subnormal = (bits & 0x7F80 == 0) & (bits & 0x7F != 0)  # exponent 0, significand not
+    assert np.count_nonzero(subnormal) > 100
+    for got, want in zip(results["avx512bf16"], results["avx512"]):
+        assert np.array_equal(got, want)
