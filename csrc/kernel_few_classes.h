@@ -326,27 +326,37 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
                 add_to_sum(&distance[r], &distance_carry[r], c != 0 ? c * (top[r] - x_k) : 0.0);
             }
 
-    /* per row, as cross_entropy_row */
-    double loss[ROW_GROUP], z_term[ROW_GROUP];
+    /* per row, as cross_entropy_row: the loss, then (with a gradient) the gradient's factors */
+    double loss[ROW_GROUP], z_term[ROW_GROUP], rest_of_row[ROW_GROUP], lse[ROW_GROUP], row_total[ROW_GROUP];
+    const double z_loss = job->call.z_loss, weight_total = job->call.weight_total;
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+        rest_of_row[r] = group_rest(rest[r], rest_carry[r], top[r], x_at_argmax[r]);
+        const double log_sum = log1p_of_nonnegative(rest_of_row[r]);
+        lse[r] = top[r] + log_sum;
+        row_total[r] = with_carry(total[r], total_carry[r]);
+        const int counted = targets.counted[r];
+        loss[r] = counted ? with_carry(distance[r], distance_carry[r]) + row_total[r] * log_sum : 0.0;
+        z_term[r] = counted ? z_loss * lse[r] * lse[r] : 0.0;
+    }
+    for (int r = 0; r < n_rows; r++) {
+        result->row_loss[first + r] = loss[r];
+        if (result->row_z_loss) result->row_z_loss[first + r] = z_term[r];
+    }
+    if (!job->grad) return;
+
     SCRATCH probability[ROW_GROUP], target_factor[ROW_GROUP], at_argmax[ROW_GROUP]; /* see the gradient */
     /* the same in double, for the rows whose factors SCRATCH cannot hold */
     double probability_d[ROW_GROUP], target_factor_d[ROW_GROUP], at_argmax_d[ROW_GROUP];
     int fit[ROW_GROUP], all_fit = 1;
-    const double z_loss = job->call.z_loss, weight_total = job->call.weight_total;
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-        const double rest_r = group_rest(rest[r], rest_carry[r], top[r], x_at_argmax[r]);
-        const double log_sum = log1p_of_nonnegative(rest_r), lse = top[r] + log_sum;
-        const double row_total = with_carry(total[r], total_carry[r]);
         const int counted = targets.counted[r];
-        loss[r] = counted ? with_carry(distance[r], distance_carry[r]) + row_total * log_sum : 0.0;
-        z_term[r] = counted ? z_loss * lse * lse : 0.0;
         const int a = argmax[r];
         const double w_a = w[a];
         const double c_a = group_coefficient(constants, &targets, w_a, t, GATHER_AT(a, r), a, r, lone_index);
         const double others =
-            others_than_argmax(row_total, c_a, a == targets.index[r], constants->spread, weight_total, w_a);
+            others_than_argmax(row_total[r], c_a, a == targets.index[r], constants->spread, weight_total, w_a);
         const gradient_scales scales = {targets.ce_scale[r], targets.z_scale[r]};
-        const gradient_factors factors = factors_of(rest_r, lse, row_total, c_a, others, scales, z_loss);
+        const gradient_factors factors = factors_of(rest_of_row[r], lse[r], row_total[r], c_a, others, scales, z_loss);
         probability_d[r] = counted ? factors.probability : 0.0;
         target_factor_d[r] = counted ? factors.target : 0.0;
         at_argmax_d[r] = counted ? factors.at_argmax : 0.0;
@@ -361,11 +371,6 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
         if (lone_index)
             fit[r] &= (!targets.counted[r]) | (fits_float(on_target) & fits_float(on_target * target_factor_d[r]));
     }
-    for (int r = 0; r < n_rows; r++) {
-        result->row_loss[first + r] = loss[r];
-        if (result->row_z_loss) result->row_z_loss[first + r] = z_term[r];
-    }
-    if (!job->grad) return;
 
     /* In the precision of e: SCRATCH, floats for float32 (whose exps are floats; its factors rounded
      * to float add about an ulp to the error of e); with a softcap in double, as the exps of capped
