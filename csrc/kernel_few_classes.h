@@ -376,7 +376,7 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
      * to float add about an ulp to the error of e); with a softcap in double, as the exps of capped
      * logits are (rounded to float, a subnormal one would lose its digits). */
     SCRATCH grad[FEW_CLASSES * ROW_GROUP]; /* 0 on rows not counted */
-    if (lone_index && !with_softcap) {
+    if (lone_index) { /* (never with a softcap: cross_entropy_groups) */
         /* the loop below's values, with c target of each row taken out of the class loop: c is
          * on_target at the class, else 0 (0 target keeps the sign of zero that loop gives) */
         SCRATCH at_index[ROW_GROUP], elsewhere[ROW_GROUP];
@@ -394,8 +394,7 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
         for (int k = 0; k < n_classes; k++)
             ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
                 const double c = group_coefficient(constants, &targets, w[k], t, AT(k, r), k, r, lone_index);
-                if (!lone_index) /* c and c target too; a lone index's c is checked per row, above */
-                    fit[r] &= (!targets.counted[r]) | (fits_float(c) & fits_float(c * target_factor_d[r]));
+                fit[r] &= (!targets.counted[r]) | (fits_float(c) & fits_float(c * target_factor_d[r]));
                 const int is_argmax = k == argmax[r];
                 const double g =
                     with_softcap

@@ -750,9 +750,12 @@ SPECIALISED STORAGE scaled_minus(SCRATCH e, scaling factor, double c) { return S
 #endif
 
 /* out[j] = scaled_minus(e[j], factor, c_j) for j < count, c_j = c[j], or c_constant where c is NULL
- * (with c_constant 0 that is scaled's value: -0 added to e lo changes no bit). With ROUND_16_FLOATS
- * (bfloat16 on avx512bf16) in intrinsics, 16 values rounded at a time. */
+ * (with c_constant +0 that is scaled's value: e lo - +0 changes no bit; e lo - -0 turns -0 to +0).
+ * With ROUND_16_FLOATS (bfloat16 on avx512bf16) in intrinsics, 16 values rounded at a time. */
 #ifdef ROUND_16_FLOATS
+#if !FLOAT_EXP || !defined(__FMA__)
+#error "ROUND_16_FLOATS takes float exps and the FMA form of scaling"
+#endif
 /* 16 values from 16 e and c (masked: lanes past a row's end are not read or written) */
 SPECIALISED void scaled_minus_16(STORAGE *out, const SCRATCH *e, __m512 hi, __m512 lo, const SCRATCH *c,
                                  __m512 c_constant, __mmask16 valid) {
@@ -779,7 +782,7 @@ SPECIALISED void scaled_minus_values(STORAGE *out, const SCRATCH *e, scaling fac
                                      double c_constant, int64_t count) {
     if (c) /* separate loops: see FOR_TARGET_ARRAYS */
         for (int64_t j = 0; j < count; j++) out[j] = scaled_minus(e[j], factor, c[j]);
-    else if (c_constant != 0)
+    else if (c_constant != 0 || signbit(c_constant))
         for (int64_t j = 0; j < count; j++) out[j] = scaled_minus(e[j], factor, c_constant);
     else
         for (int64_t j = 0; j < count; j++) out[j] = scaled(e[j], factor);

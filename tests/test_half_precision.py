@@ -150,11 +150,12 @@ def test_float16_rounding_edges(value, n_classes):
 
 @pytest.mark.parametrize("n_classes", [2, 64, 1000])  # the groups of K <= 32, and the row path
 @pytest.mark.parametrize("value", [0.5**130, 1.5 * 0.5**133, 2.5 * 0.5**133, 0.5**133 + 0.5**140,
-                                   0.5**126 * (1 - 0.5**10), 0.5**126, 1e-30, 1.0, 3.0e38, np.nan])
+                                   0.5**126 * (1 - 0.5**10), 0.5**126, 1e-30, 1.0, 3.0e38,
+                                   float.fromhex("0x1.ffp127"), np.nan])
 def test_bfloat16_rounding_edges(value, n_classes):
-    """Gradients exact in float32, rounded to bfloat16 as ml_dtypes rounds them: subnormals (which
-    AVX512_BF16's conversion would flush to 0: csrc/bf16_round_avx512.h), ties to even among them,
-    up into the smallest normal, to inf at the top; NaN."""
+    """Gradients whose float32 values are known, rounded to bfloat16 as ml_dtypes rounds them:
+    subnormals (which AVX512_BF16's conversion would flush to 0: csrc/bf16_round_avx512.h), ties to
+    even among them, up into the smallest normal, a tie at the top to inf; NaN."""
     dtype = half_dtype("bfloat16")
     grad, exact = gradient_of_uniform_rows(dtype, n_classes, value)
     with np.errstate(over="ignore"):  # to inf, as wanted
@@ -173,17 +174,21 @@ def test_bfloat16_avx512bf16_kernel_matches_avx512_bit_for_bit(isa):
         pytest.skip("compares the avx512bf16 kernel with avx512's")
     dtype = half_dtype("bfloat16")
     rng = np.random.default_rng(24)
-    x = (8.0 * rng.standard_normal((6, 1000))).astype(dtype)
-    target = rng.integers(0, 1000, 6)
-    weight = rng.random(1000) + 0.5
-    results = {}
-    for level in ["avx512bf16", "avx512"]:
-        assert lib.sce_select_isa(level.encode()) == lib.SCE_OK
-        results[level] = [softmax_ce_c.softmax_cross_entropy(x, target, grad_scale=scale, **options)[1].view(np.uint16)
-                          for scale in [1.0, 1e-33, -3e-36]
-                          for options in [{}, {"label_smoothing": 0.1}, {"label_smoothing": 0.1, "weight": weight}]]
-    bits = np.concatenate(results["avx512"])
-    subnormal = (bits & 0x7F80 == 0) & (bits & 0x7F != 0)  # exponent 0, significand not
-    assert np.count_nonzero(subnormal) > 100
-    for got, want in zip(results["avx512bf16"], results["avx512"]):
-        assert np.array_equal(got, want)
+    n_subnormal = 0
+    # rows, the classes shared out to two threads (fewer rows than threads), a gradient streamed
+    for shape, n_threads in [((6, 1000), 1), ((1, 40000), 2), ((8192, 1024), 2)]:
+        x = (8.0 * rng.standard_normal(shape, np.float32)).astype(dtype)
+        target = rng.integers(0, shape[1], shape[0])
+        weight = rng.random(shape[1]) + 0.5
+        for scale in [1.0, 1e-33, -3e-36]:
+            for options in [{}, {"label_smoothing": 0.1}, {"label_smoothing": 0.1, "weight": weight}]:
+                bits = {}
+                for level in ["avx512bf16", "avx512"]:
+                    assert lib.sce_select_isa(level.encode()) == lib.SCE_OK
+                    grad = softmax_ce_c.softmax_cross_entropy(x, target, grad_scale=scale, num_threads=n_threads,
+                                                              **options)[1]
+                    bits[level] = grad.view(np.uint16)
+                assert np.array_equal(bits["avx512bf16"], bits["avx512"])
+                exponent, significand = bits["avx512"] & 0x7F80, bits["avx512"] & 0x7F
+                n_subnormal += np.count_nonzero((exponent == 0) & (significand != 0))
+    assert n_subnormal > 100

@@ -196,3 +196,17 @@ def test_a_non_finite_weight_of_a_class_no_target_reaches_changes_nothing(bad_we
         assert np.all(np.isfinite(loss)) and np.all(np.isfinite(grad))
         np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
         np.testing.assert_allclose(grad, want_grad, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("n_classes", [10, 40])  # the row groups (K <= 32) and the row path
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+def test_negative_zero_grad_scale_with_smoothing_gives_the_weighted_loops_zeros(dtype, n_classes):
+    """grad_scale -0 makes the smoothing's spread -0: each gradient element e p - (-0) is +0, as the
+    general loop (with weights of 1) computes it, not e p's -0."""
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal((5, n_classes)).astype(dtype)
+    target = rng.integers(0, n_classes, 5)
+    options = dict(label_smoothing=0.1, grad_scale=-0.0)
+    grad = softmax_ce_c.softmax_cross_entropy(x, target, **options)[1]
+    weighted = softmax_ce_c.softmax_cross_entropy(x, target, weight=np.ones(n_classes), **options)[1]
+    assert np.all(grad == 0) and np.array_equal(np.signbit(grad), np.signbit(weighted))
