@@ -1,5 +1,5 @@
 """Memory stays flat: many calls, small and large, successful and failing, do not grow the resident
-set (Linux: /proc/self/status).
+set (Linux: /proc/self/status), and release_cached_memory gives what is kept back to the system.
 
 How growth is measured: a warm-up of the same calls first (NumPy's and pymalloc's free lists, glibc's
 arenas and its mmap threshold, the thread pool's stacks all settle there), then the RSS after the
@@ -16,6 +16,8 @@ the sets differ only in arithmetic, which allocates nothing.
 """
 import gc
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -150,3 +152,27 @@ def test_failing_calls_do_not_leak():
 
     assert_flat(large, calls=200, warm_up=10, slack=4 * x.nbytes, peak_allowance=2 * x.nbytes)
     assert_flat(small, calls=20_000, warm_up=1_000, slack=2 * MiB, peak_allowance=0)
+
+
+RELEASE_IN_A_FRESH_PROCESS = """
+import gc, sys
+import numpy as np
+import softmax_ce_c
+sys.path.insert(0, sys.argv[1])
+from test_resources import status_bytes
+softmax_ce_c.softmax(np.zeros((10_000, 1_000), np.float32))  # released at once, its memory kept
+gc.collect()
+kept = status_bytes("VmRSS")
+softmax_ce_c.release_cached_memory()
+print(kept - status_bytes("VmRSS"))
+"""
+
+
+def test_release_cached_memory_returns_it_to_the_system():
+    """40 MB: glibc maps an array this large on its own and unmaps it when freed, unless a free part
+    of its heap is that large, as the tests before can leave it: so in a fresh process."""
+    tests = os.path.dirname(__file__)
+    package_parent = os.path.dirname(os.path.dirname(softmax_ce_c.__file__))  # the one under test
+    result = subprocess.run([sys.executable, "-c", RELEASE_IN_A_FRESH_PROCESS, tests], capture_output=True,
+                            text=True, check=True, cwd=tests, env=dict(os.environ, PYTHONPATH=package_parent))
+    assert int(result.stdout) >= 30 * MiB

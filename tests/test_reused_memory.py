@@ -1,8 +1,6 @@
 """Large results reuse the memory of released ones (softmax_ce_c._reused_memory): never memory that
-is still in use, always with the values a fresh array gets, and release_cached_memory frees it."""
-import os
-import subprocess
-import sys
+is still in use, always with the values a fresh array gets (release_cached_memory returning it to
+the system is a memory test: test_resources.py)."""
 import threading
 
 import numpy as np
@@ -10,8 +8,6 @@ import pytest
 
 import softmax_ce_c
 from softmax_ce_c import _reused_memory
-from conftest import DEFAULT_ISA
-from test_resources import MiB
 
 N_CLASSES = 1000
 
@@ -129,33 +125,6 @@ def test_threads_calling_at_once_get_their_own_memory():
     for thread in threads:
         thread.join()
     assert failures == []
-
-
-RELEASE_IN_A_FRESH_PROCESS = """
-import gc, sys
-import numpy as np
-import softmax_ce_c
-sys.path.insert(0, sys.argv[1])
-from test_resources import status_bytes
-softmax_ce_c.softmax(np.zeros((10_000, 1_000), np.float32))  # released at once
-gc.collect()
-kept = status_bytes("VmRSS")
-softmax_ce_c.release_cached_memory()
-print(kept - status_bytes("VmRSS"))
-"""
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
-def test_release_cached_memory_returns_it_to_the_system(isa):
-    """40 MB: glibc maps an array this large on its own and unmaps it when freed, unless a free part
-    of its heap is that large, as the tests before can leave it: so in a fresh process."""
-    if isa != DEFAULT_ISA:
-        pytest.skip("allocation does not depend on the instruction set: run once, with the default")
-    tests = os.path.dirname(__file__)
-    package_parent = os.path.dirname(os.path.dirname(softmax_ce_c.__file__))  # the one under test
-    result = subprocess.run([sys.executable, "-c", RELEASE_IN_A_FRESH_PROCESS, tests], capture_output=True,
-                            text=True, check=True, cwd=tests, env=dict(os.environ, PYTHONPATH=package_parent))
-    assert int(result.stdout) >= 30 * MiB
 
 
 def work_problem(n_classes, seed=0, rows_above=2.0):
