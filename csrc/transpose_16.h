@@ -44,7 +44,7 @@ static inline __mmask16 block_mask(int begin, int n_classes) {
 /* 16 whole rows of 2 classes are 2 vectors in memory: class 0 is their even floats, class 1 the odd
  * ones, one vpermt2ps each, in place of the 16 x 16 transpose with its 16 masked loads and its
  * stores (65536x2 float32 one thread: softmax 51 -> 26 ns per 16 rows, the cross-entropy with its
- * gradient 98 -> 74). Rows of 4 and 8 classes by rounds of the same (2 and 3) measured slower than
+ * gradient 98 -> 76). Rows of 4 and 8 classes by rounds of the same (2 and 3) measured slower than
  * the transpose. */
 static void two_classes_to_lanes(float *lanes, const float *rows) {
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
