@@ -130,10 +130,12 @@ FOR_EACH_TYPE(DEFINE_EXPORTS, unused)
 #define DEFINE_PLAIN_CROSS_ENTROPY(type, storage)                                                    \
     int sce_cross_entropy_plain_##type(storage *grad, sce_result *result, double *row_loss,          \
                                        const storage *logits, const int64_t *target_index,           \
-                                       int64_t n_rows, int64_t n_classes, int reduction,             \
-                                       int64_t ignore_index, double grad_scale, int n_threads) {     \
+                                       int64_t *target_copy, int64_t n_rows, int64_t n_classes,      \
+                                       int reduction, int64_t ignore_index, double grad_scale,       \
+                                       int n_threads) {                                              \
         const sce_params params = {ROW_SIZES(n_rows, n_classes, n_threads), .reduction = reduction,  \
-                                   .ignore_index = ignore_index, .grad_scale = grad_scale};          \
+                                   .ignore_index = ignore_index, .grad_scale = grad_scale,           \
+                                   .target_copy = target_copy};                                      \
         /* row losses the caller does not want go to a work space of their own */                   \
         double *own = row_loss ? NULL : malloc(sizeof(double) * (size_t)(n_rows > 0 ? n_rows : 1)); \
         if (!row_loss && !own) return SCE_ERR_MEMORY;                                                \

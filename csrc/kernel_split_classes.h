@@ -7,7 +7,7 @@
  * in order, so every value is the one cross_entropy_row computes: bitwise the same answer. */
 
 typedef struct {
-    const cross_entropy_job *job; /* its scratch: 2K values per row (gradient), else NULL */
+    const cross_entropy_job *job; /* its scratch: scratch_stride(K) values per row (gradient), else NULL */
     int64_t n_segments;           /* per row */
     logit_max *segment_max;       /* (N, n_segments) */
     double *segment_rest;         /* (N, n_segments) */
@@ -23,7 +23,7 @@ static const STORAGE *row_of(const cross_entropy_job *job, int64_t n) {
 }
 
 static SCRATCH *scratch_of(const cross_entropy_job *job, int64_t n) {
-    return job->scratch ? job->scratch + 2 * job->params->n_classes * n : NULL;
+    return job->scratch ? job->scratch + scratch_stride(job->params->n_classes) * n : NULL;
 }
 
 static void segment_max_task(void *context, int worker, int64_t task) {

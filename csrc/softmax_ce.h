@@ -38,6 +38,8 @@ typedef struct {
     double grad_scale;             /* the upstream gradient of the returned loss */
     const double *weight;          /* (K) class weights, or NULL for all ones */
     const double *row_grad_scale;  /* (N) upstream gradient per row (reduction none), or NULL */
+    int64_t *target_copy;          /* (N) work space for the private copy of class-index targets, or
+                                      NULL for the kernel to allocate it */
     int n_threads;                 /* >= 1: threads the rows are shared out to (results do not depend on it) */
 } sce_params;
 
@@ -59,8 +61,10 @@ typedef struct {
  *   logits        (N, K)
  *   target_index  (N)     class indices; or NULL, then target_prob is used
  *   target_prob   (N, K)  class probabilities (need not sum to 1); NULL when target_index is given
- * Targets are all checked before anything is written. The work space (2K values per thread, or per
- * row when the class axis is shared out; none for K <= 32) is allocated once per call. */
+ * Targets are all checked before anything is written. Class indices are read once, into a private
+ * copy (params->target_copy): target_index may change while the call runs (the gradient may even be
+ * written over it). The work space (2K values per thread, or per row when the class axis is shared
+ * out; none for K <= 32) is allocated once per call. */
 int sce_cross_entropy_f32(float *grad, sce_result *result, const sce_params *params,
                           const float *logits, const int64_t *target_index, const float *target_prob);
 int sce_cross_entropy_f64(double *grad, sce_result *result, const sce_params *params,
@@ -96,13 +100,15 @@ int sce_softmax_bf16(uint16_t *out, const sce_params *params, const uint16_t *x)
  * cross-entropy no weight, label smoothing, z-loss or softcap, one grad_scale for every row, and
  * class-index targets (float32 and float64 logits only). Its row_loss (N, out) becomes
  * result->row_loss; NULL when only the sums are wanted (the row losses then go to a work space of
- * their own). result->row_z_loss is NULL. */
+ * their own). result->row_z_loss is NULL. target_copy is params->target_copy. */
 int sce_cross_entropy_plain_f32(float *grad, sce_result *result, double *row_loss, const float *logits,
-                                const int64_t *target_index, int64_t n_rows, int64_t n_classes,
-                                int reduction, int64_t ignore_index, double grad_scale, int n_threads);
+                                const int64_t *target_index, int64_t *target_copy, int64_t n_rows,
+                                int64_t n_classes, int reduction, int64_t ignore_index, double grad_scale,
+                                int n_threads);
 int sce_cross_entropy_plain_f64(double *grad, sce_result *result, double *row_loss, const double *logits,
-                                const int64_t *target_index, int64_t n_rows, int64_t n_classes,
-                                int reduction, int64_t ignore_index, double grad_scale, int n_threads);
+                                const int64_t *target_index, int64_t *target_copy, int64_t n_rows,
+                                int64_t n_classes, int reduction, int64_t ignore_index, double grad_scale,
+                                int n_threads);
 int sce_logsumexp_plain_f32(float *lse, const float *x, int64_t n_rows, int64_t n_classes, int n_threads);
 int sce_logsumexp_plain_f64(double *lse, const double *x, int64_t n_rows, int64_t n_classes, int n_threads);
 int sce_logsumexp_plain_f16(uint16_t *lse, const uint16_t *x, int64_t n_rows, int64_t n_classes, int n_threads);

@@ -3,17 +3,26 @@
 #include "thread_pool.h"
 
 #include <pthread.h>
+#include <time.h>
 
 #define MAX_WORKERS 64 /* workers are never reclaimed: keep what a huge num_threads can leave */
+
+/* A thread that waits within a job (a worker for the prologue's end, the caller for the workers'
+ * last chunks) checks for this long before it sleeps: a sleeping thread took 20-25 us to wake here
+ * (a futex and an interrupt to an idle core of this VM), more than those waits usually last. */
+#define SPIN_NANOSECONDS 200000
 
 static pthread_mutex_t job_owner = PTHREAD_MUTEX_INITIALIZER; /* held by the caller running a job */
 static pthread_mutex_t state = PTHREAD_MUTEX_INITIALIZER;     /* guards everything below */
 static pthread_cond_t job_posted = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t chunks_opened = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t job_finished = PTHREAD_COND_INITIALIZER;
 static pthread_once_t fork_handlers_once = PTHREAD_ONCE_INIT;
 
 static int n_started;           /* workers 1..n_started exist */
 static uint64_t generation;     /* counts the jobs posted */
+/* the two a waiting thread spins on: also read without the lock, atomically, by spin_until */
+static int chunks_open;         /* the job's prologue is done: its chunks may start */
 static int busy_helpers;        /* workers still on the current job */
 static struct {
     pool_task task;
@@ -22,6 +31,32 @@ static struct {
     int n_threads;
 } job;
 static int64_t next_chunk; /* taken with an atomic add */
+
+static int64_t monotonic_nanoseconds(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
+
+static void pause_briefly(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+/* whether *value became wanted within SPIN_NANOSECONDS */
+static int spin_until(const int *value, int wanted) {
+    const int64_t deadline = monotonic_nanoseconds() + SPIN_NANOSECONDS;
+    do {
+        for (int check = 0; check < 64; check++) {
+            if (__atomic_load_n(value, __ATOMIC_ACQUIRE) == wanted) return 1;
+            pause_briefly();
+        }
+    } while (monotonic_nanoseconds() < deadline);
+    return 0;
+}
 
 static void run_chunks(int worker) {
     for (;;) {
@@ -40,9 +75,14 @@ static void *worker_main(void *argument) {
         seen = generation;
         if (worker >= job.n_threads) continue; /* not needed for this job */
         pthread_mutex_unlock(&state);
+        if (!spin_until(&chunks_open, 1)) {
+            pthread_mutex_lock(&state);
+            while (!chunks_open) pthread_cond_wait(&chunks_opened, &state);
+            pthread_mutex_unlock(&state);
+        }
         run_chunks(worker);
         pthread_mutex_lock(&state);
-        if (--busy_helpers == 0) pthread_cond_signal(&job_finished);
+        if (__atomic_sub_fetch(&busy_helpers, 1, __ATOMIC_RELEASE) == 0) pthread_cond_signal(&job_finished);
     }
     return NULL;
 }
@@ -79,6 +119,7 @@ static void after_fork_in_child(void) {
     pthread_mutex_init(&state, NULL);
     pthread_mutex_init(&job_owner, NULL);
     pthread_cond_init(&job_posted, NULL);
+    pthread_cond_init(&chunks_opened, NULL);
     pthread_cond_init(&job_finished, NULL);
 }
 
@@ -92,12 +133,13 @@ int pool_threads_for(int n_threads, int64_t n_chunks) {
     return n_threads < 1 ? 1 : n_threads;
 }
 
-void pool_run(int n_threads, pool_task task, void *context, int64_t n_chunks) {
+int pool_run_after(int n_threads, pool_prologue prologue, pool_task task, void *context, int64_t n_chunks) {
     n_threads = pool_threads_for(n_threads, n_chunks);
     pthread_once(&fork_handlers_once, install_fork_handlers);
     if (n_threads <= 1 || pthread_mutex_trylock(&job_owner) != 0) {
-        for (int64_t chunk = 0; chunk < n_chunks; chunk++) task(context, 0, chunk);
-        return;
+        const int status = prologue ? prologue(context) : 0;
+        for (int64_t chunk = 0; chunk < n_chunks && status == 0; chunk++) task(context, 0, chunk);
+        return status;
     }
     pthread_mutex_lock(&state);
     n_threads = start_workers(n_threads);
@@ -106,15 +148,31 @@ void pool_run(int n_threads, pool_task task, void *context, int64_t n_chunks) {
     job.n_chunks = n_chunks;
     job.n_threads = n_threads;
     next_chunk = 0;
+    chunks_open = prologue == NULL;
     busy_helpers = n_threads - 1;
     generation++;
     pthread_cond_broadcast(&job_posted);
     pthread_mutex_unlock(&state);
 
+    const int status = prologue ? prologue(context) : 0;
+    if (prologue) {
+        pthread_mutex_lock(&state);
+        if (status != 0) job.n_chunks = 0;
+        __atomic_store_n(&chunks_open, 1, __ATOMIC_RELEASE);
+        pthread_cond_broadcast(&chunks_opened);
+        pthread_mutex_unlock(&state);
+    }
     run_chunks(0);
 
-    pthread_mutex_lock(&state);
-    while (busy_helpers > 0) pthread_cond_wait(&job_finished, &state);
-    pthread_mutex_unlock(&state);
+    if (!spin_until(&busy_helpers, 0)) {
+        pthread_mutex_lock(&state);
+        while (busy_helpers > 0) pthread_cond_wait(&job_finished, &state);
+        pthread_mutex_unlock(&state);
+    }
     pthread_mutex_unlock(&job_owner);
+    return status;
+}
+
+void pool_run(int n_threads, pool_task task, void *context, int64_t n_chunks) {
+    pool_run_after(n_threads, NULL, task, context, n_chunks);
 }

@@ -86,6 +86,14 @@ def _mean(total, count):
     return total / count if count != 0 else np.nan
 
 
+def _index_copy_space(target_index):
+    """Where the kernel copies the class indices to: kept memory in a large call, else None (the
+    kernel allocates it; small calls skip the kept memory's bookkeeping, 8% of a 64x10 call)."""
+    if target_index is None or target_index.nbytes < _reused_memory.WORK_MIN_BYTES:
+        return None
+    return _reused_memory.work_array(target_index.shape, np.int64)
+
+
 def _cross_entropy(problem, n_threads, grad_rows=None, grad_scale=1.0, row_grad_scale=None):
     """Runs the kernel: the loss, and the gradient into grad_rows (N, K) unless it is None."""
     rows, options = problem.logits, problem.options
@@ -93,9 +101,11 @@ def _cross_entropy(problem, n_threads, grad_rows=None, grad_scale=1.0, row_grad_
     n_rows, n_classes = rows.data.shape
     row_loss = _reused_memory.work_array(rows.row_shape, np.float64)
     row_z_loss = _reused_memory.work_array(rows.row_shape, np.float64) if options.z_loss else None
+    target_copy = _index_copy_space(problem.target_index)
     # the cdata buffers below must stay referenced until the call returns
     row_loss_buffer, row_z_loss_buffer = _buffer("double", row_loss), _buffer("double", row_z_loss)
     weight, row_grad_scale_buffer = _buffer("double", options.weight), _buffer("double", row_grad_scale)
+    target_copy_buffer = _buffer("int64_t", target_copy)
     result = ffi.new("sce_result *", {"row_loss": row_loss_buffer, "row_z_loss": row_z_loss_buffer})
     params = ffi.new(
         "sce_params *",
@@ -110,6 +120,7 @@ def _cross_entropy(problem, n_threads, grad_rows=None, grad_scale=1.0, row_grad_
             "grad_scale": grad_scale,
             "weight": weight,
             "row_grad_scale": row_grad_scale_buffer,
+            "target_copy": target_copy_buffer,
             "n_threads": n_threads,
         },
     )
@@ -125,7 +136,7 @@ def _cross_entropy(problem, n_threads, grad_rows=None, grad_scale=1.0, row_grad_
     )
     _check(status, result, rows.row_shape, rows.n_classes)
     loss = _reduce(row_loss, row_z_loss, result, problem.reduction, kernels.loss_dtype)
-    _reused_memory.give_back(row_loss, row_z_loss, problem.target_index)  # the problem is not run again
+    _reused_memory.give_back(row_loss, row_z_loss, target_copy)
     return loss
 
 
@@ -133,23 +144,22 @@ def _plain_cross_entropy(logits, target, reduction, n_threads, grad=None, grad_s
     """Runs the kernel on a plain call (_validate.plain_call): the loss, and the gradient into grad
     unless it is None."""
     kernels = _PLAIN_KERNELS[logits.dtype]
-    # private, as _validate.private_indices says why; small calls skip the kept memory's bookkeeping
-    # (8% of a 64x10 call), and the kernel mallocs the row losses its sums need
-    large = target.nbytes >= _reused_memory.WORK_MIN_BYTES
-    targets = _reused_memory.work_copy(target) if large else target.copy()
-    row_loss = _reused_memory.work_array(targets.shape, np.float64) if large or reduction == "none" else None
+    target_copy = _index_copy_space(target)
+    large = target_copy is not None
+    # a small call's sums need no row losses from here: the kernel mallocs them, as the copy
+    row_loss = _reused_memory.work_array(target.shape, np.float64) if large or reduction == "none" else None
     result = ffi.new("sce_result *")
     n_classes = logits.shape[-1]
     status = kernels.plain_cross_entropy(  # float32/float64 arrays: no need for kernels.pointer
         ffi.NULL if grad is None else ffi.from_buffer(kernels.c_array, grad), result,
-        _buffer("double", row_loss), ffi.from_buffer(kernels.c_array, logits),
-        ffi.from_buffer("int64_t[]", targets), targets.size, n_classes,
-        _REDUCTION_CODES[reduction], _validate.DEFAULT_IGNORE_INDEX, float(grad_scale), n_threads,
+        _buffer("double", row_loss), ffi.from_buffer(kernels.c_array, logits), ffi.from_buffer("int64_t[]", target),
+        _buffer("int64_t", target_copy), target.size, n_classes, _REDUCTION_CODES[reduction],
+        _validate.DEFAULT_IGNORE_INDEX, float(grad_scale), n_threads,
     )
-    _check(status, result, targets.shape, n_classes)
+    _check(status, result, target.shape, n_classes)
     loss = _reduce(row_loss, None, result, reduction, kernels.loss_dtype, nonnegative=True)
     if large:
-        _reused_memory.give_back(targets, row_loss)
+        _reused_memory.give_back(target_copy, row_loss)
     return loss
 
 

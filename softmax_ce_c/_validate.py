@@ -153,7 +153,7 @@ def class_weights(weight, n_classes):
         raise TypeError(f"weight must hold real numbers, got dtype {weight.dtype}")
     if weight.shape != (n_classes,):
         raise ValueError(f"weight must have shape ({n_classes},), one per class, got {weight.shape}")
-    return np.array(weight, dtype=np.float64)  # a private copy, like the class indices
+    return np.array(weight, dtype=np.float64)  # a private copy
 
 
 def class_indices(target, rows):
@@ -168,15 +168,16 @@ def class_indices(target, rows):
         # would wrap to a negative int64; report the true value here instead
         row = int(np.argmax(flat > np.iinfo(np.int64).max))
         raise IndexError(out_of_range_message(rows.row_shape, rows.n_classes, row, int(flat[row])))
-    return private_indices(flat)
+    return kernel_indices(flat)
 
 
-def private_indices(flat):
-    """Class indices as a private int64 copy (O(N)), always: the kernel checks them all first and
-    reads them again later, so they must not change in between - not by the gradient rows it writes
-    (a target viewing out= or the logits), nor by another Python thread (the GIL is released), which
-    could slip an index past the check."""
-    return _reused_memory.work_copy(flat) if flat.dtype == np.int64 else flat.astype(np.int64)
+def kernel_indices(flat):
+    """Class indices as the kernel reads them: int64, C-contiguous and aligned (flat itself when it
+    is so). The kernel copies them before it checks them (so that neither the gradient it writes nor
+    another Python thread, the GIL being released, can change them after the check)."""
+    if flat.dtype == _INT64 and flat.flags.c_contiguous and flat.flags.aligned:
+        return flat  # np.require returns it too, in 0.6 us more
+    return np.require(flat, _INT64, "CA")
 
 
 def probability_dtype(logits_dtype):
@@ -239,10 +240,12 @@ def plain_logits(x, axis):
 
 
 def plain_call(logits, target, axis, reduction, weight, ignore_index, label_smoothing, z_loss, softcap):
-    """True for plain logits, int64 class indices of the row shape, a valid reduction and no option
-    set (the gradient's arguments are plain_gradient's)."""
+    """True for plain logits, int64 class indices of the row shape as the kernel reads them
+    (kernel_indices), a valid reduction and no option set (the gradient's arguments are
+    plain_gradient's)."""
     return (plain_logits(logits, axis) and type(target) is np.ndarray and target.dtype == _INT64
-            and target.shape == logits.shape[:-1] and type(reduction) is str and reduction in REDUCTIONS
+            and target.shape == logits.shape[:-1] and target.flags.c_contiguous and target.flags.aligned
+            and type(reduction) is str and reduction in REDUCTIONS
             and weight is None and softcap is None and type(ignore_index) is int
             and ignore_index == DEFAULT_IGNORE_INDEX and type(label_smoothing) in _PLAIN_NUMBERS
             and label_smoothing == 0 and type(z_loss) in _PLAIN_NUMBERS and z_loss == 0)
@@ -278,7 +281,7 @@ def upstream_gradient(grad_scale, reduction, row_shape):
         raise TypeError(f"grad_scale must hold real numbers, got dtype {per_row.dtype}")
     if per_row.shape != row_shape:
         raise ValueError(f"grad_scale must be a scalar or have the row shape {row_shape}, got {per_row.shape}")
-    return 1.0, np.array(per_row.reshape(-1), dtype=np.float64)  # a private copy, like the targets
+    return 1.0, np.array(per_row.reshape(-1), dtype=np.float64)  # a private copy
 
 
 def check_destination(destination, like, name):

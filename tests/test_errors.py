@@ -227,21 +227,25 @@ def kernel_params(n_rows, n_classes, **options):
     return ffi.new("sce_params *", fields)
 
 
-def test_kernel_writes_nothing_before_reporting_a_bad_target():
-    """The last row's bad target is found before the first row's loss or gradient is written."""
-    n_rows, n_classes = 3, 4
+@pytest.mark.parametrize("n_rows, n_classes, n_threads", [(3, 4, 1), (40000, 4, 2), (2000, 40, 2)])
+@pytest.mark.parametrize("copy_space", [False, True])  # the kernel's own copy of the indices, or the caller's
+def test_kernel_writes_nothing_before_reporting_a_bad_target(n_rows, n_classes, n_threads, copy_space):
+    """The last row's bad target is found before the first row's loss or gradient is written; with
+    threads, before the workers (woken meanwhile) take a chunk."""
     logits = np.zeros((n_rows, n_classes), np.float32)
-    target = np.array([0, 1, 4], np.int64)
+    target = np.arange(n_rows, dtype=np.int64) % n_classes
+    target[-1] = n_classes
     grad = np.full((n_rows, n_classes), 7.0, np.float32)
     row_loss = np.full(n_rows, 7.0)
     row_loss_buffer = ffi.from_buffer("double[]", row_loss)
+    copy_buffer = ffi.from_buffer("int64_t[]", np.empty(n_rows, np.int64)) if copy_space else ffi.NULL
     result = ffi.new("sce_result *", {"row_loss": row_loss_buffer})
     status = lib.sce_cross_entropy_f32(
         ffi.from_buffer("float[]", grad), result,
-        kernel_params(n_rows, n_classes), ffi.from_buffer("float[]", logits),
-        ffi.from_buffer("int64_t[]", target), ffi.NULL,
+        kernel_params(n_rows, n_classes, n_threads=n_threads, target_copy=copy_buffer),
+        ffi.from_buffer("float[]", logits), ffi.from_buffer("int64_t[]", target), ffi.NULL,
     )
-    assert status == lib.SCE_ERR_TARGET_RANGE and (result.bad_row, result.bad_value) == (2, 4)
+    assert status == lib.SCE_ERR_TARGET_RANGE and (result.bad_row, result.bad_value) == (n_rows - 1, n_classes)
     assert np.all(grad == 7.0) and np.all(row_loss == 7.0)
 
 

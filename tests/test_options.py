@@ -157,17 +157,22 @@ def test_probability_targets_of_any_float_dtype(logit_dtype, prob_dtype):
     np.testing.assert_allclose(grad, want_grad, rtol=0, atol=rtol)
 
 
-def test_inputs_that_view_out_are_read_safely():
+@pytest.mark.parametrize("n_rows", [8, 20000])  # one chunk; many, on two threads, the indices' copy in kept memory
+@pytest.mark.parametrize("n_classes", [2, 40])  # the row groups and the row path
+@pytest.mark.parametrize("weighted", [False, True])  # a plain call and the general path
+def test_inputs_that_view_out_are_read_safely(n_rows, n_classes, weighted):
     """A class-index target and a weight that live in out= (once this crashed: the kernel read the
     target again after writing gradient rows over it); they are read from private copies."""
-    x = make_logits(rng_for("alias out"), (8, 2), np.float64)
-    out = np.zeros((8, 2))
-    target = out.reshape(-1).view(np.int64)[:8]
-    target[:] = 1
-    weight = out.reshape(-1)[8:10]
-    weight[:] = [0.5, 2.0]
-    want = softmax_ce_c.softmax_cross_entropy(x, target.copy(), weight=weight.copy(), reduction="none")
-    got = softmax_ce_c.softmax_cross_entropy(x, target, weight=weight, reduction="none", out=out)
+    x = make_logits(rng_for("alias out", n_rows, n_classes), (n_rows, n_classes), np.float64)
+    out = np.zeros((n_rows, n_classes))
+    target = out.reshape(-1).view(np.int64)[:n_rows]
+    target[:] = np.arange(n_rows) % n_classes
+    weight = out.reshape(-1)[n_rows:n_rows + n_classes] if weighted else None
+    if weighted:
+        weight[:] = np.linspace(0.5, 2.0, n_classes)
+    want = softmax_ce_c.softmax_cross_entropy(x, target.copy(), weight=None if weight is None else weight.copy(),
+                                              reduction="none", num_threads=2)
+    got = softmax_ce_c.softmax_cross_entropy(x, target, weight=weight, reduction="none", out=out, num_threads=2)
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
 
 
