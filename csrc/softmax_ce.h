@@ -38,9 +38,10 @@ typedef struct {
     double grad_scale;             /* the upstream gradient of the returned loss */
     const double *weight;          /* (K) class weights, or NULL for all ones */
     const double *row_grad_scale;  /* (N) upstream gradient per row (reduction none), or NULL */
-    int64_t *target_copy;          /* (N) work space for the private copy of class-index targets, or
-                                      NULL for the kernel to allocate it */
     int n_threads;                 /* >= 1: threads the rows are shared out to (results do not depend on it) */
+    int64_t *target_copy;          /* (N) work space for the private copy of class-index targets, apart
+                                      from every other argument (its contents afterwards are
+                                      unspecified), or NULL for the kernel to allocate one */
 } sce_params;
 
 typedef struct {
@@ -61,10 +62,11 @@ typedef struct {
  *   logits        (N, K)
  *   target_index  (N)     class indices; or NULL, then target_prob is used
  *   target_prob   (N, K)  class probabilities (need not sum to 1); NULL when target_index is given
- * Targets are all checked before anything is written. Class indices are read once, into a private
- * copy (params->target_copy): target_index may change while the call runs (the gradient may even be
- * written over it). The work space (2K values per thread, or per row when the class axis is shared
- * out; none for K <= 32) is allocated once per call. */
+ * Targets are all checked before anything is written. Class indices are read once each, into a
+ * private copy (params->target_copy, or one the kernel allocates) that is checked and then used: the
+ * gradient may be written over target_index, and another thread changing it meanwhile cannot take a
+ * row out of range. The work space (2K values per thread, on whole cache lines, or per row when the
+ * class axis is shared out; none for K <= 32) is allocated once per call. */
 int sce_cross_entropy_f32(float *grad, sce_result *result, const sce_params *params,
                           const float *logits, const int64_t *target_index, const float *target_prob);
 int sce_cross_entropy_f64(double *grad, sce_result *result, const sce_params *params,

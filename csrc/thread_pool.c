@@ -1,15 +1,22 @@
 /* thread_pool.c: see thread_pool.h. One job at a time: its caller holds job_owner while workers take
  * chunks from a shared counter; which thread computes a chunk never changes the result. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* sched_getaffinity */
+#endif
 #include "thread_pool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAX_WORKERS 64 /* workers are never reclaimed: keep what a huge num_threads can leave */
 
 /* A thread that waits within a job (a worker for the prologue's end, the caller for the workers'
  * last chunks) checks for this long before it sleeps: a sleeping thread took 20-25 us to wake here
- * (a futex and an interrupt to an idle core of this VM), more than those waits usually last. */
+ * (a futex and an interrupt to an idle core of this VM), more than those waits usually last. Only
+ * when the job has a CPU for each of its threads: else a spinning thread may hold the CPU of the
+ * one it waits for. */
 #define SPIN_NANOSECONDS 200000
 
 static pthread_mutex_t job_owner = PTHREAD_MUTEX_INITIALIZER; /* held by the caller running a job */
@@ -29,6 +36,7 @@ static struct {
     void *context;
     int64_t n_chunks;
     int n_threads;
+    int spins; /* its threads wait by spinning first (SPIN_NANOSECONDS) */
 } job;
 static int64_t next_chunk; /* taken with an atomic add */
 
@@ -46,8 +54,19 @@ static void pause_briefly(void) {
 #endif
 }
 
-/* whether *value became wanted within SPIN_NANOSECONDS */
+/* the CPUs this process may run on */
+static int usable_cpus(void) {
+#ifdef __linux__
+    cpu_set_t cpus;
+    if (sched_getaffinity(0, sizeof cpus, &cpus) == 0) return CPU_COUNT(&cpus);
+#endif
+    const long online = sysconf(_SC_NPROCESSORS_ONLN);
+    return online > 0 ? (int)online : 1;
+}
+
+/* whether *value became wanted within SPIN_NANOSECONDS (at once, without job.spins) */
 static int spin_until(const int *value, int wanted) {
+    if (!job.spins) return __atomic_load_n(value, __ATOMIC_ACQUIRE) == wanted;
     const int64_t deadline = monotonic_nanoseconds() + SPIN_NANOSECONDS;
     do {
         for (int check = 0; check < 64; check++) {
@@ -147,6 +166,7 @@ int pool_run_after(int n_threads, pool_prologue prologue, pool_task task, void *
     job.context = context;
     job.n_chunks = n_chunks;
     job.n_threads = n_threads;
+    job.spins = n_threads <= usable_cpus();
     next_chunk = 0;
     chunks_open = prologue == NULL;
     busy_helpers = n_threads - 1;

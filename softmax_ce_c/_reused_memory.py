@@ -12,7 +12,7 @@ too. Smaller blocks fault as well: two work arrays of 512 KB (65536 rows), freed
 glibc's heap, were trimmed off it after every call, and the next call faulted their 256 pages back
 in (65536x2 float32: 45% of the call); 8 MB ones (a million rows) are mapped and unmapped every
 call (1048576x10 float32: 25%). Work arrays from WORK_MIN_BYTES to WORK_MAX_BYTES are kept too,
-given back by the call that used them (work_array, work_copy, give_back): at most WORK_KEPT of
+given back by the call that used them (work_array, give_back): at most WORK_KEPT of
 them, so that small calls, which never take one, hold on to at most 64 MiB.
 """
 import collections
@@ -83,15 +83,6 @@ def work_array(shape, dtype):
     if n_bytes < WORK_MIN_BYTES:
         return np.empty(shape, dtype)
     return _work.take(n_bytes).view(dtype).reshape(shape)
-
-
-def work_copy(array):
-    """array.copy() for an array one call uses, on kept memory when it is large (see work_array)."""
-    if array.nbytes < WORK_MIN_BYTES:
-        return array.copy()
-    copy = _work.take(array.nbytes).view(array.dtype).reshape(array.shape)
-    np.copyto(copy, array)
-    return copy
 
 
 def give_back(*arrays):
