@@ -50,7 +50,7 @@ static void segment_sum_task(void *context, int worker, int64_t task) {
         return;
     }
     split->segment_rest[n * split->n_segments + segment] =
-        sum_exp_of_segment(scratch_of(job, n), row_of(job, n), NULL, job->params->n_classes, segment * SEGMENT,
+        sum_exp_of_segment(scratch_of(job, n), row_of(job, n), NULL, NULL, job->params->n_classes, segment * SEGMENT,
                            stats->argmax, stats->max, job->call.softcap, NULL);
 }
 

@@ -279,6 +279,18 @@ static inline const STORAGE *row_to_prefetch(const STORAGE *row, int64_t n, int6
     return n + ahead < n_rows ? row + ahead * n_classes : NULL;
 }
 
+/* Pipelined rows: a row's streamed gradient waits until the next row's exp pass, which writes it a
+ * part every WAITING_STEP classes (exp_float_runs): the writes, bound by memory, then overlap the
+ * exps, bound by arithmetic, where one row's passes took turns (float32 out=, A/B medians:
+ * 256x128256 one thread 10.6 -> 9.9 ms, two 6.9 -> 6.6; 1024x32000 9.5 -> 9.1 and 6.9 -> 6.5; no
+ * change at 1000 classes, which are written whole after the next row's exps; parts of 256 or 512
+ * classes were slower, the call per part costing more than it saved). The two rows take the two
+ * halves of the thread's scratch. Each thread writes what waits after its last chunk
+ * (cross_entropy_finish). */
+#define WAITING_STEP 2048
+typedef struct waiting_gradient waiting_gradient;
+static void write_waiting_gradient(waiting_gradient *waiting, int64_t until);
+
 #include "smoothing_distance.h"
 
 /* A row's smoothing distance taken in its exp pass (FUSED_SMOOTHING): the weights (or NULL) and the
@@ -298,13 +310,19 @@ typedef struct {
  * those of the differences x' - max: expf_of_double's (0.91 ulp), in AVX-512 capped_exp8's (0.55). */
 #define FLOAT_RUN 2
 
+/* Softcapped logits take two passes over each batch of CAPPED_BATCH (cap_batch, then the runs): x'
+ * and its slope, then the exps of x' - max. In one pass, each 16 logits' chain of both, about 100
+ * operations deep in AVX-512, left the lanes waiting (one thread, float32: 8192x1000 13.3 -> 10.7 ms,
+ * 256x128256 50 -> 41 ms). */
+#define CAPPED_BATCH 256
+
 #if FLOAT_EXP && defined(__AVX512F__)
 #include "vector_exp_avx512.h"
 
 #include "vector_softcap_avx512.h"
 
 /* the same in AVX-512 intrinsics (vector_exp_avx512.h, vector_softcap_avx512.h); the exps by
- * softcapped_exp16 with a softcap, by exp16_of_row where the row has its constants (row not NULL),
+ * capped_exp16 with a softcap, by exp16_of_row where the row has its constants (row not NULL),
  * else by exp16_difference. The lanes' double sums stay in two registers (in partial_sums they went
  * through memory after every run). */
 _Static_assert(!COMPENSATED_SUMS, "FLOAT_EXP types' sums are not compensated");
@@ -327,35 +345,47 @@ static inline double float_run_total(const float_run_sums *sums) {
     return _mm_cvtsd_f64(_mm_add_sd(two, _mm_unpackhi_pd(two, two)));
 }
 
-/* the exps of 16 softcapped logits (their slopes, times SLOPE_SCALE, to slope) */
-static inline __m512 softcapped_exp16(float *slope, __mmask16 valid, __m512 logits, __m512d max, const softcap8 *cap,
-                                      int store) {
-    const capped8 low = softcapped8(_mm512_cvtps_pd(_mm512_castps512_ps256(logits)), cap);
-    const capped8 high = softcapped8(_mm512_cvtps_pd(_mm512_extractf32x8_ps(logits, 1)), cap);
-    if (store)
-        _mm512_mask_storeu_ps(slope, valid, _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(low.slope)),
-                                                               _mm512_cvtpd_ps(high.slope), 1));
-    return _mm512_insertf32x8(_mm512_castps256_ps512(capped_exp8(_mm512_sub_pd(low.value, max))),
-                              capped_exp8(_mm512_sub_pd(high.value, max)), 1);
+/* lanes past a row's end: not read (a masked load does not fault), stored or summed */
+static inline __mmask16 lanes_before(int64_t count) {
+    return count >= PARTIAL_SUMS ? (__mmask16)0xFFFF : (__mmask16)((1u << count) - 1);
 }
 
-SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,
-                               const STORAGE *next_row, int64_t count, int64_t skip, double max,
-                               const float_exp_row *row, double softcap, smoothing_sums *smoothing,
-                               const double *weight, int store) {
+/* x' of x[0, count) into capped, 16 at a time (lanes past count: x' of 0), and with store their
+ * slopes, times SLOPE_SCALE, into slope */
+SPECIALISED void cap_batch(double *capped, SCRATCH *restrict slope, const STORAGE *x, int64_t count, double softcap,
+                           int store) {
+    const softcap8 cap = softcap8_of(softcap, SLOPE_SCALE);
+    for (int64_t k = 0; k < count; k += PARTIAL_SUMS) {
+        const __mmask16 valid = lanes_before(count - k);
+        const __m512 logits = LOAD_16_AS_FLOATS_MASKED(valid, x + k);
+        const capped8 low = softcapped8(_mm512_cvtps_pd(_mm512_castps512_ps256(logits)), &cap);
+        const capped8 high = softcapped8(_mm512_cvtps_pd(_mm512_extractf32x8_ps(logits, 1)), &cap);
+        const __m512 slopes =
+            _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(low.slope)), _mm512_cvtpd_ps(high.slope), 1);
+        if (store) _mm512_mask_storeu_ps(slope + k, valid, slopes);
+        _mm512_storeu_pd(capped + k, low.value);
+        _mm512_storeu_pd(capped + k + 8, high.value);
+    }
+}
+
+/* the exps of 16 softcapped logits from their x' */
+static inline __m512 capped_exp16(const double *capped, __m512d max) {
+    return _mm512_insertf32x8(_mm512_castps256_ps512(capped_exp8(_mm512_sub_pd(_mm512_loadu_pd(capped), max))),
+                              capped_exp8(_mm512_sub_pd(_mm512_loadu_pd(capped + 8), max)), 1);
+}
+
+SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row,
+                               int64_t count, int64_t skip, double max, const float_exp_row *row,
+                               const double *capped, smoothing_sums *smoothing, const double *weight, int store) {
     const __m512 m = _mm512_set1_ps((float)max);
     const __m512d capped_max = _mm512_set1_pd(max);
-    const softcap8 cap = softcap8_of(softcap, SLOPE_SCALE);
     __m512 run = _mm512_setzero_ps();
     for (int64_t k = 0; k < count; k += PARTIAL_SUMS) {
         if (next_row) prefetch_block(next_row + k);
-        /* lanes past the row's end: not read (a masked load does not fault), stored or summed */
-        const __mmask16 valid = count - k >= PARTIAL_SUMS ? (__mmask16)0xFFFF : (__mmask16)((1u << (count - k)) - 1);
-        const __m512 logits = LOAD_16_AS_FLOATS_MASKED(valid, x + k);
-        SCRATCH *slope_of_block = store ? slope + k : NULL;
-        const __m512 term = softcap > 0 ? softcapped_exp16(slope_of_block, valid, logits, capped_max, &cap, store)
-                            : row       ? exp16_of_row(logits, row)
-                                        : exp16_difference(logits, m);
+        const __mmask16 valid = lanes_before(count - k);
+        const __m512 term = capped ? capped_exp16(capped + k, capped_max)
+                            : row  ? exp16_of_row(LOAD_16_AS_FLOATS_MASKED(valid, x + k), row)
+                                   : exp16_difference(LOAD_16_AS_FLOATS_MASKED(valid, x + k), m);
         if (store) _mm512_mask_storeu_ps(e + k, valid, term);
         if (smoothing) add_smoothing_block_at(smoothing, weight, x + k, k, count - k, capped_max);
         const __mmask16 at_skip = skip >= k && skip < k + PARTIAL_SUMS ? (__mmask16)(1u << (skip - k)) : 0;
@@ -375,10 +405,19 @@ typedef partial_sums float_run_sums;
 
 static inline double float_run_total(const float_run_sums *sums) { return total_of(sums); }
 
-SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,
-                               const STORAGE *next_row, int64_t count, int64_t skip, double max,
-                               const float_exp_row *row, double softcap, smoothing_sums *smoothing,
-                               const double *weight, int store) {
+/* x' of x[0, count) into capped, and with store their slopes, times SLOPE_SCALE, into slope */
+SPECIALISED void cap_batch(double *capped, SCRATCH *restrict slope, const STORAGE *x, int64_t count, double softcap,
+                           int store) {
+    for (int64_t k = 0; k < count; k++) {
+        const capped_logit logit = softcapped(LOAD(x[k]), softcap);
+        capped[k] = logit.value;
+        if (store) slope[k] = logit.slope * SLOPE_SCALE;
+    }
+}
+
+SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row,
+                               int64_t count, int64_t skip, double max, const float_exp_row *row,
+                               const double *capped, smoothing_sums *smoothing, const double *weight, int store) {
     (void)smoothing, (void)weight; /* NULL: FUSED_SMOOTHING is 0 */
     float run[PARTIAL_SUMS] = {0.0f};
     for (int64_t k = 0; k < count; k += PARTIAL_SUMS) {
@@ -386,10 +425,8 @@ SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, SCRATC
         const int lanes = count - k < PARTIAL_SUMS ? (int)(count - k) : PARTIAL_SUMS;
         for (int j = 0; j < lanes; j++) {
             float term;
-            if (softcap > 0) {
-                const capped_logit logit = softcapped(LOAD(x[k + j]), softcap);
-                term = expf_of_double(logit.value - max);
-                if (store) slope[k + j] = logit.slope * SLOPE_SCALE;
+            if (capped) {
+                term = expf_of_double(capped[k + j] - max);
             } else {
                 const float logit = (float)LOAD(x[k + j]);
                 term = row ? expf_of_row(logit, row) : exp_difference_in_float(logit, (float)max);
@@ -402,11 +439,23 @@ SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, SCRATC
 }
 #endif
 
+/* With a softcap (else NULL), x' of the run from k in [begin, end): computed a batch at a time, at
+ * the batch's first run (slope: the row's, or NULL) */
+SPECIALISED const double *capped_of_run(double capped[CAPPED_BATCH], SCRATCH *restrict slope, const STORAGE *x,
+                                        int64_t begin, int64_t k, int64_t end, double softcap, int store) {
+    if (softcap == 0) return NULL;
+    const int64_t at = (k - begin) % CAPPED_BATCH;
+    const int64_t count = end - k < CAPPED_BATCH ? end - k : CAPPED_BATCH;
+    if (at == 0) cap_batch(capped, store ? slope + k : NULL, x + k, count, softcap, store);
+    return capped + at;
+}
+
 /* runs from begin, a multiple of FLOAT_RUN blocks: a block's run position is its parity, which
  * add_smoothing_block_at reads */
 SPECIALISED double exp_float_runs(SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,
-                                  const STORAGE *next_row, int64_t begin, int64_t end, int64_t skip, double max,
-                                  const float_exp_row *row, double softcap, row_smoothing *smoothing, int store) {
+                                  const STORAGE *next_row, waiting_gradient *waiting, int64_t begin, int64_t end,
+                                  int64_t skip, double max, const float_exp_row *row, double softcap,
+                                  row_smoothing *smoothing, int store) {
     _Static_assert(FLOAT_RUN == 2, "runs of an even and an odd block");
     float_run_sums sums = {0};
     /* the smoothing sums in registers meanwhile (through smoothing, in memory, they made a chain of
@@ -415,13 +464,19 @@ SPECIALISED double exp_float_runs(SCRATCH *restrict e, SCRATCH *restrict slope, 
     smoothing_sums *smoothing_sums_of = smoothing ? &smoothing_here : NULL;
     const double *weight = smoothing ? smoothing->weight : NULL;
     const int64_t run = FLOAT_RUN * PARTIAL_SUMS; /* whole runs, then what is left: each specialised */
+    _Static_assert(CAPPED_BATCH % (FLOAT_RUN * PARTIAL_SUMS) == 0, "batches of whole runs");
+    double capped[CAPPED_BATCH];
     int64_t k = begin;
-    for (; k + run <= end; k += run)
-        exp_float_run(&sums, store ? e + k : NULL, store ? slope + k : NULL, x + k, next_row ? next_row + k : NULL,
-                      run, skip - k, max, row, softcap, smoothing_sums_of, weight ? weight + k : NULL, store);
+    for (; k + run <= end; k += run) {
+        exp_float_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, run, skip - k, max, row,
+                      capped_of_run(capped, slope, x, begin, k, end, softcap, store), smoothing_sums_of,
+                      weight ? weight + k : NULL, store);
+        if (waiting && (k + run) % WAITING_STEP == 0) write_waiting_gradient(waiting, k + run);
+    }
     if (k < end)
-        exp_float_run(&sums, store ? e + k : NULL, store ? slope + k : NULL, x + k, next_row ? next_row + k : NULL,
-                      end - k, skip - k, max, row, softcap, smoothing_sums_of, weight ? weight + k : NULL, store);
+        exp_float_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, end - k, skip - k, max, row,
+                      capped_of_run(capped, slope, x, begin, k, end, softcap, store), smoothing_sums_of,
+                      weight ? weight + k : NULL, store);
     if (smoothing) smoothing->sums = smoothing_here;
     return float_run_total(&sums);
 }
@@ -486,8 +541,8 @@ SPECIALISED double exp_double_runs(double *restrict e, const double *x, const do
 #endif
 
 SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,
-                                  const STORAGE *next_row, int64_t begin, int64_t end, int64_t skip, double max,
-                                  double softcap, row_smoothing *smoothing, int store) {
+                                  const STORAGE *next_row, waiting_gradient *waiting, int64_t begin, int64_t end,
+                                  int64_t skip, double max, double softcap, row_smoothing *smoothing, int store) {
 #ifdef EXP8_ROWS
     exp8_row row;
     if (softcap == 0 && exp8_row_of(&row, max))
@@ -497,10 +552,10 @@ SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, 
     if (FLOAT_EXP && (softcap == 0 || float_runs_take_softcap(softcap))) {
         float_exp_row row;
         if (softcap > 0)
-            return exp_float_runs(e, slope, x, next_row, begin, end, skip, max, NULL, softcap, NULL, store);
+            return exp_float_runs(e, slope, x, next_row, waiting, begin, end, skip, max, NULL, softcap, NULL, store);
         return float_exp_row_of(&row, (float)max)
-                   ? exp_float_runs(e, slope, x, next_row, begin, end, skip, max, &row, 0.0, smoothing, store)
-                   : exp_float_runs(e, slope, x, next_row, begin, end, skip, max, NULL, 0.0, smoothing, store);
+                   ? exp_float_runs(e, slope, x, next_row, waiting, begin, end, skip, max, &row, 0.0, smoothing, store)
+                   : exp_float_runs(e, slope, x, next_row, waiting, begin, end, skip, max, NULL, 0.0, smoothing, store);
     }
     partial_sums sums = {{0.0}, {0.0}};
     int64_t k = begin;
@@ -527,15 +582,17 @@ SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, 
  *   scratch   (2K) out or NULL
  *   x         (K)
  *   next_row  (K) the row to prefetch (row_to_prefetch), or NULL
+ *   waiting   the previous row's gradient to write meanwhile (FLOAT_EXP logits, no softcap), or NULL
  *   smoothing the row's smoothing sums to add to (FUSED_SMOOTHING, no softcap), or NULL */
-static double sum_exp(SCRATCH *restrict scratch, const STORAGE *x, const STORAGE *next_row, int64_t n_classes,
-                      int64_t begin, int64_t end, int64_t skip, double max, double softcap, row_smoothing *smoothing) {
+static double sum_exp(SCRATCH *restrict scratch, const STORAGE *x, const STORAGE *next_row, waiting_gradient *waiting,
+                      int64_t n_classes, int64_t begin, int64_t end, int64_t skip, double max, double softcap,
+                      row_smoothing *smoothing) {
     SCRATCH *slope = scratch ? scratch + n_classes : NULL;
     if (softcap > 0)
-        return scratch ? exp_sum_blocks(scratch, slope, x, next_row, begin, end, skip, max, softcap, NULL, 1)
-                       : exp_sum_blocks(scratch, slope, x, next_row, begin, end, skip, max, softcap, NULL, 0);
-    return scratch ? exp_sum_blocks(scratch, slope, x, next_row, begin, end, skip, max, 0.0, smoothing, 1)
-                   : exp_sum_blocks(scratch, slope, x, next_row, begin, end, skip, max, 0.0, smoothing, 0);
+        return scratch ? exp_sum_blocks(scratch, slope, x, next_row, NULL, begin, end, skip, max, softcap, NULL, 1)
+                       : exp_sum_blocks(scratch, slope, x, next_row, NULL, begin, end, skip, max, softcap, NULL, 0);
+    return scratch ? exp_sum_blocks(scratch, slope, x, next_row, waiting, begin, end, skip, max, 0.0, smoothing, 1)
+                   : exp_sum_blocks(scratch, slope, x, next_row, waiting, begin, end, skip, max, 0.0, smoothing, 0);
 }
 
 /* A row longer than SEGMENT classes is summed segment by segment, each in its own partial sums, and
@@ -551,9 +608,10 @@ static inline int64_t segment_end(int64_t begin, int64_t n_classes) {
 
 /* sum_exp over the segment from begin, leaving out the argmax a (whose term is the 1 of 1 + rest) */
 static double sum_exp_of_segment(SCRATCH *restrict scratch, const STORAGE *x, const STORAGE *next_row,
-                                 int64_t n_classes, int64_t begin, int64_t a, double max, double softcap,
-                                 row_smoothing *smoothing) {
-    return sum_exp(scratch, x, next_row, n_classes, begin, segment_end(begin, n_classes), a, max, softcap, smoothing);
+                                 waiting_gradient *waiting, int64_t n_classes, int64_t begin, int64_t a, double max,
+                                 double softcap, row_smoothing *smoothing) {
+    return sum_exp(scratch, x, next_row, waiting, n_classes, begin, segment_end(begin, n_classes), a, max, softcap,
+                   smoothing);
 }
 
 /* rest, or NaN for a row that is NaN: a max that is not finite (a +inf logit, or none finite), or a
@@ -576,14 +634,16 @@ static row_stats finish_row_stats(SCRATCH *restrict scratch, const STORAGE *x, i
 }
 
 /* The statistics of one row; with scratch not NULL, also what sum_exp stores there, for every k.
- * next_row (or NULL) is prefetched meanwhile; smoothing (or NULL) takes the row's smoothing sums. */
+ * next_row (or NULL) is prefetched meanwhile, and waiting (or NULL) written; smoothing (or NULL)
+ * takes the row's smoothing sums. */
 static row_stats compute_row_stats(SCRATCH *restrict scratch, const STORAGE *x, const STORAGE *next_row,
-                                   int64_t n_classes, double softcap, row_smoothing *smoothing) {
+                                   waiting_gradient *waiting, int64_t n_classes, double softcap,
+                                   row_smoothing *smoothing) {
     const logit_max max = find_max(x, n_classes);
     double rest = 0.0;
     for (int64_t begin = 0; begin < n_classes; begin += SEGMENT)
-        rest += sum_exp_of_segment(scratch, x, next_row, n_classes, begin, max.index, capped_value(max.value, softcap),
-                                   softcap, smoothing);
+        rest += sum_exp_of_segment(scratch, x, next_row, waiting, n_classes, begin, max.index,
+                                   capped_value(max.value, softcap), softcap, smoothing);
     return finish_row_stats(scratch, x, n_classes, max, rest, softcap);
 }
 
@@ -937,7 +997,8 @@ SPECIALISED void gradient_values(STORAGE *out, const SCRATCH *restrict scratch, 
 
 /* The gradient of one row over classes [begin, end). x is not read: grad may be the logits
  * (in-place). With streaming, the whole cache lines in the range are written past the caches (the
- * task that wrote them calls stream_fence once it is done: a fence per row costs 10% at K = 1000). */
+ * thread that wrote them calls stream_fence after its last chunk: a fence per row cost 10% at K =
+ * 1000). */
 SPECIALISED void write_gradient_with(STORAGE *grad, const SCRATCH *restrict scratch, const row_target *target,
                                      int64_t argmax, gradient_factors factors, int64_t n_classes, int64_t begin,
                                      int64_t end, int with_softcap, int target_kind, int streaming,
@@ -984,6 +1045,31 @@ static void write_gradient(STORAGE *grad, const SCRATCH *restrict scratch, const
         write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, INDEX_TARGET, 1, NULL);
     else
         write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, INDEX_TARGET, 0, NULL);
+}
+
+/* A gradient row waiting to be written, in parts (see WAITING_STEP) */
+struct waiting_gradient {
+    STORAGE *grad; /* the row's gradient, or NULL: none waits */
+    const SCRATCH *scratch;
+    row_target target;
+    int64_t argmax;
+    gradient_factors factors;
+    const call_constants *call;
+    int64_t written; /* the classes before it are */
+    int half;        /* of the thread's scratch, that the next row takes */
+} __attribute__((aligned(CACHE_LINE))); /* one per thread, updated often: each on its own lines */
+
+/* The waiting gradient's classes up to until (all of them at K, else up to a cache line of grad
+ * below until, where the next part starts: lines are streamed whole) */
+static void write_waiting_gradient(waiting_gradient *waiting, int64_t until) {
+    if (!waiting->grad) return;
+    const int64_t n_classes = waiting->call->n_classes;
+    if (until < n_classes) until -= (int64_t)((uintptr_t)(waiting->grad + until) % CACHE_LINE / sizeof(STORAGE));
+    if (until <= waiting->written) return;
+    write_gradient(waiting->grad, waiting->scratch, &waiting->target, waiting->argmax, waiting->factors, waiting->call,
+                   waiting->written, until);
+    waiting->written = until;
+    if (until == n_classes) waiting->grad = NULL;
 }
 
 static void write_zeros(STORAGE *row, int64_t n_classes) {
@@ -1065,10 +1151,15 @@ static SCRATCH *scratch_in_line_with(SCRATCH *scratch, const STORAGE *grad_row) 
     return scratch + (int64_t)((uintptr_t)grad_row / sizeof(STORAGE) % SCRATCH_LINE);
 }
 
-/* Each thread's (or row's) part of the cross-entropy's scratch: 2K values on whole lines, and a line
- * to spare for scratch_in_line_with. */
+/* Each thread's (or row's) part of the cross-entropy's scratch: two halves of K values on whole
+ * lines and a line to spare for scratch_in_line_with; a row takes one half for its exps (pipelined
+ * rows, see waiting_gradient, take turns), or with a softcap both, for its exps and slopes. */
+static int64_t scratch_half(int64_t n_classes) {
+    return on_whole_lines(n_classes) + SCRATCH_LINE;
+}
+
 static int64_t scratch_stride(int64_t n_classes) {
-    return on_whole_lines(2 * n_classes) + SCRATCH_LINE;
+    return 2 * scratch_half(n_classes);
 }
 
 /* n_values of scratch on whole cache lines; free() releases it */
@@ -1091,13 +1182,17 @@ static void add_log_sums(double *row_loss, const loss_batch *batch, int count) {
 }
 
 /* The whole of one row: its loss (and z-loss term), and with grad its gradient; the loss's log1p
- * left to add_log_sums, from batch[slot]. */
-static void cross_entropy_row(STORAGE *grad, SCRATCH *scratch, const sce_result *result, const sce_params *params,
-                              const call_constants *call, const STORAGE *logits, const int64_t *target_index,
-                              const TARGET *target_prob, int64_t n, loss_batch *batch, int slot) {
+ * left to add_log_sums, from batch[slot]. With waiting (pipelined rows) the gradient waits there,
+ * and the previous row's is written. */
+static void cross_entropy_row(STORAGE *grad, SCRATCH *scratch, waiting_gradient *waiting, const sce_result *result,
+                              const sce_params *params, const call_constants *call, const STORAGE *logits,
+                              const int64_t *target_index, const TARGET *target_prob, int64_t n, loss_batch *batch,
+                              int slot) {
     const int64_t n_classes = params->n_classes;
     const STORAGE *x = logits + n * n_classes;
     STORAGE *g = grad ? grad + n * n_classes : NULL;
+    const int half = waiting ? waiting->half : 0;
+    scratch += half * scratch_half(n_classes);
     if (g && call->stream_gradient) scratch = scratch_in_line_with(scratch, g);
     double *z_term = result->row_z_loss ? &result->row_z_loss[n] : NULL;
     row_target target;
@@ -1113,7 +1208,7 @@ static void cross_entropy_row(STORAGE *grad, SCRATCH *scratch, const sce_result 
     /* without a softcap exp_sum_blocks takes FLOAT_EXP logits through exp_float_runs, the loop that
      * adds to the smoothing sums */
     const int fused = FUSED_SMOOTHING && !target.prob && target.spread != 0 && call->softcap == 0;
-    const row_stats stats = compute_row_stats(g ? scratch : NULL, x, next_row, n_classes, call->softcap,
+    const row_stats stats = compute_row_stats(g ? scratch : NULL, x, next_row, waiting, n_classes, call->softcap,
                                               fused ? &smoothing : NULL);
     const target_sums sums = sum_over_target(&target, x, call, stats.max, fused ? &smoothing : NULL);
     result->row_loss[n] = sums.distance;
@@ -1121,9 +1216,23 @@ static void cross_entropy_row(STORAGE *grad, SCRATCH *scratch, const sce_result 
     batch->rest[slot] = stats.rest;
     const double lse = lse_for_z_loss(call, &stats);
     if (z_term) *z_term = call->z_loss * lse * lse;
-    if (g)
-        write_gradient(g, scratch, &target, stats.argmax,
-                       factors_of_row(&target, &stats, lse, sums.total, result, params, call, n), call, 0, n_classes);
+    if (!g) return;
+    const gradient_factors factors = factors_of_row(&target, &stats, lse, sums.total, result, params, call, n);
+    if (!waiting) {
+        write_gradient(g, scratch, &target, stats.argmax, factors, call, 0, n_classes);
+        return;
+    }
+    write_waiting_gradient(waiting, n_classes); /* what is left of the previous row's, freeing its half */
+    *waiting = (waiting_gradient){
+        .grad = g,
+        .scratch = scratch,
+        .target = target,
+        .argmax = stats.argmax,
+        .factors = factors,
+        .call = call,
+        .written = 0,
+        .half = !half,
+    };
 }
 
 /* A compensated sum, its carry not yet added: the sums of the row losses are kept so, per chunk of
@@ -1202,6 +1311,7 @@ typedef struct {
     const TARGET *target_prob;
     int64_t rows_per_chunk;
     compensated_sum *loss_sums, *z_loss_sums; /* (n_chunks): each chunk's, z_loss_sums NULL without z-loss */
+    waiting_gradient *waiting; /* one per worker for pipelined rows (see waiting_gradient), else NULL */
 } cross_entropy_job;
 
 static void sum_chunk(const cross_entropy_job *job, int64_t chunk) {
@@ -1224,16 +1334,37 @@ static void cross_entropy_chunk(void *context, int worker, int64_t chunk) {
         return;
     }
     SCRATCH *scratch = job->scratch ? job->scratch + worker * scratch_stride(n_classes) : NULL;
+    waiting_gradient *waiting = job->waiting ? &job->waiting[worker] : NULL;
     for (int64_t first = begin; first < end; first += LOSS_BATCH) {
         const int count = end - first < LOSS_BATCH ? (int)(end - first) : LOSS_BATCH;
         loss_batch batch;
         for (int i = 0; i < count; i++)
-            cross_entropy_row(job->grad, scratch, job->result, job->params, &job->call, job->logits,
+            cross_entropy_row(job->grad, scratch, waiting, job->result, job->params, &job->call, job->logits,
                               job->target_index, job->target_prob, first + i, &batch, i);
         add_log_sums(job->result->row_loss + first, &batch, count);
     }
     sum_chunk(job, chunk);
+}
+
+/* after a thread's last chunk: the gradient still waiting, and the fence for the streamed lines
+ * (one per thread: see write_gradient_with) */
+static void cross_entropy_finish(void *context, int worker) {
+    const cross_entropy_job *job = context;
+    if (job->waiting) write_waiting_gradient(&job->waiting[worker], job->params->n_classes);
     if (job->call.stream_gradient) stream_fence();
+}
+
+/* Rows are pipelined (waiting_gradient) when their gradient is streamed and their exps take
+ * exp_float_runs without a softcap (which takes the whole scratch). */
+static int pipelines_rows(const call_constants *call, int with_scratch) {
+    return with_scratch && call->stream_gradient && FLOAT_EXP && call->softcap == 0;
+}
+
+/* n_threads waiting gradients, none waiting; free() releases them */
+static waiting_gradient *new_waiting_gradients(int n_threads) {
+    waiting_gradient *waiting = aligned_alloc(CACHE_LINE, sizeof(waiting_gradient) * (size_t)n_threads);
+    for (int worker = 0; waiting && worker < n_threads; worker++) waiting[worker] = (waiting_gradient){.grad = NULL};
+    return waiting;
 }
 
 #include "kernel_split_classes.h"
@@ -1300,6 +1431,7 @@ int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_
         .stream_gradient = grad && (double)sizeof(STORAGE) * (double)n_rows * (double)n_classes >= STREAM_MIN_BYTES,
         .spread_weights = NULL, /* prepare_cross_entropy's */
     };
+    const int pipelined = !split_classes && pipelines_rows(&call, with_scratch);
     cross_entropy_job job = {
         .grad = grad,
         .scratch = scratch,
@@ -1314,15 +1446,18 @@ int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_
         .rows_per_chunk = rows_per_chunk,
         .loss_sums = chunk_sums,
         .z_loss_sums = chunk_sums && result->row_z_loss ? chunk_sums + n_chunks : NULL,
+        .waiting = pipelined ? new_waiting_gradients(n_threads) : NULL,
     };
-    if ((with_scratch && !scratch) || !chunk_sums || (target_index && !job.target_copy)) {
+    if ((with_scratch && !scratch) || !chunk_sums || (target_index && !job.target_copy) ||
+        (pipelined && !job.waiting)) {
         status = SCE_ERR_MEMORY;
     } else if (split_classes) {
         status = prepare_cross_entropy(&job);
         if (status == SCE_OK) status = cross_entropy_split(&job, n_threads);
         for (int64_t chunk = 0; chunk < n_chunks && status == SCE_OK; chunk++) sum_chunk(&job, chunk);
     } else {
-        status = pool_run_after(n_threads, prepare_cross_entropy, cross_entropy_chunk, &job, n_chunks);
+        status = pool_run_after(n_threads, prepare_cross_entropy, cross_entropy_chunk, cross_entropy_finish, &job,
+                                n_chunks);
     }
     if (status == SCE_OK) {
         result->loss_sum = sum_of_chunks(job.loss_sums, n_chunks);
@@ -1331,6 +1466,7 @@ int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_
     free(scratch);
     free(chunk_sums);
     free(own_copy);
+    free(job.waiting);
     return status;
 }
 
@@ -1343,7 +1479,7 @@ typedef void (*row_function)(STORAGE *out, SCRATCH *scratch, const STORAGE *row,
 static void logsumexp_row(STORAGE *lse, SCRATCH *scratch, const STORAGE *row, const STORAGE *next_row,
                           int64_t n_classes, int64_t n) {
     (void)scratch;
-    const row_stats stats = compute_row_stats(NULL, row, next_row, n_classes, 0.0, NULL);
+    const row_stats stats = compute_row_stats(NULL, row, next_row, NULL, n_classes, 0.0, NULL);
     double value = stats.max + log1p_of_nonnegative(stats.rest);
     if (isinf(stats.max)) {
         /* +inf or -inf is the answer, unless the row also holds a NaN */
@@ -1358,7 +1494,7 @@ static void log_softmax_row(STORAGE *out, SCRATCH *scratch, const STORAGE *row, 
                             int64_t n_classes, int64_t n) {
     (void)scratch;
     STORAGE *o = out + n * n_classes;
-    const row_stats stats = compute_row_stats(NULL, row, next_row, n_classes, 0.0, NULL);
+    const row_stats stats = compute_row_stats(NULL, row, next_row, NULL, n_classes, 0.0, NULL);
     const double log_sum = log1p_of_nonnegative(stats.rest);
     /* both terms <= 0: no cancellation */
     for (int64_t k = 0; k < n_classes; k++) o[k] = STORE((LOAD(row[k]) - stats.max) - log_sum);
@@ -1367,7 +1503,7 @@ static void log_softmax_row(STORAGE *out, SCRATCH *scratch, const STORAGE *row, 
 static void softmax_row(STORAGE *out, SCRATCH *scratch, const STORAGE *row, const STORAGE *next_row,
                         int64_t n_classes, int64_t n) {
     STORAGE *o = out + n * n_classes;
-    const row_stats stats = compute_row_stats(scratch, row, next_row, n_classes, 0.0, NULL);
+    const row_stats stats = compute_row_stats(scratch, row, next_row, NULL, n_classes, 0.0, NULL);
     const scaling inverse_sum = scaling_of(1.0 / (1.0 + stats.rest));
     for (int64_t k = 0; k < n_classes; k++) o[k] = scaled(scratch[k], inverse_sum);
 }

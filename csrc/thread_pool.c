@@ -33,6 +33,7 @@ static int chunks_open;         /* the job's prologue is done: its chunks may st
 static int busy_helpers;        /* workers still on the current job */
 static struct {
     pool_task task;
+    pool_finish finish;
     void *context;
     int64_t n_chunks;
     int n_threads;
@@ -85,6 +86,11 @@ static void run_chunks(int worker) {
     }
 }
 
+static void run_chunks_and_finish(int worker) {
+    run_chunks(worker);
+    if (job.finish) job.finish(job.context, worker);
+}
+
 static void *worker_main(void *argument) {
     const int worker = (int)(intptr_t)argument;
     uint64_t seen = 0;
@@ -99,7 +105,7 @@ static void *worker_main(void *argument) {
             while (!chunks_open) pthread_cond_wait(&chunks_opened, &state);
             pthread_mutex_unlock(&state);
         }
-        run_chunks(worker);
+        run_chunks_and_finish(worker);
         pthread_mutex_lock(&state);
         if (__atomic_sub_fetch(&busy_helpers, 1, __ATOMIC_RELEASE) == 0) pthread_cond_signal(&job_finished);
     }
@@ -152,17 +158,20 @@ int pool_threads_for(int n_threads, int64_t n_chunks) {
     return n_threads < 1 ? 1 : n_threads;
 }
 
-int pool_run_after(int n_threads, pool_prologue prologue, pool_task task, void *context, int64_t n_chunks) {
+int pool_run_after(int n_threads, pool_prologue prologue, pool_task task, pool_finish finish, void *context,
+                   int64_t n_chunks) {
     n_threads = pool_threads_for(n_threads, n_chunks);
     pthread_once(&fork_handlers_once, install_fork_handlers);
     if (n_threads <= 1 || pthread_mutex_trylock(&job_owner) != 0) {
         const int status = prologue ? prologue(context) : 0;
         for (int64_t chunk = 0; chunk < n_chunks && status == 0; chunk++) task(context, 0, chunk);
+        if (finish) finish(context, 0);
         return status;
     }
     pthread_mutex_lock(&state);
     n_threads = start_workers(n_threads);
     job.task = task;
+    job.finish = finish;
     job.context = context;
     job.n_chunks = n_chunks;
     job.n_threads = n_threads;
@@ -182,7 +191,7 @@ int pool_run_after(int n_threads, pool_prologue prologue, pool_task task, void *
         pthread_cond_broadcast(&chunks_opened);
         pthread_mutex_unlock(&state);
     }
-    run_chunks(0);
+    run_chunks_and_finish(0);
 
     if (!spin_until(&busy_helpers, 0)) {
         pthread_mutex_lock(&state);
@@ -194,5 +203,5 @@ int pool_run_after(int n_threads, pool_prologue prologue, pool_task task, void *
 }
 
 void pool_run(int n_threads, pool_task task, void *context, int64_t n_chunks) {
-    pool_run_after(n_threads, NULL, task, context, n_chunks);
+    pool_run_after(n_threads, NULL, task, NULL, context, n_chunks);
 }
