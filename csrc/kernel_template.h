@@ -280,8 +280,8 @@ static inline const STORAGE *row_to_prefetch(const STORAGE *row, int64_t n, int6
 }
 
 /* Pipelined rows: a row's streamed gradient waits until the next row's exp pass, which writes it a
- * part every WAITING_STEP classes (exp_float_runs): the writes, bound by memory, then overlap the
- * exps, bound by arithmetic, where one row's passes took turns (float32 out=, A/B medians:
+ * part every WAITING_STEP classes (exp_float_runs, exp_double_runs): the writes, bound by memory,
+ * then overlap the exps, bound by arithmetic, where one row's passes took turns (float32 out=, A/B medians:
  * 256x128256 one thread 10.6 -> 9.9 ms, two 6.9 -> 6.6; 1024x32000 9.5 -> 9.1 and 6.9 -> 6.5; no
  * change at 1000 classes, which are written whole after the next row's exps; parts of 256 or 512
  * classes were slower, the call per part costing more than it saved). The two rows take the two
@@ -518,13 +518,16 @@ SPECIALISED void exp_double_run(double_run_sums *sums, double *restrict e, const
     }
 }
 
-SPECIALISED double exp_double_runs(double *restrict e, const double *x, const double *next_row, int64_t begin,
-                                   int64_t end, int64_t skip, const exp8_row *row, int store) {
+SPECIALISED double exp_double_runs(double *restrict e, const double *x, const double *next_row,
+                                   waiting_gradient *waiting, int64_t begin, int64_t end, int64_t skip,
+                                   const exp8_row *row, int store) {
     double_run_sums sums = {{_mm512_setzero_pd(), _mm512_setzero_pd()}, {_mm512_setzero_pd(), _mm512_setzero_pd()}};
     const int64_t run = EXP8_RUN * PARTIAL_SUMS; /* runs, blocks, then what is left */
     int64_t k = begin;
-    for (; k + run <= end; k += run)
+    for (; k + run <= end; k += run) {
         exp_double_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, run, skip - k, row, store);
+        if (waiting && (k + run) % WAITING_STEP == 0) write_waiting_gradient(waiting, k + run);
+    }
     for (; k + PARTIAL_SUMS <= end; k += PARTIAL_SUMS)
         exp_double_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, PARTIAL_SUMS, skip - k, row,
                        store);
@@ -546,8 +549,8 @@ SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, 
 #ifdef EXP8_ROWS
     exp8_row row;
     if (softcap == 0 && exp8_row_of(&row, max))
-        return store ? exp_double_runs(e, x, next_row, begin, end, skip, &row, 1)
-                     : exp_double_runs(e, x, next_row, begin, end, skip, &row, 0);
+        return store ? exp_double_runs(e, x, next_row, waiting, begin, end, skip, &row, 1)
+                     : exp_double_runs(e, x, next_row, waiting, begin, end, skip, &row, 0);
 #endif
     if (FLOAT_EXP && (softcap == 0 || float_runs_take_softcap(softcap))) {
         float_exp_row row;
@@ -582,7 +585,7 @@ SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, 
  *   scratch   (2K) out or NULL
  *   x         (K)
  *   next_row  (K) the row to prefetch (row_to_prefetch), or NULL
- *   waiting   the previous row's gradient to write meanwhile (FLOAT_EXP logits, no softcap), or NULL
+ *   waiting   the previous row's gradient to write meanwhile (see pipelines_rows), or NULL
  *   smoothing the row's smoothing sums to add to (FUSED_SMOOTHING, no softcap), or NULL */
 static double sum_exp(SCRATCH *restrict scratch, const STORAGE *x, const STORAGE *next_row, waiting_gradient *waiting,
                       int64_t n_classes, int64_t begin, int64_t end, int64_t skip, double max, double softcap,
@@ -1355,9 +1358,15 @@ static void cross_entropy_finish(void *context, int worker) {
 }
 
 /* Rows are pipelined (waiting_gradient) when their gradient is streamed and their exps take
- * exp_float_runs without a softcap (which takes the whole scratch). */
+ * exp_float_runs or exp_double_runs, without a softcap (which takes the whole scratch). */
+#if FLOAT_EXP || defined(EXP8_ROWS)
+#define EXP_PASS_WRITES_WAITING 1
+#else
+#define EXP_PASS_WRITES_WAITING 0
+#endif
+
 static int pipelines_rows(const call_constants *call, int with_scratch) {
-    return with_scratch && call->stream_gradient && FLOAT_EXP && call->softcap == 0;
+    return with_scratch && call->stream_gradient && EXP_PASS_WRITES_WAITING && call->softcap == 0;
 }
 
 /* n_threads waiting gradients, none waiting; free() releases them */
