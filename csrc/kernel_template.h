@@ -451,7 +451,7 @@ SPECIALISED const double *capped_of_run(double capped[CAPPED_BATCH], SCRATCH *re
 }
 
 /* runs from begin, a multiple of FLOAT_RUN blocks: a block's run position is its parity, which
- * add_smoothing_block_at reads */
+ * add_smoothing_block_at reads; waiting (or NULL) is written as they go (see WAITING_STEP) */
 SPECIALISED double exp_float_runs(SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,
                                   const STORAGE *next_row, waiting_gradient *waiting, int64_t begin, int64_t end,
                                   int64_t skip, double max, const float_exp_row *row, double softcap,
@@ -582,7 +582,7 @@ SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, 
 
 /* Sum of exp(x'_k - max) for k in [begin, end) but k = skip; with scratch not NULL, e_k = exp(x'_k -
  * max) is also stored in scratch[k] and, with a softcap, the slope dx'_k/dx_k in scratch[K + k].
- *   scratch   (2K) out or NULL
+ *   scratch   (K, with a softcap 2K) out or NULL
  *   x         (K)
  *   next_row  (K) the row to prefetch (row_to_prefetch), or NULL
  *   waiting   the previous row's gradient to write meanwhile (see pipelines_rows), or NULL
@@ -1000,8 +1000,8 @@ SPECIALISED void gradient_values(STORAGE *out, const SCRATCH *restrict scratch, 
 
 /* The gradient of one row over classes [begin, end). x is not read: grad may be the logits
  * (in-place). With streaming, the whole cache lines in the range are written past the caches (the
- * thread that wrote them calls stream_fence after its last chunk: a fence per row cost 10% at K =
- * 1000). */
+ * thread that wrote them calls stream_fence after its last chunk, cross_entropy_finish, or the
+ * split path's task after its segment: a fence per row cost 10% at K = 1000). */
 SPECIALISED void write_gradient_with(STORAGE *grad, const SCRATCH *restrict scratch, const row_target *target,
                                      int64_t argmax, gradient_factors factors, int64_t n_classes, int64_t begin,
                                      int64_t end, int with_softcap, int target_kind, int streaming,
@@ -1059,7 +1059,7 @@ struct waiting_gradient {
     gradient_factors factors;
     const call_constants *call;
     int64_t written; /* the classes before it are */
-    int half;        /* of the thread's scratch, that the next row takes */
+    int next_half;   /* the half of the thread's scratch that the next row takes */
 } __attribute__((aligned(CACHE_LINE))); /* one per thread, updated often: each on its own lines */
 
 /* The waiting gradient's classes up to until (all of them at K, else up to a cache line of grad
@@ -1194,7 +1194,7 @@ static void cross_entropy_row(STORAGE *grad, SCRATCH *scratch, waiting_gradient 
     const int64_t n_classes = params->n_classes;
     const STORAGE *x = logits + n * n_classes;
     STORAGE *g = grad ? grad + n * n_classes : NULL;
-    const int half = waiting ? waiting->half : 0;
+    const int half = waiting ? waiting->next_half : 0;
     scratch += half * scratch_half(n_classes);
     if (g && call->stream_gradient) scratch = scratch_in_line_with(scratch, g);
     double *z_term = result->row_z_loss ? &result->row_z_loss[n] : NULL;
@@ -1234,7 +1234,7 @@ static void cross_entropy_row(STORAGE *grad, SCRATCH *scratch, waiting_gradient 
         .factors = factors,
         .call = call,
         .written = 0,
-        .half = !half,
+        .next_half = !half,
     };
 }
 
@@ -1357,8 +1357,10 @@ static void cross_entropy_finish(void *context, int worker) {
     if (job->call.stream_gradient) stream_fence();
 }
 
-/* Rows are pipelined (waiting_gradient) when their gradient is streamed and their exps take
- * exp_float_runs or exp_double_runs, without a softcap (which takes the whole scratch). */
+/* Rows are pipelined (waiting_gradient) when their gradient is streamed, their exps take
+ * exp_float_runs or exp_double_runs, without a softcap (which takes the whole scratch), and they
+ * are longer than a part (shorter rows would wait for nothing: 65536x256 float32 out= was 5-8%
+ * slower pipelined, a review found). */
 #if FLOAT_EXP || defined(EXP8_ROWS)
 #define EXP_PASS_WRITES_WAITING 1
 #else
@@ -1366,7 +1368,8 @@ static void cross_entropy_finish(void *context, int worker) {
 #endif
 
 static int pipelines_rows(const call_constants *call, int with_scratch) {
-    return with_scratch && call->stream_gradient && EXP_PASS_WRITES_WAITING && call->softcap == 0;
+    return with_scratch && call->stream_gradient && EXP_PASS_WRITES_WAITING && call->softcap == 0 &&
+           call->n_classes > WAITING_STEP;
 }
 
 /* n_threads waiting gradients, none waiting; free() releases them */

@@ -5,8 +5,8 @@
  * A streaming store writes the whole line without reading it. Mixing normal and streaming stores
  * on one line is very slow (the line is written out twice), so callers stream whole lines only
  * and compute every value of a line before streaming it. Streaming stores are weakly ordered:
- * stream_fence() makes them visible before a row is reported done. Elsewhere than x86-64, plain
- * stores. */
+ * stream_fence() makes them visible before the thread reports its work done. Elsewhere than
+ * x86-64, plain stores. */
 #ifndef STREAM_STORE_H
 #define STREAM_STORE_H
 
