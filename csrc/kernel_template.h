@@ -281,12 +281,11 @@ static inline const STORAGE *row_to_prefetch(const STORAGE *row, int64_t n, int6
 
 /* Pipelined rows: a row's streamed gradient waits until the next row's exp pass, which writes it a
  * part every WAITING_STEP classes (exp_float_runs, exp_double_runs): the writes, bound by memory,
- * then overlap the exps, bound by arithmetic, where one row's passes took turns (float32 out=, A/B medians:
- * 256x128256 one thread 10.6 -> 9.9 ms, two 6.9 -> 6.6; 1024x32000 9.5 -> 9.1 and 6.9 -> 6.5; no
- * change at 1000 classes, which are written whole after the next row's exps; parts of 256 or 512
- * classes were slower, the call per part costing more than it saved). The two rows take the two
- * halves of the thread's scratch. Each thread writes what waits after its last chunk
- * (cross_entropy_finish). */
+ * then overlap the exps, bound by arithmetic, where one row's passes took turns (float32 out=, A/B
+ * medians: 256x128256 one thread 10.6 -> 9.9 ms, two 6.9 -> 6.6; 1024x32000 9.5 -> 9.1 and 6.9 ->
+ * 6.5; parts of 256 or 512 classes were slower, the call per part costing more than it saved; rows
+ * of one part or less are not pipelined, see pipelines_rows). The two rows take the two halves of
+ * the thread's scratch. Each thread writes what waits after its last chunk (cross_entropy_finish). */
 #define WAITING_STEP 2048
 typedef struct waiting_gradient waiting_gradient;
 static void write_waiting_gradient(waiting_gradient *waiting, int64_t until);
