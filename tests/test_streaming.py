@@ -81,6 +81,36 @@ def test_pipelined_rows_write_every_gradient_once(dtype, n_classes, num_threads)
     assert np.array_equal(out.view(bits), rows_in_small_calls(x, target, range(n_rows)).view(bits))
 
 
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_pipelined_lines_take_every_kind_of_row(num_threads):
+    """Float32 rows pipelined on AVX-512 have their whole lines streamed one per block of the next row's
+    exp pass, their first and last partial lines written plainly, and a row whose values take another
+    loop is written the general way. The class index at the argmax, in the first and the last line,
+    rows of several segments, weights, and rows whose upstream gradient takes the factors out of
+    float's range must all give the plain values."""
+    n_classes = 40_000  # two segments
+    n_rows = STREAM_MIN_BYTES // (4 * n_classes) + 4
+    rng = np.random.default_rng(2)
+    x = make_logits(rng, (n_rows, n_classes), np.float32)
+    target = make_index_target(rng, n_rows, n_classes)  # rows 0, 8, 16, ...: anywhere
+    target[1::8] = np.argmax(x[1::8], axis=1)
+    target[2::8], target[3::8] = 0, n_classes - 1  # in the partial first and last lines
+    target[4::8], target[5::8] = 11, n_classes - 6  # in the first and last whole lines (offset 5)
+    x[6::8, 17] = 30.0  # the argmax in a whole line, the index too
+    target[6::8] = 17
+    target[9] = -100
+    weight = rng.uniform(0.5, 2.0, n_classes).astype(np.float32)
+    grad_scale = rng.uniform(0.5, 2.0, n_rows)
+    grad_scale[7::8] = 1e39  # beyond float32: those rows are written the general way
+    options = dict(reduction="none", weight=weight)
+    out = misaligned_filled(x.shape, np.float32, offset=5)
+    softmax_ce_c.softmax_cross_entropy(x, target, out=out, grad_scale=grad_scale, num_threads=num_threads, **options)
+    want = np.stack([softmax_ce_c.softmax_cross_entropy(x[n:n + 1], target[n:n + 1], grad_scale=grad_scale[n:n + 1],
+                                                        **options)[1][0] for n in range(n_rows)])
+    assert np.isinf(want[7]).any() and np.isfinite(want[0]).all()
+    assert np.array_equal(out, want)
+
+
 def test_in_place_streams_over_the_logits():
     x, target = problem((1030, 4099), np.float32, probabilities=False)
     rows = range(1030)
