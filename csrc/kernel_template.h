@@ -292,9 +292,11 @@ static void write_waiting_gradient(waiting_gradient *waiting, int64_t until);
 
 /* Float32 on AVX-512 streams a waiting row's whole lines one per block of the next row's exp pass
  * instead (stream_next_line), where its gradient takes scaled_minus_values' loop (a class index
- * without smoothing, factors within float's range): the memory then takes a line at a time, not a
- * burst of 32 (Xeon 2 GHz, 8192x1000 one thread, a model of the passes: parts of 2048 classes 11.1
- * ms, of 256 9.5, a line per block 8.2, the copy 8.3), and rows of any length are pipelined. */
+ * without smoothing, factors within float's range): the memory then takes a line at a time, not
+ * bursts of 128 (a Xeon at 2 GHz, whose memory takes fewer lines at once than the Zen 5 that chose
+ * WAITING_STEP; out= A/B medians, one thread: 1024x32000 56.8 -> 45.4 ms, 256x128256 71.5 -> 66.1;
+ * two threads 37.6 -> 31.2, 39.1 -> 36.4). Rows of at most WAITING_STEP classes are not pipelined
+ * still: 8192x1000 pipelined line by line was 4% faster on one thread there, 5% slower on two. */
 #if defined(STORAGE_IS_FLOAT) && defined(__AVX512F__)
 #define LINES_IN_EXP_PASS 1
 #else
@@ -1123,16 +1125,16 @@ static streamed_lines lines_to_stream(const waiting_gradient *waiting) {
 
 static void lines_streamed_until(waiting_gradient *waiting, int64_t next) { waiting->written = next; }
 
-/* The lines of row gradient grad that the exp pass can stream (LINES_IN_EXP_PASS), from those of
- * waiting: its gradient's loop must be scaled_minus_values' with no constant, and its lines
- * streamed (grad aligned to its elements); else grad NULL */
+/* The whole lines of the waiting row's gradient that the exp pass can stream (LINES_IN_EXP_PASS):
+ * its values must be those of scaled_minus_values with no constant, and its lines streamed (its
+ * gradient aligned to its elements); else grad NULL */
 static streamed_lines lines_of_row(const waiting_gradient *waiting) {
 #if LINES_IN_EXP_PASS
     const row_target *target = &waiting->target;
     const gradient_factors factors = waiting->factors;
     STORAGE *grad = waiting->grad;
     const int64_t n_classes = waiting->call->n_classes;
-    if (!LINES_IN_EXP_PASS || waiting->call->softcap > 0 || target->prob || target->spread != 0 ||
+    if (waiting->call->softcap > 0 || target->prob || target->spread != 0 ||
         !factors_fit_float(factors) || (uintptr_t)grad % sizeof(STORAGE) != 0)
         return (streamed_lines){.grad = NULL};
     int64_t first = (int64_t)((CACHE_LINE - (uintptr_t)grad % CACHE_LINE) % CACHE_LINE / sizeof(STORAGE));
