@@ -290,17 +290,58 @@ static inline const STORAGE *row_to_prefetch(const STORAGE *row, int64_t n, int6
 typedef struct waiting_gradient waiting_gradient;
 static void write_waiting_gradient(waiting_gradient *waiting, int64_t until);
 
-/* Float32 on AVX-512 streams a waiting row's whole lines one per block of the next row's exp pass
- * instead (stream_next_line), where its gradient takes scaled_minus_values' loop (a class index
- * without smoothing, factors within float's range): the memory then takes a line at a time, not
- * bursts of 128 (a Xeon at 2 GHz, whose memory takes fewer lines at once than the Zen 5 that chose
- * WAITING_STEP; out= A/B medians, one thread: 1024x32000 56.8 -> 45.4 ms, 256x128256 71.5 -> 66.1;
- * two threads 37.6 -> 31.2, 39.1 -> 36.4). Rows of at most WAITING_STEP classes are not pipelined
- * still: 8192x1000 pipelined line by line was 4% faster on one thread there, 5% slower on two. */
-#if defined(STORAGE_IS_FLOAT) && defined(__AVX512F__)
+/* Float32 and float64 on AVX-512 stream a waiting row's whole lines instead, one per 64 bytes of the
+ * next row's exp pass (stream_next_line), where its gradient takes scaled_minus_values' loop (a
+ * class index, smoothed with the call's spread weights or none, factors within float's range; see
+ * lines_of_row): the memory then takes a line at a time, not bursts of 128 (a Xeon at 2 GHz, whose
+ * memory takes fewer lines at once than the Zen 5 that chose WAITING_STEP). out= A/B medians, one
+ * thread then two: float32 1024x32000 56.8 -> 45.4 ms, 37.6 -> 31.2; 256x128256 71.5 -> 66.1, 39.1
+ * -> 36.4; float64 1024x32000 189 -> 145, 102 -> 88; 256x128256 203 -> 166, 108 -> 92; float32 with
+ * label smoothing 0.1 1024x32000 62 -> 53, 39 -> 35; 256x128256 77 -> 58, 42 -> 34; the same with
+ * weights and an ignore_index 69 -> 59, 45 -> 39; 92 -> 81, 48 -> 40. Rows of fewer classes are
+ * pipelined too (see pipelines_rows). */
+#if (defined(STORAGE_IS_FLOAT) || defined(STORAGE_IS_DOUBLE)) && defined(__AVX512F__)
 #define LINES_IN_EXP_PASS 1
 #else
 #define LINES_IN_EXP_PASS 0
+#endif
+
+/* whether FLOAT_EXP types' float products can take a value (a gradient factor, a target term c_k
+ * t): beyond float's range it would turn a finite e * factor - c into inf, -inf or NaN; such rows
+ * are computed in double instead */
+SPECIALISED int fits_float(double value) { return !FLOAT_EXP || fabs(value) <= FLT_MAX; }
+
+/* e * factor rounded once to STORAGE. FLOAT_EXP types keep their exps in float, and with FMA the
+ * product stays in float too: factor split into two floats, e hi + e lo rounded once (the low part's
+ * own rounding is 2^-24 of a 2^-24 correction), as the double product rounded to float would be
+ * (bfloat16 then rounds that float: within its 1 ulp). */
+#if FLOAT_EXP && (defined(__FMA__) || defined(__aarch64__))
+typedef struct {
+    float hi, lo;
+} scaling;
+
+SPECIALISED scaling scaling_of(double factor) {
+    const float hi = (float)factor;
+    return (scaling){hi, (float)(factor - hi)};
+}
+
+SPECIALISED STORAGE scaled(SCRATCH e, scaling factor) { return STORE_FLOAT(VEXPF_FMA(e, factor.hi, e * factor.lo)); }
+
+/* e * factor - c: c's rounding to float and e lo - c's are within 2^-24 of c each, inside the
+ * gradient's bound of 8 eps (p_k T + c_k), for c within float's range (see fits_float) */
+SPECIALISED STORAGE scaled_minus(SCRATCH e, scaling factor, double c) {
+    return STORE_FLOAT(VEXPF_FMA(e, factor.hi, VEXPF_FMA(e, factor.lo, -(float)c)));
+}
+#else
+typedef struct {
+    double factor;
+} scaling;
+
+SPECIALISED scaling scaling_of(double factor) { return (scaling){factor}; }
+
+SPECIALISED STORAGE scaled(SCRATCH e, scaling factor) { return STORE(e * factor.factor); }
+
+SPECIALISED STORAGE scaled_minus(SCRATCH e, scaling factor, double c) { return STORE(e * factor.factor - c); }
 #endif
 
 /* The lines stream_next_line writes: what gradient_values computes from e for them */
@@ -310,13 +351,42 @@ typedef struct {
     int64_t next, end;    /* the next line, and the end of the whole lines */
     int64_t index;        /* the class index, whose value is at_index */
     int64_t argmax;       /* whose value is at_argmax */
-    float hi, lo;         /* the scaling of the probability factor */
-    float at_index, at_argmax;
+    scaling probability;
+    const SCRATCH *minus; /* c_k target (smoothing): minus[k], or where NULL minus_constant */
+    SCRATCH minus_constant;
+    STORAGE at_index, at_argmax;
 } streamed_lines;
 
 /* the waiting row's lines to stream (grad NULL if none), and after the exp pass the next line */
 static streamed_lines lines_to_stream(const waiting_gradient *waiting);
 static void lines_streamed_until(waiting_gradient *waiting, int64_t next);
+
+#if LINES_IN_EXP_PASS
+/* the next whole line of the waiting gradient, as gradient_values computes it (scaled_minus' e
+ * probability - c), with the class index's and then the argmax's own values */
+SPECIALISED void stream_next_line(streamed_lines *lines) {
+    enum { LINE = CACHE_LINE / sizeof(STORAGE) };
+    const int64_t k = lines->next;
+    if (k >= lines->end) return;
+    const uint64_t index_at = (uint64_t)(lines->index - k), argmax_at = (uint64_t)(lines->argmax - k);
+#ifdef STORAGE_IS_FLOAT
+    const __m512 e = _mm512_loadu_ps(lines->e + k);
+    const scaling p = lines->probability;
+    const __m512 c = lines->minus ? _mm512_loadu_ps(lines->minus + k) : _mm512_set1_ps(lines->minus_constant);
+    __m512 g = _mm512_fmadd_ps(e, _mm512_set1_ps(p.hi), _mm512_fmsub_ps(e, _mm512_set1_ps(p.lo), c));
+    if (index_at < LINE) g = _mm512_mask_mov_ps(g, (__mmask16)(1u << index_at), _mm512_set1_ps(lines->at_index));
+    if (argmax_at < LINE) g = _mm512_mask_mov_ps(g, (__mmask16)(1u << argmax_at), _mm512_set1_ps(lines->at_argmax));
+    _mm512_stream_ps(lines->grad + k, g);
+#else
+    const __m512d c = lines->minus ? _mm512_loadu_pd(lines->minus + k) : _mm512_set1_pd(lines->minus_constant);
+    __m512d g = _mm512_sub_pd(_mm512_mul_pd(_mm512_loadu_pd(lines->e + k), _mm512_set1_pd(lines->probability.factor)), c);
+    if (index_at < LINE) g = _mm512_mask_mov_pd(g, (__mmask8)(1u << index_at), _mm512_set1_pd(lines->at_index));
+    if (argmax_at < LINE) g = _mm512_mask_mov_pd(g, (__mmask8)(1u << argmax_at), _mm512_set1_pd(lines->at_argmax));
+    _mm512_stream_pd(lines->grad + k, g);
+#endif
+    lines->next = k + LINE;
+}
+#endif
 
 #include "smoothing_distance.h"
 
@@ -401,23 +471,6 @@ static inline __m512 capped_exp16(const double *capped, __m512d max) {
                               capped_exp8(_mm512_sub_pd(_mm512_loadu_pd(capped + 8), max)), 1);
 }
 
-#if LINES_IN_EXP_PASS
-/* the next whole line of the waiting gradient, as gradient_values computes it: scaled's e hi + e lo,
- * rounded once, with the class index's and then the argmax's own values */
-SPECIALISED void stream_next_line(streamed_lines *lines) {
-    const int64_t k = lines->next;
-    if (k >= lines->end) return;
-    const __m512 e = _mm512_loadu_ps(lines->e + k);
-    __m512 g = _mm512_fmadd_ps(e, _mm512_set1_ps(lines->hi), _mm512_mul_ps(e, _mm512_set1_ps(lines->lo)));
-    if ((uint64_t)(lines->index - k) < PARTIAL_SUMS)
-        g = _mm512_mask_mov_ps(g, (__mmask16)(1u << (lines->index - k)), _mm512_set1_ps(lines->at_index));
-    if ((uint64_t)(lines->argmax - k) < PARTIAL_SUMS)
-        g = _mm512_mask_mov_ps(g, (__mmask16)(1u << (lines->argmax - k)), _mm512_set1_ps(lines->at_argmax));
-    _mm512_stream_ps(lines->grad + k, g);
-    lines->next = k + PARTIAL_SUMS;
-}
-#endif
-
 /* lines (or NULL) takes a line per block */
 SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row,
                                int64_t count, int64_t skip, double max, const float_exp_row *row,
@@ -468,7 +521,7 @@ SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const 
                                int64_t count, int64_t skip, double max, const float_exp_row *row,
                                const double *capped, smoothing_sums *smoothing, const double *weight,
                                streamed_lines *lines, int store) {
-    (void)smoothing, (void)weight, (void)lines; /* NULL: FUSED_SMOOTHING and LINES_IN_EXP_PASS are 0 */
+    (void)smoothing, (void)weight, (void)lines; /* NULL: FLOAT_EXP types stream no lines without AVX-512 */
     float run[PARTIAL_SUMS] = {0.0f};
     for (int64_t k = 0; k < count; k += PARTIAL_SUMS) {
         if (next_row) prefetch_block(next_row + k);
@@ -549,13 +602,14 @@ typedef struct {
     __m512d sum[2], carry[2];
 } double_run_sums;
 
-/* count <= EXP8_RUN * PARTIAL_SUMS logits from x */
+/* count <= EXP8_RUN * PARTIAL_SUMS logits from x; lines (or NULL) takes a line per 8 exps */
 SPECIALISED void exp_double_run(double_run_sums *sums, double *restrict e, const double *x, const double *next_row,
-                                int64_t count, int64_t skip, const exp8_row *row, int store) {
+                                int64_t count, int64_t skip, const exp8_row *row, streamed_lines *lines, int store) {
     for (int half = 0; half < 2; half++) {
         __m512d lane_sum = _mm512_setzero_pd();
         for (int64_t k = half * 8; k < count; k += PARTIAL_SUMS) {
             if (next_row && half == 0) prefetch_block(next_row + k);
+            if (lines) stream_next_line(lines);
             /* lanes past the row's end: not read (a masked load does not fault), stored or summed */
             const __mmask8 valid = count - k >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (count - k)) - 1);
             const __m512d term = exp8_of_row(_mm512_maskz_loadu_pd(valid, x + k), row);
@@ -576,18 +630,22 @@ SPECIALISED double exp_double_runs(double *restrict e, const double *x, const do
                                    waiting_gradient *waiting, int64_t begin, int64_t end, int64_t skip,
                                    const exp8_row *row, int store) {
     double_run_sums sums = {{_mm512_setzero_pd(), _mm512_setzero_pd()}, {_mm512_setzero_pd(), _mm512_setzero_pd()}};
+    streamed_lines lines = waiting ? lines_to_stream(waiting) : (streamed_lines){.grad = NULL};
+    streamed_lines *lines_of = lines.grad ? &lines : NULL;
     const int64_t run = EXP8_RUN * PARTIAL_SUMS; /* runs, blocks, then what is left */
     int64_t k = begin;
     for (; k + run <= end; k += run) {
-        exp_double_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, run, skip - k, row, store);
-        if (waiting && (k + run) % WAITING_STEP == 0) write_waiting_gradient(waiting, k + run);
+        exp_double_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, run, skip - k, row, lines_of,
+                       store);
+        if (waiting && !lines_of && (k + run) % WAITING_STEP == 0) write_waiting_gradient(waiting, k + run);
     }
     for (; k + PARTIAL_SUMS <= end; k += PARTIAL_SUMS)
         exp_double_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, PARTIAL_SUMS, skip - k, row,
-                       store);
+                       lines_of, store);
     if (k < end)
         exp_double_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, end - k, skip - k, row,
-                       store);
+                       lines_of, store);
+    if (lines_of) lines_streamed_until(waiting, lines.next);
     partial_sums lanes;
     for (int half = 0; half < 2; half++) {
         _mm512_storeu_pd(lanes.sum + 8 * half, sums.sum[half]);
@@ -827,44 +885,6 @@ static target_sums sum_over_target(const row_target *target, const STORAGE *x, c
     return FOR_TARGET_ARRAYS(target, TARGET_SUMS);
 #undef TARGET_SUMS
 }
-
-/* whether FLOAT_EXP types' float products can take a value (a gradient factor, a target term c_k
- * t): beyond float's range it would turn a finite e * factor - c into inf, -inf or NaN; such rows
- * are computed in double instead */
-SPECIALISED int fits_float(double value) { return !FLOAT_EXP || fabs(value) <= FLT_MAX; }
-
-/* e * factor rounded once to STORAGE. FLOAT_EXP types keep their exps in float, and with FMA the
- * product stays in float too: factor split into two floats, e hi + e lo rounded once (the low part's
- * own rounding is 2^-24 of a 2^-24 correction), as the double product rounded to float would be
- * (bfloat16 then rounds that float: within its 1 ulp). */
-#if FLOAT_EXP && (defined(__FMA__) || defined(__aarch64__))
-typedef struct {
-    float hi, lo;
-} scaling;
-
-SPECIALISED scaling scaling_of(double factor) {
-    const float hi = (float)factor;
-    return (scaling){hi, (float)(factor - hi)};
-}
-
-SPECIALISED STORAGE scaled(SCRATCH e, scaling factor) { return STORE_FLOAT(VEXPF_FMA(e, factor.hi, e * factor.lo)); }
-
-/* e * factor - c: c's rounding to float and e lo - c's are within 2^-24 of c each, inside the
- * gradient's bound of 8 eps (p_k T + c_k), for c within float's range (see fits_float) */
-SPECIALISED STORAGE scaled_minus(SCRATCH e, scaling factor, double c) {
-    return STORE_FLOAT(VEXPF_FMA(e, factor.hi, VEXPF_FMA(e, factor.lo, -(float)c)));
-}
-#else
-typedef struct {
-    double factor;
-} scaling;
-
-SPECIALISED scaling scaling_of(double factor) { return (scaling){factor}; }
-
-SPECIALISED STORAGE scaled(SCRATCH e, scaling factor) { return STORE(e * factor.factor); }
-
-SPECIALISED STORAGE scaled_minus(SCRATCH e, scaling factor, double c) { return STORE(e * factor.factor - c); }
-#endif
 
 /* out[j] = scaled_minus(e[j], factor, c_j) for j < count, c_j = c[j], or c_constant where c is NULL
  * (with c_constant +0 that is scaled's value: e lo - +0 changes no bit; e lo - -0 turns -0 to +0).
@@ -1134,22 +1154,27 @@ static streamed_lines lines_of_row(const waiting_gradient *waiting) {
     const gradient_factors factors = waiting->factors;
     STORAGE *grad = waiting->grad;
     const int64_t n_classes = waiting->call->n_classes;
-    if (waiting->call->softcap > 0 || target->prob || target->spread != 0 ||
-        !factors_fit_float(factors) || (uintptr_t)grad % sizeof(STORAGE) != 0)
+    /* a smoothed row's c_k target: the call's spread weights, or without weights a constant */
+    const int smoothed = target->spread != 0;
+    const SCRATCH *minus = smoothed ? waiting->call->spread_weights : NULL;
+    const double minus_constant = smoothed && !minus ? target->spread * factors.target : 0.0;
+    if (waiting->call->softcap > 0 || target->prob || !factors_fit_float(factors) ||
+        (uintptr_t)grad % sizeof(STORAGE) != 0 ||
+        (smoothed && !minus && (target->weight || !fits_float(minus_constant))))
         return (streamed_lines){.grad = NULL};
     int64_t first = (int64_t)((CACHE_LINE - (uintptr_t)grad % CACHE_LINE) % CACHE_LINE / sizeof(STORAGE));
     first = first < n_classes ? first : n_classes;
-    const scaling probability = scaling_of(factors.probability);
-    const int64_t y = target->index;
+    const int64_t line = CACHE_LINE / sizeof(STORAGE), y = target->index;
     return (streamed_lines){
         .grad = grad,
         .e = waiting->scratch,
         .next = first,
-        .end = first + (n_classes - first) / PARTIAL_SUMS * PARTIAL_SUMS,
+        .end = first + (n_classes - first) / line * line,
         .index = y,
         .argmax = waiting->argmax,
-        .hi = probability.hi,
-        .lo = probability.lo,
+        .probability = scaling_of(factors.probability),
+        .minus = minus,
+        .minus_constant = (SCRATCH)minus_constant,
         .at_index = STORE(waiting->scratch[y] * factors.probability - coefficient(target, y) * factors.target),
         .at_argmax = STORE(factors.at_argmax),
     };
@@ -1460,16 +1485,22 @@ static void cross_entropy_finish(void *context, int worker) {
 /* Rows are pipelined (waiting_gradient) when their gradient is streamed, their exps take
  * exp_float_runs or exp_double_runs, without a softcap (which takes the whole scratch), and they
  * are longer than a part (shorter rows would wait for nothing: 65536x256 float32 out= was 5-8%
- * slower pipelined, a review found). */
+ * slower pipelined in parts, a review found) or, where lines are streamed (LINES_IN_EXP_PASS),
+ * than LINE_PIPELINE_CLASSES: allocating, A/B medians on the Xeon, one thread then two, float32
+ * 8192x1000 15.4 -> 13.0 ms, 9.2 -> 8.7; 4096x2000 14.1 -> 11.4, 9.3 -> 7.9; float64 8192x1000
+ * 34.6 -> 28.4, 20.1 -> 18.3; 65536x256 39.6 -> 36.9, 22.2 -> 20.1; but 131072x64 39.5 -> 43.4 on
+ * one thread. Rows whose lines are not streamed then wait one row (probability targets at
+ * 8192x1000: the same speed). */
 #if FLOAT_EXP || defined(EXP8_ROWS)
 #define EXP_PASS_WRITES_WAITING 1
 #else
 #define EXP_PASS_WRITES_WAITING 0
 #endif
+#define LINE_PIPELINE_CLASSES 128
 
 static int pipelines_rows(const call_constants *call, int with_scratch) {
     return with_scratch && call->stream_gradient && EXP_PASS_WRITES_WAITING && call->softcap == 0 &&
-           call->n_classes > WAITING_STEP;
+           call->n_classes > (LINES_IN_EXP_PASS ? LINE_PIPELINE_CLASSES : WAITING_STEP);
 }
 
 /* n_threads waiting gradients, none waiting; free() releases them */

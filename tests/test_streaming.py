@@ -81,33 +81,52 @@ def test_pipelined_rows_write_every_gradient_once(dtype, n_classes, num_threads)
     assert np.array_equal(out.view(bits), rows_in_small_calls(x, target, range(n_rows)).view(bits))
 
 
+LINE_OPTIONS = [pytest.param(dict(reduction="none", weight=True), id="weights"),
+                pytest.param(dict(label_smoothing=0.1, weight=True), id="smoothing-weights"),
+                pytest.param(dict(label_smoothing=0.1), id="smoothing"),
+                pytest.param(dict(reduction="none", label_smoothing=0.1, weight=True), id="smoothing-row-weights")]
+
+
 @pytest.mark.parametrize("num_threads", [1, 2])
-def test_pipelined_lines_take_every_kind_of_row(num_threads):
-    """Float32 rows pipelined on AVX-512 have their whole lines streamed one per block of the next row's
-    exp pass, their first and last partial lines written plainly, and a row whose values take another
-    loop is written the general way. The class index at the argmax, in the first and the last line,
-    rows of several segments, weights, and rows whose upstream gradient takes the factors out of
-    float's range must all give the plain values."""
-    n_classes = 40_000  # two segments
-    n_rows = STREAM_MIN_BYTES // (4 * n_classes) + 4
+@pytest.mark.parametrize("options", LINE_OPTIONS)
+@pytest.mark.parametrize("n_classes", [40_000, 200], ids=["two-segments", "short-rows"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pipelined_lines_take_every_kind_of_row(dtype, n_classes, options, num_threads):
+    """Float32 and float64 rows pipelined on AVX-512 have their whole lines streamed one per 64 bytes
+    of the next row's exp pass, their first and last partial lines written plainly, and a row whose
+    values take another loop is written the general way. The class index at the argmax, in the
+    first and the last line, rows of several segments or a few lines, weights, smoothing (with the
+    call's weights, none, or weights per row: not streamed) and (float32) rows whose upstream
+    gradient takes the factors out of float's range must all give the values of calls too small to
+    stream."""
+    itemsize = np.dtype(dtype).itemsize
+    n_rows = STREAM_MIN_BYTES // (itemsize * n_classes) + 4
+    line, offset = 64 // itemsize, 5
+    first = line - offset  # the first whole line's first class; the last whole line ends at K - 5
     rng = np.random.default_rng(2)
-    x = make_logits(rng, (n_rows, n_classes), np.float32)
+    x = make_logits(rng, (n_rows, n_classes), dtype)
     target = make_index_target(rng, n_rows, n_classes)  # rows 0, 8, 16, ...: anywhere
     target[1::8] = np.argmax(x[1::8], axis=1)
     target[2::8], target[3::8] = 0, n_classes - 1  # in the partial first and last lines
-    target[4::8], target[5::8] = 11, n_classes - 6  # in the first and last whole lines (offset 5)
-    x[6::8, 17] = 30.0  # the argmax in a whole line, the index too
-    target[6::8] = 17
+    target[4::8], target[5::8] = first, n_classes - 6  # in the first and last whole lines
+    x[6::8, first + line + 1] = 30.0  # the argmax in a whole line, the index too
+    target[6::8] = first + line + 1
     target[9] = -100
-    weight = rng.uniform(0.5, 2.0, n_classes).astype(np.float32)
+    options = dict(options, reduction=options.get("reduction", "sum"))
+    if options.pop("weight", False):
+        options["weight"] = rng.uniform(0.5, 2.0, n_classes).astype(dtype)
+    per_row = options["reduction"] == "none"
     grad_scale = rng.uniform(0.5, 2.0, n_rows)
     grad_scale[7::8] = 1e39  # beyond float32: those rows are written the general way
-    options = dict(reduction="none", weight=weight)
-    out = misaligned_filled(x.shape, np.float32, offset=5)
-    softmax_ce_c.softmax_cross_entropy(x, target, out=out, grad_scale=grad_scale, num_threads=num_threads, **options)
-    want = np.stack([softmax_ce_c.softmax_cross_entropy(x[n:n + 1], target[n:n + 1], grad_scale=grad_scale[n:n + 1],
-                                                        **options)[1][0] for n in range(n_rows)])
-    assert np.isinf(want[7]).any() and np.isfinite(want[0]).all()
+    scale_of_rows = (lambda rows: grad_scale[rows]) if per_row else (lambda rows: 0.75)
+    out = misaligned_filled(x.shape, dtype, offset=offset)
+    softmax_ce_c.softmax_cross_entropy(x, target, out=out, grad_scale=scale_of_rows(slice(None)),
+                                       num_threads=num_threads, **options)
+    rows_per_call = max(1, STREAM_MIN_BYTES // 2 // (itemsize * n_classes))
+    want = np.concatenate([softmax_ce_c.softmax_cross_entropy(x[rows], target[rows], grad_scale=scale_of_rows(rows),
+                                                              **options)[1]
+                           for rows in (slice(n, n + rows_per_call) for n in range(0, n_rows, rows_per_call))])
+    assert np.isinf(want[7]).any() == (per_row and dtype == np.float32) and np.isfinite(want[0]).all()
     assert np.array_equal(out, want)
 
 
