@@ -378,8 +378,9 @@ SPECIALISED void stream_next_line(streamed_lines *lines) {
     if (argmax_at < LINE) g = _mm512_mask_mov_ps(g, (__mmask16)(1u << argmax_at), _mm512_set1_ps(lines->at_argmax));
     _mm512_stream_ps(lines->grad + k, g);
 #else
+    const __m512d e = _mm512_loadu_pd(lines->e + k);
     const __m512d c = lines->minus ? _mm512_loadu_pd(lines->minus + k) : _mm512_set1_pd(lines->minus_constant);
-    __m512d g = _mm512_sub_pd(_mm512_mul_pd(_mm512_loadu_pd(lines->e + k), _mm512_set1_pd(lines->probability.factor)), c);
+    __m512d g = _mm512_sub_pd(_mm512_mul_pd(e, _mm512_set1_pd(lines->probability.factor)), c);
     if (index_at < LINE) g = _mm512_mask_mov_pd(g, (__mmask8)(1u << index_at), _mm512_set1_pd(lines->at_index));
     if (argmax_at < LINE) g = _mm512_mask_mov_pd(g, (__mmask8)(1u << argmax_at), _mm512_set1_pd(lines->at_argmax));
     _mm512_stream_pd(lines->grad + k, g);
