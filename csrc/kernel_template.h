@@ -284,8 +284,9 @@ static inline const STORAGE *row_to_prefetch(const STORAGE *row, int64_t n, int6
  * then overlap the exps, bound by arithmetic, where one row's passes took turns (float32 out=, A/B
  * medians: 256x128256 one thread 10.6 -> 9.9 ms, two 6.9 -> 6.6; 1024x32000 9.5 -> 9.1 and 6.9 ->
  * 6.5; parts of 256 or 512 classes were slower, the call per part costing more than it saved; rows
- * of one part or less are not pipelined, see pipelines_rows). The two rows take the two halves of
- * the thread's scratch. Each thread writes what waits after its last chunk (cross_entropy_finish). */
+ * of one part or less are pipelined only where lines are streamed, see pipelines_rows). The two
+ * rows take the two halves of the thread's scratch. Each thread writes what waits after its last
+ * chunk (cross_entropy_finish). */
 #define WAITING_STEP 2048
 typedef struct waiting_gradient waiting_gradient;
 static void write_waiting_gradient(waiting_gradient *waiting, int64_t until);
@@ -1147,8 +1148,8 @@ static streamed_lines lines_to_stream(const waiting_gradient *waiting) {
 static void lines_streamed_until(waiting_gradient *waiting, int64_t next) { waiting->written = next; }
 
 /* The whole lines of the waiting row's gradient that the exp pass can stream (LINES_IN_EXP_PASS):
- * its values must be those of scaled_minus_values with no constant, and its lines streamed (its
- * gradient aligned to its elements); else grad NULL */
+ * its values must be those of scaled_minus_values (c_k t none, the call's spread weights or one
+ * constant), and its lines streamed (its gradient aligned to its elements); else grad NULL */
 static streamed_lines lines_of_row(const waiting_gradient *waiting) {
 #if LINES_IN_EXP_PASS
     const row_target *target = &waiting->target;

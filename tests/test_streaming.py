@@ -96,9 +96,9 @@ def test_pipelined_lines_take_every_kind_of_row(dtype, n_classes, options, num_t
     of the next row's exp pass, their first and last partial lines written plainly, and a row whose
     values take another loop is written the general way. The class index at the argmax, in the
     first and the last line, rows of several segments or a few lines, weights, smoothing (with the
-    call's weights, none, or weights per row: not streamed) and (float32) rows whose upstream
-    gradient takes the factors out of float's range must all give the values of calls too small to
-    stream."""
+    call's weights, none, or weights per row: not streamed), negative upstream gradients (signed
+    zeros) and (float32) rows whose upstream gradient takes the factors out of float's range must
+    all give the bits of calls too small to stream."""
     itemsize = np.dtype(dtype).itemsize
     n_rows = STREAM_MIN_BYTES // (itemsize * n_classes) + 4
     line, offset = 64 // itemsize, 5
@@ -111,6 +111,7 @@ def test_pipelined_lines_take_every_kind_of_row(dtype, n_classes, options, num_t
     target[4::8], target[5::8] = first, n_classes - 6  # in the first and last whole lines
     x[6::8, first + line + 1] = 30.0  # the argmax in a whole line, the index too
     target[6::8] = first + line + 1
+    x[3::8, 20:60] = -np.inf  # exps of 0: with a negative upstream gradient, gradients of -0
     target[9] = -100
     options = dict(options, reduction=options.get("reduction", "sum"))
     if options.pop("weight", False):
@@ -118,7 +119,8 @@ def test_pipelined_lines_take_every_kind_of_row(dtype, n_classes, options, num_t
     per_row = options["reduction"] == "none"
     grad_scale = rng.uniform(0.5, 2.0, n_rows)
     grad_scale[7::8] = 1e39  # beyond float32: those rows are written the general way
-    scale_of_rows = (lambda rows: grad_scale[rows]) if per_row else (lambda rows: 0.75)
+    grad_scale[3::8] = -1.25
+    scale_of_rows = (lambda rows: grad_scale[rows]) if per_row else (lambda rows: -0.75)
     out = misaligned_filled(x.shape, dtype, offset=offset)
     softmax_ce_c.softmax_cross_entropy(x, target, out=out, grad_scale=scale_of_rows(slice(None)),
                                        num_threads=num_threads, **options)
@@ -127,7 +129,9 @@ def test_pipelined_lines_take_every_kind_of_row(dtype, n_classes, options, num_t
                                                               **options)[1]
                            for rows in (slice(n, n + rows_per_call) for n in range(0, n_rows, rows_per_call))])
     assert np.isinf(want[7]).any() == (per_row and dtype == np.float32) and np.isfinite(want[0]).all()
-    assert np.array_equal(out, want)
+    assert np.signbit(want[3, 20:60]).all() == (not options.get("label_smoothing"))  # -0, not +0
+    bits = f"u{itemsize}"  # signed zeros too
+    assert np.array_equal(out.view(bits), want.view(bits))
 
 
 def test_in_place_streams_over_the_logits():
