@@ -300,7 +300,9 @@ static void write_waiting_gradient(waiting_gradient *waiting, int64_t until);
  * -> 36.4; float64 1024x32000 189 -> 145, 102 -> 88; 256x128256 203 -> 166, 108 -> 92; float32 with
  * label smoothing 0.1 1024x32000 62 -> 53, 39 -> 35; 256x128256 77 -> 58, 42 -> 34; the same with
  * weights and an ignore_index 69 -> 59, 45 -> 39; 92 -> 81, 48 -> 40. Rows of fewer classes are
- * pipelined too (see pipelines_rows). */
+ * pipelined too (see pipelines_rows). bfloat16 lines streamed so (a line from two vectors of exps,
+ * or half a line per vector) were slower on that Xeon (out=, 256x128256 one thread 68-76 -> 91-92
+ * ms, two 38-42 -> 47-48; 1024x32000 alike): its rows keep the parts of WAITING_STEP. */
 #if (defined(STORAGE_IS_FLOAT) || defined(STORAGE_IS_DOUBLE)) && defined(__AVX512F__)
 #define LINES_IN_EXP_PASS 1
 #else
@@ -362,11 +364,12 @@ typedef struct {
 static streamed_lines lines_to_stream(const waiting_gradient *waiting);
 static void lines_streamed_until(waiting_gradient *waiting, int64_t next);
 
+enum { LINE = CACHE_LINE / sizeof(STORAGE) }; /* the elements of a cache line of grad */
+
 #if LINES_IN_EXP_PASS
 /* the next whole line of the waiting gradient, as gradient_values computes it (scaled_minus' e
  * probability - c), with the class index's and then the argmax's own values */
 SPECIALISED void stream_next_line(streamed_lines *lines) {
-    enum { LINE = CACHE_LINE / sizeof(STORAGE) };
     const int64_t k = lines->next;
     if (k >= lines->end) return;
     const uint64_t index_at = (uint64_t)(lines->index - k), argmax_at = (uint64_t)(lines->argmax - k);
@@ -1028,6 +1031,13 @@ SPECIALISED void any_target_values(STORAGE *out, const SCRATCH *restrict e, cons
     }
 }
 
+/* The gradient at a class index without a softcap, from the row's exps (scratch): patched over the
+ * values of the loops for any class (gradient_values, stream_next_line's lines) */
+static inline STORAGE gradient_at_index(const SCRATCH *scratch, const row_target *target, gradient_factors factors) {
+    const int64_t y = target->index;
+    return STORE(scratch[y] * factors.probability - coefficient(target, y) * factors.target);
+}
+
 /* The gradient of a row over [k, k + count) into out, from what compute_row_stats stored in
  * scratch; spread_weights: the call's w_j spread target (see call_constants), or NULL. */
 SPECIALISED void gradient_values(STORAGE *out, const SCRATCH *restrict scratch, const row_target *target,
@@ -1060,7 +1070,7 @@ SPECIALISED void gradient_values(STORAGE *out, const SCRATCH *restrict scratch, 
         if (!fits) /* the general loop, in double */
             FOR_TARGET_ARRAYS(target, ANY_TARGET_VALUES);
         const int64_t y = target->index;
-        if (y >= k && y < k + count) out[y - k] = STORE(e[y - k] * factors.probability - coefficient(target, y) * factors.target);
+        if (y >= k && y < k + count) out[y - k] = gradient_at_index(scratch, target, factors);
     } else {
         FOR_TARGET_ARRAYS(target, ANY_TARGET_VALUES);
     }
@@ -1082,7 +1092,6 @@ SPECIALISED void write_gradient_with(STORAGE *grad, const SCRATCH *restrict scra
                                      int64_t argmax, gradient_factors factors, int64_t n_classes, int64_t begin,
                                      int64_t end, int with_softcap, int target_kind, int streaming,
                                      const SCRATCH *spread_weights) {
-    enum { LINE = CACHE_LINE / sizeof(STORAGE) };
     int64_t k = begin;
     if (streaming) {
         int64_t aligned = k; /* the first whole line; none if grad is not aligned to its elements */
@@ -1149,7 +1158,10 @@ static void lines_streamed_until(waiting_gradient *waiting, int64_t next) { wait
 
 /* The whole lines of the waiting row's gradient that the exp pass can stream (LINES_IN_EXP_PASS):
  * its values must be those of scaled_minus_values (c_k t none, the call's spread weights or one
- * constant), and its lines streamed (its gradient aligned to its elements); else grad NULL */
+ * constant), bit for bit, and its lines streamed (its gradient aligned to its elements); else grad
+ * NULL. Not a row of NaN factors (no finite logit; fits_float rejects them for FLOAT_EXP types): a
+ * product of two NaNs is the one the compiler puts first, and gradient_values' loops may put the
+ * other (float64's streamed lines gave -NaN where the row's small call gave +NaN). */
 static streamed_lines lines_of_row(const waiting_gradient *waiting) {
 #if LINES_IN_EXP_PASS
     const row_target *target = &waiting->target;
@@ -1161,23 +1173,23 @@ static streamed_lines lines_of_row(const waiting_gradient *waiting) {
     const SCRATCH *minus = smoothed ? waiting->call->spread_weights : NULL;
     const double minus_constant = smoothed && !minus ? target->spread * factors.target : 0.0;
     if (waiting->call->softcap > 0 || target->prob || !factors_fit_float(factors) ||
-        (uintptr_t)grad % sizeof(STORAGE) != 0 ||
+        isnan(factors.probability) || isnan(factors.target) || (uintptr_t)grad % sizeof(STORAGE) != 0 ||
         (smoothed && !minus && (target->weight || !fits_float(minus_constant))))
         return (streamed_lines){.grad = NULL};
     int64_t first = (int64_t)((CACHE_LINE - (uintptr_t)grad % CACHE_LINE) % CACHE_LINE / sizeof(STORAGE));
     first = first < n_classes ? first : n_classes;
-    const int64_t line = CACHE_LINE / sizeof(STORAGE), y = target->index;
+    const int64_t y = target->index;
     return (streamed_lines){
         .grad = grad,
         .e = waiting->scratch,
         .next = first,
-        .end = first + (n_classes - first) / line * line,
+        .end = first + (n_classes - first) / LINE * LINE,
         .index = y,
         .argmax = waiting->argmax,
         .probability = scaling_of(factors.probability),
         .minus = minus,
         .minus_constant = (SCRATCH)minus_constant,
-        .at_index = STORE(waiting->scratch[y] * factors.probability - coefficient(target, y) * factors.target),
+        .at_index = gradient_at_index(waiting->scratch, target, factors),
         .at_argmax = STORE(factors.at_argmax),
     };
 #else

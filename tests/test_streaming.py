@@ -97,8 +97,8 @@ def test_pipelined_lines_take_every_kind_of_row(dtype, n_classes, options, num_t
     values take another loop is written the general way. The class index at the argmax, in the
     first and the last line, rows of several segments or a few lines, weights, smoothing (with the
     call's weights, none, or weights per row: not streamed), negative upstream gradients (signed
-    zeros) and (float32) rows whose upstream gradient takes the factors out of float's range must
-    all give the bits of calls too small to stream."""
+    zeros), a row of no finite logit (NaN, not streamed) and (float32) rows whose upstream gradient
+    takes the factors out of float's range must all give the bits of calls too small to stream."""
     itemsize = np.dtype(dtype).itemsize
     n_rows = STREAM_MIN_BYTES // (itemsize * n_classes) + 4
     line, offset = 64 // itemsize, 5
@@ -112,6 +112,7 @@ def test_pipelined_lines_take_every_kind_of_row(dtype, n_classes, options, num_t
     x[6::8, first + line + 1] = 30.0  # the argmax in a whole line, the index too
     target[6::8] = first + line + 1
     x[3::8, 20:60] = -np.inf  # exps of 0: with a negative upstream gradient, gradients of -0
+    x[10] = -np.inf  # no finite logit: a gradient of NaN, whose sign bit must not depend on the path
     target[9] = -100
     options = dict(options, reduction=options.get("reduction", "sum"))
     if options.pop("weight", False):
