@@ -30,10 +30,16 @@ def misaligned_filled(shape, dtype, offset):
     return array
 
 
-def rows_in_small_calls(x, target, rows, **options):
-    """The gradient of the given rows, each from a call far below the streaming size."""
-    return np.stack([softmax_ce_c.softmax_cross_entropy(x[n:n + 1], target[n:n + 1], reduction="sum", **options)[1][0]
-                     for n in rows])
+def rows_in_small_calls(x, target, rows, rows_per_call=1, grad_scale=1.0, **options):
+    """The gradient of the given rows, from calls of rows_per_call of them at a time, each far below
+    the streaming size (reduction "sum" unless options say otherwise). grad_scale: a scalar, or for
+    reduction "none" one per row of x."""
+    rows = np.asarray(rows)
+    options.setdefault("reduction", "sum")
+    calls = (rows[n:n + rows_per_call] for n in range(0, len(rows), rows_per_call))
+    return np.concatenate([softmax_ce_c.softmax_cross_entropy(
+        x[part], target[part], grad_scale=grad_scale if np.ndim(grad_scale) == 0 else grad_scale[part], **options)[1]
+        for part in calls])
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=["plain", "smoothing", "softcap", "probabilities"])
@@ -121,14 +127,12 @@ def test_pipelined_lines_take_every_kind_of_row(dtype, n_classes, options, num_t
     grad_scale = rng.uniform(0.5, 2.0, n_rows)
     grad_scale[7::8] = 1e39  # beyond float32: those rows are written the general way
     grad_scale[3::8] = -1.25
-    scale_of_rows = (lambda rows: grad_scale[rows]) if per_row else (lambda rows: -0.75)
+    if not per_row:
+        grad_scale = -0.75
     out = misaligned_filled(x.shape, dtype, offset=offset)
-    softmax_ce_c.softmax_cross_entropy(x, target, out=out, grad_scale=scale_of_rows(slice(None)),
-                                       num_threads=num_threads, **options)
-    rows_per_call = max(1, STREAM_MIN_BYTES // 2 // (itemsize * n_classes))
-    want = np.concatenate([softmax_ce_c.softmax_cross_entropy(x[rows], target[rows], grad_scale=scale_of_rows(rows),
-                                                              **options)[1]
-                           for rows in (slice(n, n + rows_per_call) for n in range(0, n_rows, rows_per_call))])
+    softmax_ce_c.softmax_cross_entropy(x, target, out=out, grad_scale=grad_scale, num_threads=num_threads, **options)
+    want = rows_in_small_calls(x, target, range(n_rows), STREAM_MIN_BYTES // 2 // (itemsize * n_classes),
+                               grad_scale, **options)
     assert np.isinf(want[7]).any() == (per_row and dtype == np.float32) and np.isfinite(want[0]).all()
     assert np.signbit(want[3, 20:60]).all() == (not options.get("label_smoothing"))  # -0, not +0
     bits = f"u{itemsize}"  # signed zeros too
