@@ -7,22 +7,38 @@
  * softcap only (x' = x). The exp pass of float32 and bfloat16 logits on AVX-512 takes the same sums
  * in the same order as it goes (FUSED_SMOOTHING; the split path still takes them here): a second
  * read of the row saved, 5-7% of 256x128256 with label smoothing; rows of 1000 classes, read from
- * L1 either way, measured no faster. */
+ * L1 either way, measured no faster. There the weights are read as floats when every one is a float
+ * exactly (class_weights.narrow): the same doubles, half the bytes. */
+
+/* The class weights the smoothing sums read, from some class on: narrow, the weights as floats, or
+ * else wide, the doubles; both NULL without weights */
+typedef struct {
+    const double *wide;
+    const float *narrow;
+} class_weights;
+
+/* the weights from class k on */
+static inline class_weights weights_from(class_weights weights, int64_t k) {
+    return (class_weights){weights.wide ? weights.wide + k : NULL, weights.narrow ? weights.narrow + k : NULL};
+}
 
 #if defined(LOAD_16_AS_FLOATS_MASKED) && defined(__AVX512F__) /* float-like logits */
 /* the terms of 16 logits from x (lanes past the row's end: 0, and not read: a masked load does not
  * fault), added to sums (lanes 0-7 and 8-15) */
-static inline void add_smoothing_block(__m512d sums[2], const double *weight, const STORAGE *x, int64_t left,
+static inline void add_smoothing_block(__m512d sums[2], class_weights weights, const STORAGE *x, int64_t left,
                                        __m512d max) {
     const __m512d zero = _mm512_setzero_pd();
     const __mmask16 valid = left >= PARTIAL_SUMS ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
     const __m512 logits = LOAD_16_AS_FLOATS_MASKED(valid, x);
     __m512d d[2] = {_mm512_sub_pd(max, _mm512_cvtps_pd(_mm512_castps512_ps256(logits))),
                     _mm512_sub_pd(max, _mm512_cvtps_pd(_mm512_extractf32x8_ps(logits, 1)))};
+    const __m512 narrow = weights.narrow ? _mm512_maskz_loadu_ps(valid, weights.narrow) : _mm512_setzero_ps();
     for (int half = 0; half < 2; half++) {
         const __mmask8 lanes = (__mmask8)(valid >> (8 * half));
-        if (weight) { /* w != 0 is true for a NaN weight, as _CMP_NEQ_UQ */
-            const __m512d w = _mm512_maskz_loadu_pd(lanes, weight + 8 * half);
+        if (weights.wide || weights.narrow) { /* w != 0 is true for a NaN weight, as _CMP_NEQ_UQ */
+            const __m512d w = weights.narrow ? _mm512_cvtps_pd(half ? _mm512_extractf32x8_ps(narrow, 1)
+                                                                    : _mm512_castps512_ps256(narrow))
+                                             : _mm512_maskz_loadu_pd(lanes, weights.wide + 8 * half);
             d[half] = _mm512_maskz_mul_pd(_mm512_cmp_pd_mask(w, zero, _CMP_NEQ_UQ), w, d[half]);
         }
         sums[half] = _mm512_mask_add_pd(sums[half], lanes, sums[half], d[half]);
@@ -43,9 +59,9 @@ typedef struct {
 
 /* the block of 16 logits at x, class k of the row (k a multiple of 16, left of them in the row),
  * added to its sums */
-static inline void add_smoothing_block_at(smoothing_sums *sums, const double *weight, const STORAGE *x, int64_t k,
+static inline void add_smoothing_block_at(smoothing_sums *sums, class_weights weights, const STORAGE *x, int64_t k,
                                           int64_t left, __m512d max) {
-    add_smoothing_block((k / PARTIAL_SUMS) % 2 ? sums->odd : sums->even, weight ? weight + k : NULL, x, left, max);
+    add_smoothing_block((k / PARTIAL_SUMS) % 2 ? sums->odd : sums->even, weights_from(weights, k), x, left, max);
 }
 
 static double smoothing_total(const smoothing_sums *sums) {
@@ -57,13 +73,14 @@ static double smoothing_total(const smoothing_sums *sums) {
 
 SPECIALISED double smoothing_distance_of(const double *weight, const STORAGE *x, int64_t n_classes, double max) {
     const __m512d m = _mm512_set1_pd(max);
+    const class_weights weights = {weight, NULL};
     smoothing_sums sums = SMOOTHING_SUMS_ZERO;
     int64_t k = 0;
     for (; k + 2 * PARTIAL_SUMS <= n_classes; k += 2 * PARTIAL_SUMS) {
-        add_smoothing_block(sums.even, weight ? weight + k : NULL, x + k, PARTIAL_SUMS, m);
-        add_smoothing_block(sums.odd, weight ? weight + k + PARTIAL_SUMS : NULL, x + k + PARTIAL_SUMS, PARTIAL_SUMS, m);
+        add_smoothing_block(sums.even, weights_from(weights, k), x + k, PARTIAL_SUMS, m);
+        add_smoothing_block(sums.odd, weights_from(weights, k + PARTIAL_SUMS), x + k + PARTIAL_SUMS, PARTIAL_SUMS, m);
     }
-    for (; k < n_classes; k += PARTIAL_SUMS) add_smoothing_block_at(&sums, weight, x + k, k, n_classes - k, m);
+    for (; k < n_classes; k += PARTIAL_SUMS) add_smoothing_block_at(&sums, weights, x + k, k, n_classes - k, m);
     return smoothing_total(&sums);
 }
 #else

@@ -64,12 +64,18 @@ def test_sharing_out_the_classes_of_a_row_gives_bitwise_the_same_answer(shape, d
 def test_label_smoothing_gives_the_same_answer_when_a_rows_classes_are_shared_out(shape, dtype_name):
     """Without a softcap the row path of float32 and bfloat16 takes label smoothing's sum
     sum_k w_k (max - x_k) in its exp pass, the split path in a pass of its own (smoothing_distance.h),
-    the same sums in the same order: finite logits, so that the losses show them."""
+    the same sums in the same order: finite logits, so that the losses show them. The exp pass reads
+    weights that are all floats exactly as floats, the split path as doubles; zero weights add nothing."""
     dtype = np.dtype(pytest.importorskip("ml_dtypes").bfloat16) if dtype_name == "bfloat16" else np.dtype(dtype_name)
     rng = np.random.default_rng(3)
     x = (3.0 * rng.standard_normal(shape)).astype(dtype)
     index = make_index_target(rng, shape[0], shape[1])
-    for options in (dict(label_smoothing=0.1), dict(label_smoothing=0.1, weight=rng.uniform(0.0, 2.0, shape[1]))):
+    weight = rng.uniform(0.0, 2.0, shape[1])
+    weight[5::7] = 0.0
+    float_weight = weight.astype(np.float32)
+    assert not np.array_equal(float_weight, weight)
+    for options in (dict(label_smoothing=0.1), dict(label_smoothing=0.1, weight=weight),
+                    dict(label_smoothing=0.1, weight=float_weight)):
         want_loss, want_grad = softmax_ce_c.softmax_cross_entropy(x, index, reduction="none", num_threads=1,
                                                                   **options)
         assert np.all(np.isfinite(want_loss))
