@@ -1,7 +1,8 @@
-"""A gradient of 16 MiB or more is written with streaming stores (whole cache lines past the caches,
-the edges of each row with plain stores). The values must be bitwise those of a small call, which
-writes plainly: rows are independent, so the big call's rows are checked against the same rows
-computed a few at a time, with every alignment of the output and every kind of row."""
+"""A gradient (or a softmax or log_softmax output) of 16 MiB or more is written with streaming stores
+(whole cache lines past the caches, the edges of each row with plain stores). The values must be
+bitwise those of a small call, which writes plainly: rows are independent, so the big call's rows are
+checked against the same rows computed a few at a time, with every alignment of the output and every
+kind of row."""
 import numpy as np
 import pytest
 
@@ -146,3 +147,19 @@ def test_in_place_streams_over_the_logits():
     _, grad = softmax_ce_c.softmax_cross_entropy(x, target, reduction="sum", inplace=True)
     assert grad is x or np.shares_memory(grad, x)
     assert np.array_equal(grad[rows], want, equal_nan=True)
+
+
+@pytest.mark.parametrize("function", [softmax_ce_c.softmax, softmax_ce_c.log_softmax])
+@pytest.mark.parametrize("n_classes", [4099, 64], ids=["rows-across-lines", "rows-on-lines"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+def test_streamed_row_outputs_are_bitwise_the_plain_ones(dtype, n_classes, function):
+    """softmax and log_softmax outputs of 16 MiB or more are streamed as the gradient is: every
+    element of every row must be the one calls too small to stream write."""
+    dtype = np.dtype(pytest.importorskip("ml_dtypes").bfloat16 if dtype == "bfloat16" else dtype)
+    n_rows = STREAM_MIN_BYTES // (dtype.itemsize * n_classes) + 3
+    x = make_logits(np.random.default_rng(4), (n_rows, n_classes), dtype, "special")
+    got = function(x, num_threads=2)
+    rows_per_call = n_rows // 3
+    want = np.concatenate([function(x[n:n + rows_per_call]) for n in range(0, n_rows, rows_per_call)])
+    bits = f"u{dtype.itemsize}"  # NaN rows compare by their bits
+    assert np.array_equal(got.view(bits), want.view(bits))
