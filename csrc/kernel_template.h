@@ -165,6 +165,16 @@ typedef struct {
     int64_t index; /* the first index holding it; 0 when no x is larger than -inf */
 } logit_max;
 
+/* The classes before the first address in x that is a multiple of a vector of lanes logits (0 if x
+ * is not aligned to its elements): fewer than lanes, so a row's first vector covers them. The row max
+ * takes its vectors from there, as it may (the max does not depend on the order the logits are
+ * taken in, nor on taking some twice): NumPy's large arrays start 16 bytes past a cache line, and a
+ * load split over two lines costs two. */
+static inline int64_t classes_before_aligned(const STORAGE *x, int lanes) {
+    const uintptr_t address = (uintptr_t)x, vector = (uintptr_t)lanes * sizeof(STORAGE);
+    return address % sizeof(STORAGE) ? 0 : (int64_t)((vector - address % vector) % vector / sizeof(STORAGE));
+}
+
 #if defined(__AVX512F__) || defined(__AVX2__)
 #define VECTOR_ROW_MAX 1
 #ifdef LOAD_16_AS_FLOATS

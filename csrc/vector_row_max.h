@@ -111,7 +111,8 @@ static inline unsigned lanes_equal(floats16 x, floats16 value) {
 static logit_max vector_row_max(const STORAGE *x, int64_t n_classes) {
     floats16 chains[CHAINS];
     for (int c = 0; c < CHAINS; c++) chains[c] = all_lanes(-INFINITY);
-    int64_t k = 0;
+    int64_t k = classes_before_aligned(x, 16); /* see classes_before_aligned */
+    if (k > 0) chains[0] = larger_of(LOAD_16_AS_FLOATS(x), chains[0]);
     for (; k + 16 * CHAINS <= n_classes; k += 16 * CHAINS)
         for (int c = 0; c < CHAINS; c++) chains[c] = larger_of(LOAD_16_AS_FLOATS(x + k + 16 * c), chains[c]);
     for (; k + 16 <= n_classes; k += 16) chains[0] = larger_of(LOAD_16_AS_FLOATS(x + k), chains[0]);

@@ -45,7 +45,8 @@ static inline unsigned lanes_equal(doubles x, doubles value) {
 static logit_max vector_row_max(const double *x, int64_t n_classes) {
     doubles chains[CHAINS];
     for (int c = 0; c < CHAINS; c++) chains[c] = all_lanes(-INFINITY);
-    int64_t k = 0;
+    int64_t k = classes_before_aligned(x, DOUBLE_LANES); /* see classes_before_aligned */
+    if (k > 0) chains[0] = larger_of(load_doubles(x), chains[0]);
     for (; k + CHAINS * DOUBLE_LANES <= n_classes; k += CHAINS * DOUBLE_LANES)
         for (int c = 0; c < CHAINS; c++) chains[c] = larger_of(load_doubles(x + k + c * DOUBLE_LANES), chains[c]);
     for (; k + DOUBLE_LANES <= n_classes; k += DOUBLE_LANES) chains[0] = larger_of(load_doubles(x + k), chains[0]);

@@ -114,6 +114,15 @@ def make_prob_target(rng, shape, dtype, axis=-1, normalised=True):
     return t.astype(dtype)
 
 
+def at_line_offset(array, offset):
+    """A C-contiguous copy of array whose data starts offset elements past a 64-byte boundary."""
+    raw = np.empty(array.nbytes + 64 + offset * array.itemsize, dtype=np.uint8)
+    start = (-raw.ctypes.data) % 64 + offset * array.itemsize
+    copy = raw[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+    copy[...] = array
+    return copy
+
+
 def misaligned(array):
     """A copy of array whose data pointer is not aligned to its itemsize."""
     buffer = np.empty(array.nbytes + 1, np.uint8)

@@ -1,13 +1,14 @@
 """Properties every answer must have, whatever the exact values: one-hot targets equal class indices,
 losses are >= 0, gradient rows sum to 0, K=1 and empty batches behave as PyTorch, NaN stays in its
-row, inputs are never modified, results have the documented types."""
+row, inputs are never modified, results have the documented types, and a row's bits do not depend on
+where it starts in a cache line."""
 import itertools
 
 import numpy as np
 import pytest
 
 import softmax_ce_c
-from helpers import make_index_target, make_logits, make_prob_target, one_hot
+from helpers import at_line_offset, make_index_target, make_logits, make_prob_target, one_hot
 
 DTYPES = [np.float32, np.float64]
 REDUCTIONS = ["mean", "sum", "none"]
@@ -204,3 +205,31 @@ def test_the_shortcut_for_plain_row_functions_agrees_with_the_general_path(dtype
     strided[...] = x
     for function in (softmax_ce_c.logsumexp, softmax_ce_c.log_softmax, softmax_ce_c.softmax):
         assert_same_results(function(x), function(strided))
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "float64", "bfloat16"])
+def test_rows_give_the_same_bits_wherever_they_start_in_a_cache_line(dtype_name):
+    """The row max takes its first vector where the row starts and the rest from the first aligned
+    vector on: the max anywhere among the first classes, ties (the first index wins), a zero max of
+    both signs (the first zero's sign) and NaN must give the bits of an aligned row."""
+    dtype = np.dtype(pytest.importorskip("ml_dtypes").bfloat16) if dtype_name == "bfloat16" else np.dtype(dtype_name)
+    n_classes = 40
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((24, n_classes))
+    for row in range(20):
+        x[row, row] = 5.0  # the max in each of the first 20 classes
+    x[20, [2, 17]] = 5.0  # a tie
+    x[21] = -np.inf
+    x[21, 3], x[21, 9] = -0.0, 0.0  # a zero max: -0 first
+    x[22, 7] = np.nan
+    x = x.astype(dtype)
+    target = make_index_target(rng, 24, n_classes)
+    bits_of = lambda array: f"u{array.itemsize}"  # noqa: E731 (NaN and signed zeros compare by their bits)
+    want_loss, want_grad = softmax_ce_c.softmax_cross_entropy(at_line_offset(x, 0), target, reduction="none")
+    want_lse = softmax_ce_c.logsumexp(at_line_offset(x, 0))
+    for offset in range(1, 16):
+        logits = at_line_offset(x, offset)
+        loss, grad = softmax_ce_c.softmax_cross_entropy(logits, target, reduction="none")
+        assert np.array_equal(loss.view(bits_of(loss)), want_loss.view(bits_of(loss)))
+        assert np.array_equal(grad.view(bits_of(grad)), want_grad.view(bits_of(grad)))
+        assert np.array_equal(softmax_ce_c.logsumexp(logits).view(bits_of(want_lse)), want_lse.view(bits_of(want_lse)))

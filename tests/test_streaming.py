@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import softmax_ce_c
-from helpers import make_index_target, make_logits, make_prob_target
+from helpers import at_line_offset, make_index_target, make_logits, make_prob_target
 
 STREAM_MIN_BYTES = 16 * 1024 * 1024
 OPTIONS = [{}, dict(label_smoothing=0.1), dict(softcap=20.0, z_loss=1e-3), dict(probabilities=True)]
@@ -23,12 +23,7 @@ def problem(shape, dtype, probabilities, seed=0):
 def misaligned_filled(shape, dtype, offset):
     """A C-contiguous array whose data starts offset elements past a 64-byte boundary, filled with a
     value no gradient here takes (so that an element the kernel leaves unwritten shows)."""
-    itemsize = np.dtype(dtype).itemsize
-    raw = np.empty(int(np.prod(shape)) * itemsize + 128, dtype=np.uint8)
-    start = (-raw.ctypes.data) % 64 + offset * itemsize
-    array = raw[start:start + int(np.prod(shape)) * itemsize].view(dtype).reshape(shape)
-    array[...] = 12345.0
-    return array
+    return at_line_offset(np.full(shape, 12345.0, dtype), offset)
 
 
 def rows_in_small_calls(x, target, rows, rows_per_call=1, grad_scale=1.0, **options):
