@@ -374,7 +374,7 @@ typedef struct {
 static streamed_lines lines_to_stream(const waiting_gradient *waiting);
 static void lines_streamed_until(waiting_gradient *waiting, int64_t next);
 
-enum { LINE = CACHE_LINE / sizeof(STORAGE) }; /* the elements of a cache line of grad */
+enum { LINE = CACHE_LINE / sizeof(STORAGE) }; /* the elements of a cache line of output (grad, softmax) */
 
 #if LINES_IN_EXP_PASS
 /* the next whole line of the waiting gradient, as gradient_values computes it (scaled_minus' e
@@ -405,8 +405,8 @@ SPECIALISED void stream_next_line(streamed_lines *lines) {
 
 #include "smoothing_distance.h"
 
-/* A row's smoothing distance taken in its exp pass (FUSED_SMOOTHING): the weights and the sums, as
- * smoothing_distance takes them */
+/* A row's smoothing distance taken in its exp pass (FUSED_SMOOTHING): the weights (the doubles, and
+ * the floats where the call has them) and the sums, the sums as smoothing_distance takes them */
 typedef struct {
     class_weights weights;
     smoothing_sums sums;
@@ -1680,25 +1680,26 @@ int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_
 typedef void (*row_function)(STORAGE *out, SCRATCH *scratch, const STORAGE *row, const STORAGE *next_row,
                              int64_t n_classes, int64_t n, int stream_output);
 
-/* values(row, out, k, count): classes [k, k + count) of a row's output into out */
-typedef void (*row_values)(const void *row, STORAGE *out, int64_t k, int64_t count);
+/* values(of, out, k, count): classes [k, k + count) of a row's output into out, of the row's values
+ * (a softmax_of_row, a log_softmax_of_row) */
+typedef void (*row_values)(const void *of, STORAGE *out, int64_t k, int64_t count);
 
 /* A row's output (of K classes) from values; with stream_output its whole cache lines are streamed,
  * STREAM_BATCH at a time, as the gradient's are (write_gradient_with; softmax at 256x128256 one
  * thread with plain stores took 1.5x the gradient's time) */
-static void write_row(STORAGE *out, int64_t n_classes, int stream_output, row_values values, const void *row) {
+static void write_row(STORAGE *out, int64_t n_classes, int stream_output, row_values values, const void *of) {
     int64_t k = 0;
     if (stream_output) {
         k = first_whole_line(out, 0, n_classes);
-        values(row, out, 0, k);
+        values(of, out, 0, k);
         while (k + LINE <= n_classes) {
             STORAGE lines[STREAM_BATCH * LINE];
             const int64_t count = n_classes - k < STREAM_BATCH * LINE ? (n_classes - k) / LINE : STREAM_BATCH;
-            values(row, lines, k, count * LINE);
+            values(of, lines, k, count * LINE);
             for (int64_t line = 0; line < count; line++, k += LINE) stream_line(out + k, lines + line * LINE);
         }
     }
-    values(row, out + k, k, n_classes - k);
+    values(of, out + k, k, n_classes - k);
 }
 
 static void logsumexp_row(STORAGE *lse, SCRATCH *scratch, const STORAGE *row, const STORAGE *next_row,
@@ -1720,8 +1721,8 @@ typedef struct {
     double max, log_sum;
 } log_softmax_of_row;
 
-static void log_softmax_values(const void *row, STORAGE *out, int64_t k, int64_t count) {
-    const log_softmax_of_row *of = row;
+static void log_softmax_values(const void *of_row, STORAGE *out, int64_t k, int64_t count) {
+    const log_softmax_of_row *of = of_row;
     /* both terms <= 0: no cancellation */
     for (int64_t j = 0; j < count; j++) out[j] = STORE((LOAD(of->x[k + j]) - of->max) - of->log_sum);
 }
@@ -1739,8 +1740,8 @@ typedef struct {
     scaling inverse_sum;
 } softmax_of_row;
 
-static void softmax_values(const void *row, STORAGE *out, int64_t k, int64_t count) {
-    const softmax_of_row *of = row;
+static void softmax_values(const void *of_row, STORAGE *out, int64_t k, int64_t count) {
+    const softmax_of_row *of = of_row;
     for (int64_t j = 0; j < count; j++) out[j] = scaled(of->e[k + j], of->inverse_sum);
 }
 

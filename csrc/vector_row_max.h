@@ -7,7 +7,9 @@
  * max, in CHAINS independent registers (NaN is skipped: maxps returns its second operand, the
  * running max, when the logit is NaN); then the first index holding it, compared a vector at a time
  * (a compare-and-select of the index in the first pass cost twice as much: measured). A row's last
- * partial block is read as the 16 logits that end the row, overlapping the block before. A max of
+ * partial block is read as the 16 logits that end the row, overlapping the block before, and a row
+ * that starts inside a vector's alignment has its first 16 read as they come, the rest from the
+ * first aligned block (see classes_before_aligned). A max of
  * -inf (no logit larger) is at index 0, as in find_max. The loaders also widen 16-bit logits for
  * kernel_template.h's block_values. */
 #include <immintrin.h>

@@ -4,7 +4,8 @@
  *
  * Two passes, the second over data the first brought into cache: the max, in CHAINS independent
  * registers (NaN is skipped: maxpd returns its second operand, the running max, when the logit is
- * NaN); then the first index holding it, compared a vector at a time. A max of -inf (no logit
+ * NaN), from the first aligned vector on (see classes_before_aligned); then the first index holding
+ * it, compared a vector at a time. A max of -inf (no logit
  * larger) is at index 0, as in find_max. */
 #include <immintrin.h>
 

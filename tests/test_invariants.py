@@ -207,13 +207,14 @@ def test_the_shortcut_for_plain_row_functions_agrees_with_the_general_path(dtype
         assert_same_results(function(x), function(strided))
 
 
-@pytest.mark.parametrize("dtype_name", ["float32", "float64", "bfloat16"])
-def test_rows_give_the_same_bits_wherever_they_start_in_a_cache_line(dtype_name):
+@pytest.mark.parametrize("n_classes", [40, 200])  # 200: the max's loop of four vectors runs too
+@pytest.mark.parametrize("dtype_name", ["float32", "float64", "float16", "bfloat16"])
+def test_rows_give_the_same_bits_wherever_they_start_in_a_cache_line(dtype_name, n_classes):
     """The row max takes its first vector where the row starts and the rest from the first aligned
     vector on: the max anywhere among the first classes, ties (the first index wins), a zero max of
-    both signs (the first zero's sign) and NaN must give the bits of an aligned row."""
+    both signs (the first zero's sign) and NaN must give the bits of the same rows placed elsewhere
+    in a cache line."""
     dtype = np.dtype(pytest.importorskip("ml_dtypes").bfloat16) if dtype_name == "bfloat16" else np.dtype(dtype_name)
-    n_classes = 40
     rng = np.random.default_rng(13)
     x = rng.standard_normal((24, n_classes))
     for row in range(20):

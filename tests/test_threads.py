@@ -74,8 +74,10 @@ def test_label_smoothing_gives_the_same_answer_when_a_rows_classes_are_shared_ou
     weight[5::7] = 0.0
     float_weight = weight.astype(np.float32)
     assert not np.array_equal(float_weight, weight)
+    one_not_float = float_weight.astype(np.float64)
+    one_not_float[1] = 0.1  # the others floats exactly: the call reads the doubles
     for options in (dict(label_smoothing=0.1), dict(label_smoothing=0.1, weight=weight),
-                    dict(label_smoothing=0.1, weight=float_weight)):
+                    dict(label_smoothing=0.1, weight=float_weight), dict(label_smoothing=0.1, weight=one_not_float)):
         want_loss, want_grad = softmax_ce_c.softmax_cross_entropy(x, index, reduction="none", num_threads=1,
                                                                   **options)
         assert np.all(np.isfinite(want_loss))
