@@ -1107,9 +1107,8 @@ SPECIALISED void gradient_values(STORAGE *out, const SCRATCH *restrict scratch, 
  * is not aligned to its elements */
 static inline int64_t first_whole_line(const STORAGE *row, int64_t begin, int64_t end) {
     if ((uintptr_t)row % sizeof(STORAGE) != 0) return end;
-    int64_t k = begin;
-    while (k < end && (uintptr_t)(row + k) % CACHE_LINE != 0) k++;
-    return k;
+    const int64_t k = begin + classes_before_aligned(row + begin, LINE);
+    return k < end ? k : end;
 }
 
 /* The gradient of one row over classes [begin, end). x is not read: grad may be the logits
@@ -1202,8 +1201,7 @@ static streamed_lines lines_of_row(const waiting_gradient *waiting) {
         isnan(factors.probability) || isnan(factors.target) || (uintptr_t)grad % sizeof(STORAGE) != 0 ||
         (smoothed && !minus && (target->weight || !fits_float(minus_constant))))
         return (streamed_lines){.grad = NULL};
-    int64_t first = (int64_t)((CACHE_LINE - (uintptr_t)grad % CACHE_LINE) % CACHE_LINE / sizeof(STORAGE));
-    first = first < n_classes ? first : n_classes;
+    const int64_t first = first_whole_line(grad, 0, n_classes);
     const int64_t y = target->index;
     return (streamed_lines){
         .grad = grad,
