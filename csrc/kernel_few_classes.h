@@ -30,6 +30,7 @@ _Static_assert(sizeof(STORAGE) == sizeof(float) && sizeof(SCRATCH) == sizeof(flo
                "transpose_16.h moves floats");
 #define TRANSPOSE_16 1
 #include "transpose_16.h"
+#include "few_classes_avx512.h"
 #endif
 
 /* Where the lanes' elements are in the rows, for the gathers (nothing with the register transpose);
@@ -162,6 +163,10 @@ static void group_logits_to_lanes(SCRATCH *value, const STORAGE *x, const group_
  * x_at_argmax, what row_rest needs: the max, unless no x is above -inf (then x_0, maybe NaN). */
 SPECIALISED void group_max(SCRATCH max[ROW_GROUP], int argmax[ROW_GROUP], SCRATCH x_at_argmax[ROW_GROUP],
                            const SCRATCH *value, int n_classes) {
+#ifdef TRANSPOSE_16
+    group_max_16(max, argmax, x_at_argmax, value, n_classes);
+    return;
+#endif
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
         max[r] = -INFINITY;
         argmax[r] = 0;
@@ -189,6 +194,14 @@ SPECIALISED void group_exps(double rest[ROW_GROUP], double rest_carry[ROW_GROUP]
                             const SCRATCH *value, const double *capped, const double top[ROW_GROUP],
                             const int argmax[ROW_GROUP], int n_classes, int with_softcap) {
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) rest[r] = rest_carry[r] = 0.0;
+#ifdef TRANSPOSE_16
+    if (!with_softcap) {
+        SCRATCH max[ROW_GROUP]; /* top is the float max */
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) max[r] = (SCRATCH)top[r];
+        group_exps_16(rest, e, value, max, argmax, n_classes);
+        return;
+    }
+#endif
     for (int k = 0; k < n_classes; k++)
         ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
             const double x_k = group_logit(value, capped, AT(k, r), with_softcap);
@@ -228,8 +241,13 @@ static void read_group_targets(group_targets *restrict targets, const cross_entr
             const int counted = r < n_rows && y != ignore_index;
             targets->counted[r] = counted;
             targets->index[r] = counted ? (int)y : -1;
-            targets->on_target[r] = on_target[counted ? (int)y : FEW_CLASSES]; /* no select: a gather */
         }
+        if (params->weight)
+            ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) /* no select: a gather */
+                targets->on_target[r] = on_target[targets->counted[r] ? targets->index[r] : FEW_CLASSES];
+        else /* every (1 - eps) w_y is 1 - eps: no gather */
+            ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++)
+                targets->on_target[r] = targets->counted[r] ? constants->keep : 0.0;
     } else
         ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
             targets->counted[r] = r < n_rows;
@@ -327,11 +345,13 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
             }
 
     /* per row, as cross_entropy_row: the loss, then (with a gradient) the gradient's factors */
-    double loss[ROW_GROUP], z_term[ROW_GROUP], rest_of_row[ROW_GROUP], lse[ROW_GROUP], row_total[ROW_GROUP];
+    double loss[ROW_GROUP], z_term[ROW_GROUP], rest_of_row[ROW_GROUP], inverse_sum[ROW_GROUP], lse[ROW_GROUP],
+        row_total[ROW_GROUP];
     const double z_loss = job->call.z_loss, weight_total = job->call.weight_total;
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
         rest_of_row[r] = group_rest(rest[r], rest_carry[r], top[r], x_at_argmax[r]);
-        const double log_sum = log1p_of_nonnegative(rest_of_row[r]);
+        inverse_sum[r] = 1.0 / (1.0 + rest_of_row[r]);
+        const double log_sum = log1p_of_nonnegative_given(rest_of_row[r], inverse_sum[r]);
         lse[r] = top[r] + log_sum;
         row_total[r] = with_carry(total[r], total_carry[r]);
         const int counted = targets.counted[r];
@@ -356,7 +376,8 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
         const double others =
             others_than_argmax(row_total[r], c_a, a == targets.index[r], constants->spread, weight_total, w_a);
         const gradient_scales scales = {targets.ce_scale[r], targets.z_scale[r]};
-        const gradient_factors factors = factors_of(rest_of_row[r], lse[r], row_total[r], c_a, others, scales, z_loss);
+        const gradient_factors factors =
+            factors_of(rest_of_row[r], inverse_sum[r], lse[r], row_total[r], c_a, others, scales, z_loss);
         probability_d[r] = counted ? factors.probability : 0.0;
         target_factor_d[r] = counted ? factors.target : 0.0;
         at_argmax_d[r] = counted ? factors.at_argmax : 0.0;
@@ -384,12 +405,17 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
             at_index[r] = (SCRATCH)targets.on_target[r] * target_factor[r];
             elsewhere[r] = (SCRATCH)0 * target_factor[r];
         }
+#ifdef TRANSPOSE_16
+        lone_index_gradient_16(grad, e, argmax, targets.index, targets.counted, probability, at_argmax, at_index,
+                               elsewhere, n_classes);
+#else
         for (int k = 0; k < n_classes; k++)
             ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
                 const SCRATCH c_target = k == targets.index[r] ? at_index[r] : elsewhere[r];
                 const SCRATCH g = k == argmax[r] ? at_argmax[r] : e[AT(k, r)] * probability[r] - c_target;
                 grad[AT(k, r)] = targets.counted[r] ? g : 0;
             }
+#endif
     } else {
         for (int k = 0; k < n_classes; k++)
             ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {

@@ -25,8 +25,8 @@ SPECIALISED void row_function_group_with(STORAGE *out, const STORAGE *x, const g
     double log_sum[ROW_GROUP], inverse_sum[ROW_GROUP];
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
         const double rest_r = group_rest(rest[r], rest_carry[r], top[r], x_at_argmax[r]);
-        log_sum[r] = log1p_of_nonnegative(rest_r);
         inverse_sum[r] = 1.0 / (1.0 + rest_r);
+        log_sum[r] = log1p_of_nonnegative_given(rest_r, inverse_sum[r]);
     }
 
     if (kind == GROUP_LOGSUMEXP) {

@@ -985,12 +985,17 @@ static inline double upstream_of_row(const sce_params *params, int64_t n) {
 }
 
 /* The factors from a row's statistics, its target total T, c_a and others = T - c_a (see below). */
-static inline gradient_factors factors_of(double rest, double lse, double total, double c_a, double others,
-                                          gradient_scales scales, double z_loss) {
+static inline gradient_factors factors_of(double rest, double inverse_sum, double lse, double total, double c_a,
+                                          double others, gradient_scales scales, double z_loss) {
     const double sum = 1.0 + rest;
     const double z_part = 2.0 * z_loss * lse * scales.z;
     /* p_a T - c_a = ((T - c_a) - c_a rest) / sum, free of the cancellation of p_a T against c_a
-     * when p_a is near 1 */
+     * when p_a is near 1. FLOAT_EXP types multiply by inverse_sum = 1 / sum (rounded), which the
+     * few-classes path shares with log1p: divisions were a tenth of its time, and a double's extra
+     * rounding is far below the float their factors are rounded to. */
+    if (FLOAT_EXP)
+        return (gradient_factors){(total * scales.ce + z_part) * inverse_sum, scales.ce,
+                                  ((others - c_a * rest) * inverse_sum) * scales.ce + z_part * inverse_sum};
     return (gradient_factors){(total * scales.ce + z_part) / sum, scales.ce,
                               ((others - c_a * rest) / sum) * scales.ce + z_part / sum};
 }
@@ -1017,7 +1022,7 @@ static gradient_factors factors_of_row(const row_target *target, const row_stats
     const double c_a = coefficient(target, a);
     const double others = others_than_argmax(total, c_a, a == target->index, target->spread, call->weight_total,
                                              target->weight ? target->weight[a] : 1.0);
-    return factors_of(stats->rest, lse, total, c_a, others,
+    return factors_of(stats->rest, 1.0 / (1.0 + stats->rest), lse, total, c_a, others,
                       scales_of(upstream_of_row(params, n), result, params->reduction), call->z_loss);
 }
 
