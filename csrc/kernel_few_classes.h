@@ -233,6 +233,7 @@ static void read_group_targets(group_targets *restrict targets, const cross_entr
     const sce_params *params = job->params;
     const int64_t ignore_index = params->ignore_index;
     const double *on_target = constants->on_target; /* a plain pointer: a gather */
+    const double keep = constants->keep; /* read in the loop, it made the loop scalar, and a branch */
     if (job->target_index) {
         int64_t padded[ROW_GROUP];
         const int64_t *target_index = group_rows(padded, job->target_index + first, n_rows, sizeof(int64_t));
@@ -247,7 +248,7 @@ static void read_group_targets(group_targets *restrict targets, const cross_entr
                 targets->on_target[r] = on_target[targets->counted[r] ? targets->index[r] : FEW_CLASSES];
         else /* every (1 - eps) w_y is 1 - eps: no gather */
             ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++)
-                targets->on_target[r] = targets->counted[r] ? constants->keep : 0.0;
+                targets->on_target[r] = targets->counted[r] ? keep : 0.0;
     } else
         ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
             targets->counted[r] = r < n_rows;
