@@ -51,15 +51,15 @@ static inline void group_exps_16(double *rest, float *e, const float *value, con
     }
 }
 
-/* The gradient of rows with a lone class index: at the argmax at_argmax, elsewhere
- * e probability - (at the index at_index, else elsewhere); 0 on rows not counted. */
+/* The gradient of rows with a lone class index: at_argmax at the argmax, at the other classes
+ * e probability - c_target, c_target at_index at the index, else elsewhere; 0 on rows not counted. */
 static inline void lone_index_gradient_16(float *grad, const float *e, const int *argmax, const int *index,
                                           const int *counted, const float *probability, const float *at_argmax,
                                           const float *at_index, const float *elsewhere, int n_classes) {
     for (int r = 0; r < ROW_GROUP; r += LANES_16) {
         const __m512i a = _mm512_loadu_si512(argmax + r), y = _mm512_loadu_si512(index + r);
-        const __mmask16 rows_counted = _mm512_test_epi32_mask(_mm512_loadu_si512(counted + r),
-                                                              _mm512_loadu_si512(counted + r));
+        const __m512i counted_r = _mm512_loadu_si512(counted + r);
+        const __mmask16 rows_counted = _mm512_test_epi32_mask(counted_r, counted_r);
         const __m512 p = _mm512_loadu_ps(probability + r), g_a = _mm512_loadu_ps(at_argmax + r);
         const __m512 g_y = _mm512_loadu_ps(at_index + r), g_0 = _mm512_loadu_ps(elsewhere + r);
         for (int k = 0; k < n_classes; k++) {

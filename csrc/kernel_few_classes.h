@@ -24,7 +24,9 @@
 #define GATHER_AT(k, r) ((k) * ROW_GROUP + (r))
 
 /* Float32 logits on AVX-512 go to lanes and back by a transpose in registers; others by gathers,
- * through index tables, so that the rows are read and the gradient written in memory order. */
+ * through index tables, so that the rows are read and the gradient written in memory order. The
+ * same build takes the class loops of the max, the exps and a lone index's gradient in registers
+ * too (few_classes_avx512.h). */
 #if defined(__AVX512F__) && defined(STORAGE_IS_FLOAT)
 _Static_assert(sizeof(STORAGE) == sizeof(float) && sizeof(SCRATCH) == sizeof(float) && sizeof(TARGET) == sizeof(float),
                "transpose_16.h moves floats");
@@ -165,8 +167,7 @@ SPECIALISED void group_max(SCRATCH max[ROW_GROUP], int argmax[ROW_GROUP], SCRATC
                            const SCRATCH *value, int n_classes) {
 #ifdef TRANSPOSE_16
     group_max_16(max, argmax, x_at_argmax, value, n_classes);
-    return;
-#endif
+#else
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
         max[r] = -INFINITY;
         argmax[r] = 0;
@@ -181,6 +182,7 @@ SPECIALISED void group_max(SCRATCH max[ROW_GROUP], int argmax[ROW_GROUP], SCRATC
             argmax[r] += larger * (k - argmax[r]);
         }
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) x_at_argmax[r] = max[r] > -INFINITY ? max[r] : value[AT(0, r)];
+#endif
 }
 
 /* x' at [at]: the logit, or with_softcap its capped value */
@@ -233,7 +235,7 @@ static void read_group_targets(group_targets *restrict targets, const cross_entr
     const sce_params *params = job->params;
     const int64_t ignore_index = params->ignore_index;
     const double *on_target = constants->on_target; /* a plain pointer: a gather */
-    const double keep = constants->keep; /* read in the loop, it made the loop scalar, and a branch */
+    const double keep = constants->keep; /* read through constants, it kept its loop scalar, a branch per row */
     if (job->target_index) {
         int64_t padded[ROW_GROUP];
         const int64_t *target_index = group_rows(padded, job->target_index + first, n_rows, sizeof(int64_t));

@@ -992,7 +992,7 @@ static inline gradient_factors factors_of(double rest, double inverse_sum, doubl
     /* p_a T - c_a = ((T - c_a) - c_a rest) / sum, free of the cancellation of p_a T against c_a
      * when p_a is near 1. FLOAT_EXP types multiply by inverse_sum = 1 / sum (rounded), which the
      * few-classes path shares with log1p: divisions were a tenth of its time, and a double's extra
-     * rounding is far below the float their factors are rounded to. */
+     * rounding, 2^-53, is far below the float precision of their results. */
     if (FLOAT_EXP)
         return (gradient_factors){(total * scales.ce + z_part) * inverse_sum, scales.ce,
                                   ((others - c_a * rest) * inverse_sum) * scales.ce + z_part * inverse_sum};

@@ -15,8 +15,8 @@
 #define VLOG_SQRT_HALF_BITS 0x3fe6a09e667f3bcdULL /* the bits of sqrt(1/2) */
 #define VLOG_TWO_TO_52 4503599627370496.0
 
-/* given inverse = 1 / (1 + r), rounded, which a caller may need too (a division costs as much as the
- * rest): c, at most half an ulp of u, then carries an error a further 2^-53 smaller */
+/* given inverse = 1.0 / (1.0 + r), in double, which a caller may need too (a division costs as much
+ * as the rest): c, at most half an ulp of u, then carries an error a further 2^-53 smaller */
 static inline double log1p_of_nonnegative_given(double r, double inverse) {
     const double u = 1.0 + r;
     const double c = (u >= 2.0 ? 1.0 - (u - r) : r - (u - 1.0)) * inverse; /* 1 + r = u + c u */
