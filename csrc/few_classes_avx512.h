@@ -3,8 +3,9 @@
  * with transpose_16.h.
  *
  * GCC vectorises the portable loops, but each class's pass over the group's rows is a loop of its own:
- * the rows' maxima and sums go to memory and back for every class, with loop overhead on top (65536
- * rows of 10 classes: about 3.7 cycles per logit). Here they stay in registers across the classes.
+ * the rows' maxima and sums go to memory and back for every class, with loop overhead on top (each
+ * class of a row cost about 1.2 ns: 65536 rows of 2 to 32 classes, one thread). Here they stay in
+ * registers across the classes: 5-8% less time for the whole call (K = 4, 10, 32).
  * The arithmetic is the portable loops': the same comparisons, sums in class order and gradient
  * products; the exps are exp16_difference's (the row path's for float32 on AVX-512), the portable
  * exp_difference_in_float's formulas with 2^k by vscalefps. */
