@@ -95,18 +95,19 @@ static const void *group_rows(void *padded, const void *rows, int n_rows, size_t
 
 /* The group's logits and probability targets to lanes, [AT(k, r)] = class k of row r (rows past
  * n_rows repeat row 0, so that every lane computes something), and its gradient back to rows, made
- * STORAGE there; lanes_to_rows moves lanes that are STORAGE already (the row functions' results). */
+ * STORAGE there; lanes_to_rows moves lanes that are STORAGE already (the row functions' results).
+ * readable: the values from rows on, to the end of the array. */
 #ifdef TRANSPOSE_16
 static void logits_to_lanes(SCRATCH *lanes, const STORAGE *rows, const group_layout *layout, int n_rows,
-                            int n_classes) {
+                            int n_classes, int64_t readable) {
     (void)layout;
-    transpose_to_lanes(lanes, rows, n_rows, n_classes);
+    transpose_to_lanes(lanes, rows, n_rows, n_classes, readable);
 }
 
 static void targets_to_lanes(TARGET *lanes, const TARGET *rows, const group_layout *layout, int n_rows,
-                             int n_classes) {
+                             int n_classes, int64_t readable) {
     (void)layout;
-    transpose_to_lanes(lanes, rows, n_rows, n_classes);
+    transpose_to_lanes(lanes, rows, n_rows, n_classes, readable);
 }
 
 static void lanes_to_rows(STORAGE *rows, const STORAGE *lanes, const group_layout *layout, int n_rows,
@@ -122,7 +123,8 @@ static void gradient_to_rows(STORAGE *rows, const SCRATCH *lanes, const group_la
 }
 #else
 static void logits_to_lanes(SCRATCH *lanes, const STORAGE *rows, const group_layout *layout, int n_rows,
-                            int n_classes) {
+                            int n_classes, int64_t readable) {
+    (void)readable;
     STORAGE padded[FEW_CLASSES * ROW_GROUP], transposed[FEW_CLASSES * ROW_GROUP];
     const STORAGE *x = group_rows(padded, rows, n_rows, n_classes * sizeof(STORAGE));
     /* moved, then converted in a loop of its own: half precision has no gathers, but converts in vectors */
@@ -131,7 +133,8 @@ static void logits_to_lanes(SCRATCH *lanes, const STORAGE *rows, const group_lay
 }
 
 static void targets_to_lanes(TARGET *lanes, const TARGET *rows, const group_layout *layout, int n_rows,
-                             int n_classes) {
+                             int n_classes, int64_t readable) {
+    (void)readable;
     TARGET padded[FEW_CLASSES * ROW_GROUP];
     const TARGET *t = group_rows(padded, rows, n_rows, n_classes * sizeof(TARGET));
     for (int i = 0; i < n_classes * ROW_GROUP; i++) lanes[i] = t[layout->of_rows[i]];
@@ -150,15 +153,15 @@ static void gradient_to_rows(STORAGE *rows, const SCRATCH *lanes, const group_la
 
 /* The steps of a group that the cross-entropy and the row functions share. */
 
-/* The logits of rows [first, first + n_rows) of x (N rows) to lanes, the next group prefetched
- * meanwhile (64: a cache line; 1: into L2). */
+/* The logits of rows [first, first + n_rows) of x to lanes, the next group before end prefetched
+ * meanwhile (64: a cache line; 1: into L2); the reads stay before row end. */
 static void group_logits_to_lanes(SCRATCH *value, const STORAGE *x, const group_layout *layout, int64_t first,
-                                  int n_rows, int64_t total_rows, int n_classes) {
+                                  int n_rows, int64_t end, int n_classes) {
     const STORAGE *rows = x + first * n_classes;
-    if (first + ROW_GROUP < total_rows)
+    if (first + ROW_GROUP < end)
         for (int byte = 0; byte < ROW_GROUP * n_classes * (int)sizeof(STORAGE); byte += 64)
             __builtin_prefetch((const char *)(rows + ROW_GROUP * n_classes) + byte, 0, 1);
-    logits_to_lanes(value, rows, layout, n_rows, n_classes);
+    logits_to_lanes(value, rows, layout, n_rows, n_classes, (end - first) * n_classes);
 }
 
 /* Each row's max, as find_max: the first index of the largest x (0 when none is above -inf); and
@@ -288,10 +291,12 @@ SPECIALISED double group_coefficient(const group_constants *constants, const gro
     ((is_argmax) ? (at_argmax) : (e) * (probability) - (c) * (target))
 
 
-/* The loss and z-loss term of rows [first, first + n_rows) (n_rows <= ROW_GROUP) and, with a
- * gradient, their gradient. */
+/* The loss and z-loss term of the group of rows from first and, with a gradient, their gradient;
+ * end: the end of the rows of this thread, which reads may reach (past them, another thread may be
+ * writing its gradient over its logits). */
 SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const group_constants *constants,
-                                          int64_t first, int n_rows, int with_softcap, int lone_index) {
+                                          int64_t first, int64_t end, int with_softcap, int lone_index) {
+    const int n_rows = end - first < ROW_GROUP ? (int)(end - first) : ROW_GROUP;
     const sce_params *params = job->params;
     const sce_result *result = job->result;
     const int n_classes = (int)params->n_classes;
@@ -304,10 +309,11 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
     const double *w = constants->w;
     /* every read of x and of the targets happens before the gradient is written: grad may be logits */
     read_group_targets(&targets, job, constants, first, n_rows);
-    group_logits_to_lanes(value, job->logits, &constants->layout, first, n_rows, params->n_rows, n_classes);
+    group_logits_to_lanes(value, job->logits, &constants->layout, first, n_rows, end, n_classes);
     if (!lone_index) { /* the probabilities t, 0 for class-index rows */
         if (job->target_prob)
-            targets_to_lanes(t, job->target_prob + first * n_classes, &constants->layout, n_rows, n_classes);
+            targets_to_lanes(t, job->target_prob + first * n_classes, &constants->layout, n_rows, n_classes,
+                             (end - first) * n_classes);
         else
             for (int i = 0; i < n_classes * ROW_GROUP; i++) t[i] = 0;
     }
@@ -451,8 +457,7 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
 SPECIALISED void cross_entropy_groups_with(const cross_entropy_job *job, const group_constants *constants,
                                            int64_t begin, int64_t end, int with_softcap, int lone_index) {
     for (int64_t first = begin; first < end; first += ROW_GROUP)
-        cross_entropy_group_with(job, constants, first, end - first < ROW_GROUP ? (int)(end - first) : ROW_GROUP,
-                                 with_softcap, lone_index);
+        cross_entropy_group_with(job, constants, first, end, with_softcap, lone_index);
 }
 
 /* rows [begin, end) */

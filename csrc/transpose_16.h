@@ -5,22 +5,30 @@
  * class (what the compiler makes of the strided loop) costs about as much as the rest of the
  * group's work; row loads and a 16 x 16 transpose in registers (64 shuffles per 16 classes) take a
  * fraction of it. Rows are n_classes floats apart; masked loads and stores touch no element past a
- * row. */
+ * row, but for four_classes_to_lanes' loads, which stay within the rows the caller may read.
+ *
+ * The shuffles, all on one port, were a fifth of a call at 65536x10; where loads and masked stores
+ * can do the work of the shuffles across 128-bit lanes, they do: four_classes_to_lanes (any number of
+ * classes, but 2, which has its own) and few_classes_to_rows (at most 8 classes). 65536 rows, float32
+ * one thread, bench/ab_builds.py: 3 and 4 classes 12-19% less time for the loss and gradient, 26-30%
+ * for softmax; 5 to 8 classes 6-12%; 10 classes 0-3% (the loss alone 2-10%); 13 to 32 0-5%. */
 #include <immintrin.h>
+
+/* in each 128-bit lane: v[j] float i becomes v[i] float j */
+static inline void transpose_4x4_in_lanes(__m512 v[4]) {
+    const __m512d t0 = _mm512_castps_pd(_mm512_unpacklo_ps(v[0], v[1])), /* pairs interleaved: 2 x 2 */
+        t1 = _mm512_castps_pd(_mm512_unpackhi_ps(v[0], v[1])), t2 = _mm512_castps_pd(_mm512_unpacklo_ps(v[2], v[3])),
+        t3 = _mm512_castps_pd(_mm512_unpackhi_ps(v[2], v[3]));
+    v[0] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2)); /* pairs of floats moved as doubles: 4 x 4 */
+    v[1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+    v[2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+    v[3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+}
 
 /* v[j] lane i becomes v[i] lane j */
 static inline void transpose_16x16(__m512 v[16]) {
     __m512 t[16];
-    for (int i = 0; i < 16; i += 2) { /* pairs of rows interleaved: 2 x 2 blocks */
-        t[i] = _mm512_unpacklo_ps(v[i], v[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(v[i], v[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) /* 4 x 4 blocks: pairs of floats moved as doubles */
-        for (int half = 0; half < 2; half++) {
-            const __m512d low = _mm512_castps_pd(t[i + half]), high = _mm512_castps_pd(t[i + half + 2]);
-            v[i + 2 * half] = _mm512_castpd_ps(_mm512_unpacklo_pd(low, high));
-            v[i + 2 * half + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(low, high));
-        }
+    for (int i = 0; i < 16; i += 4) transpose_4x4_in_lanes(v + i);
     for (int i = 0; i < 4; i++) { /* 128-bit blocks: 8 x 8, then 16 x 16 */
         t[i] = _mm512_shuffle_f32x4(v[i], v[i + 4], 0x88);
         t[i + 4] = _mm512_shuffle_f32x4(v[i], v[i + 4], 0xdd);
@@ -65,12 +73,38 @@ static void two_classes_to_rows(float *rows, const float *lanes) {
 /* Groups of ROW_GROUP rows are transposed 16 rows at a time. */
 _Static_assert(ROW_GROUP % 16 == 0, "transpose_16.h moves blocks of 16 rows");
 
-/* lanes[k * ROW_GROUP + r] = rows[r * n_classes + k] for k < n_classes (0 up to the next multiple
- * of 16); rows past n_rows repeat row 0 */
-static void transpose_to_lanes(float *lanes, const float *rows, int n_rows, int n_classes) {
+/* Classes [begin, begin + 4) of 16 rows (n_classes apart) to lanes without the 16 x 16 transpose's
+ * shuffles across 128-bit lanes: the loads put the four classes of row 4 L + q in 128-bit lane L of
+ * register q (a broadcast, then three masked ones), and the 4 x 4 transposes within the lanes leave
+ * class begin + j of row 4 L + q in lane 4 L + q of register j. It reads four floats of every row, past
+ * the row's classes where fewer are left. 16 rows of 10 classes, in a loop of their own: 16 ns, 42
+ * with the 16 x 16 transpose (8 shuffles per 4 classes, where that takes 64 per 16). */
+static inline void four_classes_to_lanes(float *lanes, const float *rows, int n_classes, int begin) {
+    __m512 v[4];
+    for (int q = 0; q < 4; q++) {
+        const float *row = rows + q * n_classes + begin;
+        v[q] = _mm512_broadcast_f32x4(_mm_loadu_ps(row));
+        for (int lane = 1; lane < 4; lane++)
+            v[q] = _mm512_mask_broadcast_f32x4(v[q], (__mmask16)(0xF << (4 * lane)),
+                                               _mm_loadu_ps(row + 4 * lane * n_classes));
+    }
+    transpose_4x4_in_lanes(v);
+    for (int j = 0; j < 4 && begin + j < n_classes; j++) _mm512_storeu_ps(lanes + (begin + j) * ROW_GROUP, v[j]);
+}
+
+/* lanes[k * ROW_GROUP + r] = rows[r * n_classes + k] for k < n_classes (with the 16 x 16 transpose 0
+ * up to the next multiple of 16); rows past n_rows repeat row 0. readable: the floats from rows on
+ * that may be read, which four_classes_to_lanes' reads past a row's classes must stay within. */
+static void transpose_to_lanes(float *lanes, const float *rows, int n_rows, int n_classes, int64_t readable) {
+    const int64_t past_last_row = 4 * ((n_classes + 3) / 4) - n_classes; /* of four_classes_to_lanes */
     for (int first = 0; first < ROW_GROUP; first += 16) {
         if (n_classes == 2 && first + 16 <= n_rows) {
             two_classes_to_lanes(lanes + first, rows + first * n_classes);
+            continue;
+        }
+        if (first + 16 <= n_rows && (int64_t)(first + 16) * n_classes + past_last_row <= readable) {
+            for (int begin = 0; begin < n_classes; begin += 4)
+                four_classes_to_lanes(lanes + first, rows + first * n_classes, n_classes, begin);
             continue;
         }
         for (int begin = 0; begin < n_classes; begin += 16) {
@@ -84,11 +118,46 @@ static void transpose_to_lanes(float *lanes, const float *rows, int n_rows, int 
     }
 }
 
+/* The way back for 16 rows of at most 8 classes, without the 16 x 16 transpose's shuffles across
+ * 256-bit halves: the transposes within 128-bit lanes leave four rows of at most 4 classes in a
+ * register, a lane each; with at most 8, a shuffle of 128-bit lanes between two registers makes two
+ * rows of one, a half each. A masked store then writes each row. In a loop of their own, 16 rows of
+ * 4 classes took 17 ns, 47 with the 16 x 16 transpose, of 8 classes 37 and 45; with more classes,
+ * three or four stores of a 128-bit lane per row took longer than that transpose. */
+static inline void few_classes_to_rows(float *rows, const float *lanes, int n_classes) {
+    __m512 v[8];
+    for (int j = 0; j < 8; j++) v[j] = j < n_classes ? _mm512_loadu_ps(lanes + j * ROW_GROUP) : _mm512_setzero_ps();
+    const unsigned classes = (1u << n_classes) - 1;
+    transpose_4x4_in_lanes(v); /* v[q] lane L: classes 0-3 of row 4 L + q */
+    if (n_classes <= 4) {
+        for (int q = 0; q < 4; q++)
+            for (int lane = 0; lane < 4; lane++) /* where the lane lands on its row */
+                _mm512_mask_storeu_ps(rows + (4 * lane + q) * n_classes - 4 * lane, (__mmask16)(classes << (4 * lane)),
+                                      v[q]);
+        return;
+    }
+    transpose_4x4_in_lanes(v + 4); /* v[4 + q] lane L: classes 4-7 of row 4 L + q */
+    for (int q = 0; q < 4; q++) {
+        /* lanes 0 and 2 of both (rows q and 8 + q), and lanes 1 and 3 (rows 4 + q and 12 + q) */
+        const __m512 pairs[2] = {_mm512_mask_shuffle_f32x4(v[q], 0xF0F0, v[4 + q], v[4 + q], 0x80),
+                                 _mm512_mask_shuffle_f32x4(v[4 + q], 0x0F0F, v[q], v[q], 0x31)};
+        for (int pair = 0; pair < 2; pair++) {
+            const int r = 4 * pair + q;
+            _mm512_mask_storeu_ps(rows + r * n_classes, (__mmask16)classes, pairs[pair]);
+            _mm512_mask_storeu_ps(rows + (r + 8) * n_classes - 8, (__mmask16)(classes << 8), pairs[pair]);
+        }
+    }
+}
+
 /* rows[r * n_classes + k] = lanes[k * ROW_GROUP + r] for r < n_rows, k < n_classes */
 static void transpose_to_rows(float *rows, const float *lanes, int n_rows, int n_classes) {
     for (int first = 0; first < n_rows; first += 16) {
         if (n_classes == 2 && first + 16 <= n_rows) {
             two_classes_to_rows(rows + first * n_classes, lanes + first);
+            continue;
+        }
+        if (n_classes <= 8 && first + 16 <= n_rows) {
+            few_classes_to_rows(rows + first * n_classes, lanes + first, n_classes);
             continue;
         }
         for (int begin = 0; begin < n_classes; begin += 16) {

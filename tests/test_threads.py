@@ -10,7 +10,7 @@ import pytest
 import softmax_ce_c
 from helpers import make_index_target, make_logits, make_prob_target
 
-SHAPES = [(4096, 100), (300, 1000), (7, 40000), (20000, 10)]
+SHAPES = [(4096, 100), (300, 1000), (7, 40000), (20000, 10), (20000, 3)]
 OPTIONS = dict(label_smoothing=0.1, z_loss=1e-3, softcap=20.0)
 
 
@@ -27,6 +27,10 @@ def test_every_thread_count_gives_bitwise_the_same_answer(shape, options):
     for n_threads in range(2, 9):
         loss, grad = softmax_ce_c.softmax_cross_entropy(x, y, reduction="none", num_threads=n_threads, **options)
         assert np.array_equal(loss, want_loss, equal_nan=True) and np.array_equal(grad, want_grad, equal_nan=True)
+        # over the logits: a thread writes its rows' gradient while the next thread reads its own rows' logits
+        in_place = x.copy()
+        softmax_ce_c.softmax_cross_entropy(in_place, y, reduction="none", num_threads=n_threads, inplace=True, **options)
+        assert np.array_equal(in_place, want_grad, equal_nan=True)
         mean = softmax_ce_c.cross_entropy(x, y, num_threads=n_threads, **options)
         assert np.array_equal(mean, softmax_ce_c.cross_entropy(x, y, num_threads=1, **options), equal_nan=True)
 

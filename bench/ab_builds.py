@@ -1,0 +1,91 @@
+"""Two (or more) builds of softmax_ce_c side by side in one process: the A/B behind the kernel's
+measured changes.
+
+    python bench/ab_builds.py TREE_A TREE_B [--shape 65536x10 ...] [--rounds 40]
+
+A TREE is a source tree with its kernel built in place (`python softmax_ce_c/_build.py` run in it).
+Each is imported under a name of its own, and every round calls each build in turn (three calls
+each), so that the drift of a shared, noisy machine (frequency, neighbours) hits them alike: A/Bs
+in separate processes moved 20-40% here, more than most changes they were to measure. Float32, class
+indices; per shape the cases are the gradient into out= on one and on two threads, the loss alone
+and softmax, each printed as the medians (and minima) of every build and the ratio of the last
+build's median to the first's.
+"""
+import argparse
+import importlib.util
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+from machine import describe_machine
+
+CALLS_PER_TURN = 3
+
+
+def load_build(tree, alias):
+    """The package of tree, imported as alias."""
+    package = pathlib.Path(tree).resolve() / "softmax_ce_c"
+    spec = importlib.util.spec_from_file_location(alias, package / "__init__.py",
+                                                  submodule_search_locations=[str(package)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[alias] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def cases(shape, rng):
+    """(name, call of a build) for each case of an N x K shape."""
+    n_rows, n_classes = shape
+    x = rng.standard_normal(shape, dtype=np.float32)
+    y = rng.integers(0, n_classes, n_rows)
+    out = np.empty_like(x)
+    name = f"{n_rows}x{n_classes}"
+    return [
+        (f"{name} out=, 1 thread", lambda m: m.softmax_cross_entropy(x, y, out=out, num_threads=1)),
+        (f"{name} out=, 2 threads", lambda m: m.softmax_cross_entropy(x, y, out=out, num_threads=2)),
+        (f"{name} loss only, 1 thread", lambda m: m.cross_entropy(x, y, num_threads=1)),
+        (f"{name} softmax, 1 thread", lambda m: m.softmax(x, num_threads=1)),
+    ]
+
+
+def seconds_per_call(builds, call, rounds):
+    """Each build's call times, interleaved: a round calls every build in turn."""
+    samples = [[] for _ in builds]
+    for _ in range(rounds):
+        for build, times in zip(builds, samples):
+            for _ in range(CALLS_PER_TURN):
+                start = time.perf_counter()
+                call(build)
+                times.append(time.perf_counter() - start)
+    return samples
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("trees", nargs="+", help="source trees with their kernels built in place")
+    parser.add_argument("--shape", action="append", help="N x K, e.g. 65536x10 (repeatable; default 65536x10)")
+    parser.add_argument("--rounds", type=int, default=40)
+    args = parser.parse_args()
+    if len(args.trees) < 2:
+        parser.error("give two trees or more")
+    shapes = [tuple(int(n) for n in s.lower().split("x")) for s in args.shape or ["65536x10"]]
+    builds = [load_build(tree, f"softmax_ce_c_build_{i}") for i, tree in enumerate(args.trees)]
+    machine = describe_machine(builds[0])
+    print(f"# {machine['date_utc']}, {machine['cpu_model']}, {machine['usable_cpus']} usable CPUs, load average "
+          f"{machine['load_average_1min'] or 0:.2f}, NumPy {machine['numpy']}, instruction set "
+          f"{machine['softmax_ce_c_instruction_set']}; {args.rounds} rounds of {CALLS_PER_TURN} calls per build")
+    print("builds: " + ", ".join(f"{i} = {tree}" for i, tree in enumerate(args.trees)))
+    rng = np.random.default_rng(0)
+    for shape in shapes:
+        for name, call in cases(shape, rng):
+            samples = seconds_per_call(builds, call, args.rounds)
+            medians = [np.median(times) for times in samples]
+            timings = "  ".join(f"{i}: {median * 1e6:9.1f} ({min(times) * 1e6:9.1f}) us"
+                                for i, (median, times) in enumerate(zip(medians, samples)))
+            print(f"{name:32s} {timings}  last/first {medians[-1] / medians[0]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
