@@ -51,14 +51,19 @@ def cases(shape, rng):
 
 
 def seconds_per_call(builds, call, rounds):
-    """Each build's call times, interleaved: a round calls every build in turn."""
+    """Each build's call times, interleaved: a round calls every build in turn, each round starting
+    with the next build (a build's first calls may find the caches left by another's); a first round,
+    not timed, warms them all up."""
     samples = [[] for _ in builds]
-    for _ in range(rounds):
-        for build, times in zip(builds, samples):
+    for round_index in range(rounds + 1):
+        for turn in range(len(builds)):
+            i = (round_index + turn) % len(builds)
             for _ in range(CALLS_PER_TURN):
                 start = time.perf_counter()
-                call(build)
-                times.append(time.perf_counter() - start)
+                call(builds[i])
+                elapsed = time.perf_counter() - start
+                if round_index > 0:
+                    samples[i].append(elapsed)
     return samples
 
 

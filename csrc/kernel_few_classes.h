@@ -96,7 +96,8 @@ static const void *group_rows(void *padded, const void *rows, int n_rows, size_t
 /* The group's logits and probability targets to lanes, [AT(k, r)] = class k of row r (rows past
  * n_rows repeat row 0, so that every lane computes something), and its gradient back to rows, made
  * STORAGE there; lanes_to_rows moves lanes that are STORAGE already (the row functions' results).
- * readable: the values from rows on, to the end of the array. */
+ * readable: the values from rows on that may be read: the rows of the calling chunk, past which
+ * another thread may be writing its gradient over its logits. */
 #ifdef TRANSPOSE_16
 static void logits_to_lanes(SCRATCH *lanes, const STORAGE *rows, const group_layout *layout, int n_rows,
                             int n_classes, int64_t readable) {
@@ -292,7 +293,7 @@ SPECIALISED double group_coefficient(const group_constants *constants, const gro
 
 
 /* The loss and z-loss term of the group of rows from first and, with a gradient, their gradient;
- * end: the end of the rows of this thread, which reads may reach (past them, another thread may be
+ * end: the end of this chunk's rows, which reads may reach (past them, another thread may be
  * writing its gradient over its logits). */
 SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const group_constants *constants,
                                           int64_t first, int64_t end, int with_softcap, int lone_index) {

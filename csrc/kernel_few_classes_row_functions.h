@@ -11,7 +11,8 @@
 typedef enum { GROUP_LOGSUMEXP, GROUP_LOG_SOFTMAX, GROUP_SOFTMAX } group_function_kind;
 
 /* The results of rows [first, first + n_rows) (n_rows <= ROW_GROUP) of x (N = total_rows rows) in
- * out: (N) for logsumexp, else (N, K). */
+ * out: (N) for logsumexp, else (N, K). Reads may reach the end of x, whichever thread has those rows:
+ * out is a new array, never x. */
 SPECIALISED void row_function_group_with(STORAGE *out, const STORAGE *x, const group_layout *layout, int64_t first,
                                          int n_rows, int64_t total_rows, int n_classes, group_function_kind kind) {
     SCRATCH value[FEW_CLASSES * ROW_GROUP], e[FEW_CLASSES * ROW_GROUP];

@@ -7,11 +7,14 @@
  * fraction of it. Rows are n_classes floats apart; masked loads and stores touch no element past a
  * row, but for four_classes_to_lanes' loads, which stay within the rows the caller may read.
  *
- * The shuffles, all on one port, were a fifth of a call at 65536x10; where loads and masked stores
- * can do the work of the shuffles across 128-bit lanes, they do: four_classes_to_lanes (any number of
- * classes, but 2, which has its own) and few_classes_to_rows (at most 8 classes). 65536 rows, float32
- * one thread, bench/ab_builds.py: 3 and 4 classes 12-19% less time for the loss and gradient, 26-30%
- * for softmax; 5 to 8 classes 6-12%; 10 classes 0-3% (the loss alone 2-10%); 13 to 32 0-5%. */
+ * The shuffles, all on one port, were a fifth of a call at 65536x10. Loads and masked stores now do
+ * the work of those across 128-bit lanes: four_classes_to_lanes on the way in (the 16 x 16 transpose
+ * is left for blocks of fewer than 16 rows, or whose loads would pass the rows the caller may read),
+ * eight_classes_to_rows on the way back (rows of 2 classes have their own both ways). 65536 rows,
+ * float32 one thread, bench/ab_builds.py: 3 and 4 classes 12-19% less time for the loss and gradient,
+ * 26-30% for softmax; 5 to 8 classes 6-12%; 10 classes 0-3% (the loss alone 2-10%); 13 to 32 0-5%.
+ * For more than 8 classes the way back in parts of 8 then measured the same as the 16 x 16
+ * transpose (0.98-1.04), though faster in a loop of its own; it was kept as the one way back. */
 #include <immintrin.h>
 
 /* in each 128-bit lane: v[j] float i becomes v[i] float j */
@@ -118,33 +121,39 @@ static void transpose_to_lanes(float *lanes, const float *rows, int n_rows, int 
     }
 }
 
-/* The way back for 16 rows of at most 8 classes, without the 16 x 16 transpose's shuffles across
- * 256-bit halves: the transposes within 128-bit lanes leave four rows of at most 4 classes in a
- * register, a lane each; with at most 8, a shuffle of 128-bit lanes between two registers makes two
- * rows of one, a half each. A masked store then writes each row. In a loop of their own, 16 rows of
- * 4 classes took 17 ns, 47 with the 16 x 16 transpose, of 8 classes 37 and 45; with more classes,
- * three or four stores of a 128-bit lane per row took longer than that transpose. */
-static inline void few_classes_to_rows(float *rows, const float *lanes, int n_classes) {
+/* Classes [begin, begin + count) (count <= 8) of the first n_rows (<= 16) of 16 rows back from the
+ * lanes, without the 16 x 16 transpose's shuffles across 128-bit lanes but one per two rows: the
+ * transposes within 128-bit lanes leave four rows of at most 4 classes in a register, a lane each;
+ * with at most 8, a shuffle of 128-bit lanes between two registers makes two rows of one, a half
+ * each. A masked store then writes each row's part. In a loop of their own, 16 rows took 17 ns for 4
+ * classes (47 with the 16 x 16 transpose), 33-44 for 10 (40-52), 67-84 for 24 (136-165), 95-116 for 32
+ * (111-125); four stores of a 128-bit lane per row of 10 classes took 63-79. */
+static inline void eight_classes_to_rows(float *rows, const float *lanes, int n_classes, int begin, int count,
+                                         int n_rows) {
     __m512 v[8];
-    for (int j = 0; j < 8; j++) v[j] = j < n_classes ? _mm512_loadu_ps(lanes + j * ROW_GROUP) : _mm512_setzero_ps();
-    const unsigned classes = (1u << n_classes) - 1;
-    transpose_4x4_in_lanes(v); /* v[q] lane L: classes 0-3 of row 4 L + q */
-    if (n_classes <= 4) {
+    for (int j = 0; j < 8; j++) v[j] = j < count ? _mm512_loadu_ps(lanes + (begin + j) * ROW_GROUP) : _mm512_setzero_ps();
+    const unsigned classes = (1u << count) - 1;
+    float *part = rows + begin; /* of row 0 */
+    transpose_4x4_in_lanes(v); /* v[q] lane L: the first 4 classes of row 4 L + q */
+    if (count <= 4) {
         for (int q = 0; q < 4; q++)
-            for (int lane = 0; lane < 4; lane++) /* where the lane lands on its row */
-                _mm512_mask_storeu_ps(rows + (4 * lane + q) * n_classes - 4 * lane, (__mmask16)(classes << (4 * lane)),
-                                      v[q]);
+            for (int lane = 0; lane < 4; lane++) { /* where the lane lands on its row */
+                const int r = 4 * lane + q;
+                if (r < n_rows)
+                    _mm512_mask_storeu_ps(part + r * n_classes - 4 * lane, (__mmask16)(classes << (4 * lane)), v[q]);
+            }
         return;
     }
-    transpose_4x4_in_lanes(v + 4); /* v[4 + q] lane L: classes 4-7 of row 4 L + q */
+    transpose_4x4_in_lanes(v + 4); /* v[4 + q] lane L: the next 4 of row 4 L + q */
     for (int q = 0; q < 4; q++) {
         /* lanes 0 and 2 of both (rows q and 8 + q), and lanes 1 and 3 (rows 4 + q and 12 + q) */
         const __m512 pairs[2] = {_mm512_mask_shuffle_f32x4(v[q], 0xF0F0, v[4 + q], v[4 + q], 0x80),
                                  _mm512_mask_shuffle_f32x4(v[4 + q], 0x0F0F, v[q], v[q], 0x31)};
         for (int pair = 0; pair < 2; pair++) {
             const int r = 4 * pair + q;
-            _mm512_mask_storeu_ps(rows + r * n_classes, (__mmask16)classes, pairs[pair]);
-            _mm512_mask_storeu_ps(rows + (r + 8) * n_classes - 8, (__mmask16)(classes << 8), pairs[pair]);
+            if (r < n_rows) _mm512_mask_storeu_ps(part + r * n_classes, (__mmask16)classes, pairs[pair]);
+            if (r + 8 < n_rows)
+                _mm512_mask_storeu_ps(part + (r + 8) * n_classes - 8, (__mmask16)(classes << 8), pairs[pair]);
         }
     }
 }
@@ -156,19 +165,9 @@ static void transpose_to_rows(float *rows, const float *lanes, int n_rows, int n
             two_classes_to_rows(rows + first * n_classes, lanes + first);
             continue;
         }
-        if (n_classes <= 8 && first + 16 <= n_rows) {
-            few_classes_to_rows(rows + first * n_classes, lanes + first, n_classes);
-            continue;
-        }
-        for (int begin = 0; begin < n_classes; begin += 16) {
-            const __mmask16 mask = block_mask(begin, n_classes);
-            __m512 v[16];
-            for (int j = 0; j < 16; j++)
-                v[j] = begin + j < n_classes ? _mm512_loadu_ps(lanes + (begin + j) * ROW_GROUP + first)
-                                             : _mm512_setzero_ps();
-            transpose_16x16(v);
-            for (int r = 0; r < 16 && first + r < n_rows; r++)
-                _mm512_mask_storeu_ps(rows + (first + r) * n_classes + begin, mask, v[r]);
-        }
+        const int block_rows = n_rows - first < 16 ? n_rows - first : 16;
+        for (int begin = 0; begin < n_classes; begin += 8)
+            eight_classes_to_rows(rows + first * n_classes, lanes + first, n_classes, begin,
+                                  n_classes - begin < 8 ? n_classes - begin : 8, block_rows);
     }
 }

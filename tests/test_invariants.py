@@ -69,7 +69,7 @@ def test_empty_batch(dtype):
 
 
 @pytest.mark.parametrize("targets", ["smoothed", "lone index"])
-@pytest.mark.parametrize("n_classes", [1, 2, 10, 16, 17, 32, 33])
+@pytest.mark.parametrize("n_classes", [1, 2, 3, 4, 6, 8, 10, 16, 17, 32, 33])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_a_row_gets_the_same_answer_whatever_rows_come_with_it(dtype, n_classes, targets):
     """Rows of up to 32 classes are computed 32 (float64: 16) at a time, one per vector lane: a row

@@ -27,7 +27,8 @@ def test_every_thread_count_gives_bitwise_the_same_answer(shape, options):
     for n_threads in range(2, 9):
         loss, grad = softmax_ce_c.softmax_cross_entropy(x, y, reduction="none", num_threads=n_threads, **options)
         assert np.array_equal(loss, want_loss, equal_nan=True) and np.array_equal(grad, want_grad, equal_nan=True)
-        # over the logits: a thread writes its rows' gradient while the next thread reads its own rows' logits
+        # over the logits: a thread writes its rows' gradient while the next reads its own rows' logits (that no
+        # read reaches past its rows, where the few-classes loads could, is for the TSan suite to catch)
         in_place = x.copy()
         softmax_ce_c.softmax_cross_entropy(in_place, y, reduction="none", num_threads=n_threads, inplace=True, **options)
         assert np.array_equal(in_place, want_grad, equal_nan=True)
