@@ -5,11 +5,11 @@ measured changes.
 
 A TREE is a source tree with its kernel built in place (`python softmax_ce_c/_build.py` run in it).
 Each is imported under a name of its own, and every round calls each build in turn (three calls
-each), so that the drift of a shared, noisy machine (frequency, neighbours) hits them alike: A/Bs
-in separate processes moved 20-40% here, more than most changes they were to measure. Float32, class
-indices; per shape the cases are the gradient into out= on one and on two threads, the loss alone
-and softmax, each printed as the medians (and minima) of every build and the ratio of the last
-build's median to the first's.
+each, after an untimed round that warms them all up), so that the drift of a shared, noisy machine
+(frequency, neighbours) hits them alike: A/Bs in separate processes moved 20-40% here, more than
+most changes they were to measure. Float32, class indices; per shape the cases are the gradient
+into out= on one and on two threads, the loss alone and softmax, each printed as the medians (and
+minima) of every build and the ratio of the last build's median to the first's.
 """
 import argparse
 import importlib.util
@@ -52,8 +52,7 @@ def cases(shape, rng):
 
 def seconds_per_call(builds, call, rounds):
     """Each build's call times, interleaved: a round calls every build in turn, each round starting
-    with the next build (a build's first calls may find the caches left by another's); a first round,
-    not timed, warms them all up."""
+    with the next build, so that none always comes first; a first round, not timed, warms them up."""
     samples = [[] for _ in builds]
     for round_index in range(rounds + 1):
         for turn in range(len(builds)):

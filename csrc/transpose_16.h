@@ -10,7 +10,7 @@
  * The shuffles, all on one port, were a fifth of a call at 65536x10. Loads and masked stores now do
  * the work of those across 128-bit lanes: four_classes_to_lanes on the way in (the 16 x 16 transpose
  * is left for blocks of fewer than 16 rows, or whose loads would pass the rows the caller may read),
- * eight_classes_to_rows on the way back (rows of 2 classes have their own both ways). 65536 rows,
+ * eight_classes_to_rows on the way back (whole blocks of 2 classes have their own both ways). 65536 rows,
  * float32 one thread, bench/ab_builds.py: 3 and 4 classes 12-19% less time for the loss and gradient,
  * 26-30% for softmax; 5 to 8 classes 6-12%; 10 classes 0-3% (the loss alone 2-10%); 13 to 32 0-5%.
  * For more than 8 classes the way back in parts of 8 then measured the same as the 16 x 16
