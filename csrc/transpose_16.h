@@ -10,9 +10,10 @@
  * The shuffles, all on one port, were a fifth of a call at 65536x10. Loads and masked stores now do
  * the work of those across 128-bit lanes: four_classes_to_lanes on the way in (the 16 x 16 transpose
  * is left for blocks of fewer than 16 rows, or whose loads would pass the rows the caller may read),
- * eight_classes_to_rows on the way back (whole blocks of 2 classes have their own both ways). 65536 rows,
- * float32 one thread, bench/ab_builds.py: 3 and 4 classes 12-19% less time for the loss and gradient,
- * 26-30% for softmax; 5 to 8 classes 6-12%; 10 classes 0-3% (the loss alone 2-10%); 13 to 32 0-5%.
+ * eight_classes_to_rows on the way back (whole blocks of 2 classes have their own both ways). 65536
+ * rows, float32 one thread, bench/ab_builds.py: 3 and 4 classes 12-19% less time for the loss and
+ * gradient, 26-30% for softmax; 5 to 8 classes 6-12%; 10 classes 0-3% (the loss alone 2-10%); 13 to
+ * 32 0-5%.
  * For more than 8 classes the way back in parts of 8 then measured the same as the 16 x 16
  * transpose (0.98-1.04), though faster in a loop of its own; it was kept as the one way back. */
 #include <immintrin.h>
@@ -79,8 +80,8 @@ _Static_assert(ROW_GROUP % 16 == 0, "transpose_16.h moves blocks of 16 rows");
 /* Classes [begin, begin + 4) of 16 rows (n_classes apart) to lanes without the 16 x 16 transpose's
  * shuffles across 128-bit lanes: the loads put the four classes of row 4 L + q in 128-bit lane L of
  * register q (a broadcast, then three masked ones), and the 4 x 4 transposes within the lanes leave
- * class begin + j of row 4 L + q in lane 4 L + q of register j. It reads four floats of every row, past
- * the row's classes where fewer are left. 16 rows of 10 classes, in a loop of their own: 16 ns, 42
+ * class begin + j of row 4 L + q in lane 4 L + q of register j. It reads four floats of every row,
+ * past the row's classes where fewer are left. 16 rows of 10 classes, in a loop of their own: 16 ns, 42
  * with the 16 x 16 transpose (8 shuffles per 4 classes, where that takes 64 per 16). */
 static inline void four_classes_to_lanes(float *lanes, const float *rows, int n_classes, int begin) {
     __m512 v[4];
@@ -125,13 +126,14 @@ static void transpose_to_lanes(float *lanes, const float *rows, int n_rows, int 
  * lanes, without the 16 x 16 transpose's shuffles across 128-bit lanes but one per two rows: the
  * transposes within 128-bit lanes leave four rows of at most 4 classes in a register, a lane each;
  * with at most 8, a shuffle of 128-bit lanes between two registers makes two rows of one, a half
- * each. A masked store then writes each row's part. In a loop of their own, 16 rows took 17 ns for 4
- * classes (47 with the 16 x 16 transpose), 33-44 for 10 (40-52), 67-84 for 24 (136-165), 95-116 for 32
- * (111-125); four stores of a 128-bit lane per row of 10 classes took 63-79. */
+ * each. A masked store then writes each row's part. In a loop of their own, 16 rows took 17 ns for
+ * 4 classes (47 with the 16 x 16 transpose), 33-44 for 10 (40-52), 67-84 for 24 (136-165), 95-116 for
+ * 32 (111-125); four stores of a 128-bit lane per row of 10 classes took 63-79. */
 static inline void eight_classes_to_rows(float *rows, const float *lanes, int n_classes, int begin, int count,
                                          int n_rows) {
     __m512 v[8];
-    for (int j = 0; j < 8; j++) v[j] = j < count ? _mm512_loadu_ps(lanes + (begin + j) * ROW_GROUP) : _mm512_setzero_ps();
+    for (int j = 0; j < 8; j++)
+        v[j] = j < count ? _mm512_loadu_ps(lanes + (begin + j) * ROW_GROUP) : _mm512_setzero_ps();
     const unsigned classes = (1u << count) - 1;
     float *part = rows + begin; /* of row 0 */
     transpose_4x4_in_lanes(v); /* v[q] lane L: the first 4 classes of row 4 L + q */

@@ -30,7 +30,8 @@ def test_every_thread_count_gives_bitwise_the_same_answer(shape, options):
         # over the logits: a thread writes its rows' gradient while the next reads its own rows' logits (that no
         # read reaches past its rows, where the few-classes loads could, is for the TSan suite to catch)
         in_place = x.copy()
-        softmax_ce_c.softmax_cross_entropy(in_place, y, reduction="none", num_threads=n_threads, inplace=True, **options)
+        softmax_ce_c.softmax_cross_entropy(in_place, y, reduction="none", num_threads=n_threads, inplace=True,
+                                           **options)
         assert np.array_equal(in_place, want_grad, equal_nan=True)
         mean = softmax_ce_c.cross_entropy(x, y, num_threads=n_threads, **options)
         assert np.array_equal(mean, softmax_ce_c.cross_entropy(x, y, num_threads=1, **options), equal_nan=True)
