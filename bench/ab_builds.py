@@ -1,27 +1,26 @@
 """Two (or more) builds of softmax_ce_c side by side in one process: the A/B behind the kernel's
 measured changes.
 
-    python bench/ab_builds.py TREE_A TREE_B [--shape 65536x10 ...] [--rounds 40]
+    python bench/ab_builds.py TREE_A TREE_B [--shape 65536x10 ...] [--rounds 120]
 
 A TREE is a source tree with its kernel built in place (`python softmax_ce_c/_build.py` run in it).
-Each is imported under a name of its own, and every round calls each build in turn (three calls
-each, after an untimed round that warms them all up), so that the drift of a shared, noisy machine
-(frequency, neighbours) hits them alike: A/Bs in separate processes moved 20-40% here, more than
-most changes they were to measure. Float32, class indices; per shape the cases are the gradient
-into out= on one and on two threads, the loss alone and softmax, each printed as the medians (and
-minima) of every build and the ratio of the last build's median to the first's.
+Each is imported under a name of its own, and the builds' calls are interleaved as compare.py's
+methods are (timing.py: rounds over the builds in a new random order, after a warm-up call), so
+that the drift of a shared, noisy machine (frequency, neighbours) hits them alike: A/Bs in
+separate processes moved 20-40% here, more than most changes they were to measure. Float32, class
+indices; per shape the cases are the gradient into out= on one and on two threads, the loss alone
+and softmax, each printed as the medians (and minima) of every build and the ratio of the last
+build's median to the first's.
 """
 import argparse
 import importlib.util
 import pathlib
 import sys
-import time
 
 import numpy as np
 
 from machine import describe_machine
-
-CALLS_PER_TURN = 3
+from timing import Method, RepPolicy, benchmark
 
 
 def load_build(tree, alias):
@@ -50,27 +49,18 @@ def cases(shape, rng):
     ]
 
 
-def seconds_per_call(builds, call, rounds):
-    """Each build's call times, interleaved: a round calls every build in turn, each round starting
-    with the next build, so that none always comes first; a first round, not timed, warms them up."""
-    samples = [[] for _ in builds]
-    for round_index in range(rounds + 1):
-        for turn in range(len(builds)):
-            i = (round_index + turn) % len(builds)
-            for _ in range(CALLS_PER_TURN):
-                start = time.perf_counter()
-                call(builds[i])
-                elapsed = time.perf_counter() - start
-                if round_index > 0:
-                    samples[i].append(elapsed)
-    return samples
+def build_timings(builds, call, rounds):
+    """Each build's Timing of call, interleaved over rounds."""
+    every_round = RepPolicy(target_s=0.0, min_reps=rounds, max_reps=rounds)
+    return benchmark([Method(f"build {i}", lambda build=build: call(build), every_round)
+                      for i, build in enumerate(builds)])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("trees", nargs="+", help="source trees with their kernels built in place")
     parser.add_argument("--shape", action="append", help="N x K, e.g. 65536x10 (repeatable; default 65536x10)")
-    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=120)
     args = parser.parse_args()
     if len(args.trees) < 2:
         parser.error("give two trees or more")
@@ -79,16 +69,16 @@ def main():
     machine = describe_machine(builds[0])
     print(f"# {machine['date_utc']}, {machine['cpu_model']}, {machine['usable_cpus']} usable CPUs, load average "
           f"{machine['load_average_1min'] or 0:.2f}, NumPy {machine['numpy']}, instruction set "
-          f"{machine['softmax_ce_c_instruction_set']}; {args.rounds} rounds of {CALLS_PER_TURN} calls per build")
+          f"{machine['softmax_ce_c_instruction_set']}; {args.rounds} calls per build")
     print("builds: " + ", ".join(f"{i} = {tree}" for i, tree in enumerate(args.trees)))
     rng = np.random.default_rng(0)
     for shape in shapes:
         for name, call in cases(shape, rng):
-            samples = seconds_per_call(builds, call, args.rounds)
-            medians = [np.median(times) for times in samples]
-            timings = "  ".join(f"{i}: {median * 1e6:9.1f} ({min(times) * 1e6:9.1f}) us"
-                                for i, (median, times) in enumerate(zip(medians, samples)))
-            print(f"{name:32s} {timings}  last/first {medians[-1] / medians[0]:.3f}")
+            timings = build_timings(builds, call, args.rounds)
+            medians = [timing.median_s for timing in timings]
+            columns = "  ".join(f"{i}: {timing.median_s * 1e6:9.1f} ({min(timing.samples) * 1e6:9.1f}) us"
+                                for i, timing in enumerate(timings))
+            print(f"{name:32s} {columns}  last/first {medians[-1] / medians[0]:.3f}")
 
 
 if __name__ == "__main__":
