@@ -194,6 +194,21 @@ SPECIALISED double group_logit(const SCRATCH *value, const double *capped, ptrdi
     return with_softcap ? capped[at] : (double)value[at];
 }
 
+/* x'_y of each row, at its class index y (at class 0 for a row without: index -1) */
+SPECIALISED void group_logits_at_index(double x_y[ROW_GROUP], const SCRATCH *value, const double *capped,
+                                       const int index[ROW_GROUP], int with_softcap) {
+#ifdef TRANSPOSE_16
+    if (!with_softcap) {
+        SCRATCH at_index[ROW_GROUP];
+        group_value_at_index_16(at_index, value, index);
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) x_y[r] = at_index[r];
+        return;
+    }
+#endif
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++)
+        x_y[r] = group_logit(value, capped, GATHER_AT(index[r] < 0 ? 0 : index[r], r), with_softcap);
+}
+
 /* e = exp(x' - top) of every lane (in e, or with_softcap in capped_e), and each row's rest: the sum
  * of its e but the argmax's, in class order (the gradient reads no e at the argmax) */
 SPECIALISED void group_exps(double rest[ROW_GROUP], double rest_carry[ROW_GROUP], SCRATCH *e, double *capped_e,
@@ -337,12 +352,12 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
 
     /* target_sums */
     double total[ROW_GROUP], total_carry[ROW_GROUP], distance[ROW_GROUP], distance_carry[ROW_GROUP];
+    double x_y[ROW_GROUP]; /* read with a lone index only */
+    if (lone_index) group_logits_at_index(x_y, value, capped, targets.index, with_softcap);
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) { /* a lone class index: one term, as sum_over_target */
         const double c = targets.on_target[r];
-        const int y = targets.index[r] < 0 ? 0 : targets.index[r];
-        const double x_y = group_logit(value, capped, GATHER_AT(y, r), with_softcap);
         total[r] = lone_index ? c : 0.0;
-        distance[r] = lone_index && c != 0 ? c * (top[r] - x_y) : 0.0;
+        distance[r] = lone_index && c != 0 ? c * (top[r] - x_y[r]) : 0.0;
         total_carry[r] = distance_carry[r] = 0.0;
     }
     if (!lone_index)

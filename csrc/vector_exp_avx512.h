@@ -45,6 +45,25 @@ static inline int exp16_row_of(exp16_row *row, float m) {
     return 1;
 }
 
+/* vrndscalepd's rounding down to a multiple of 2^-8 (8 fraction bits), as expf_row_of's floor */
+#define DOWN_TO_2_MINUS_8 ((8 << 4) | _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)
+
+/* exp16_row_of for 16 rows at once, one to a lane, m their maxima: the lanes whose rows it takes
+ * (the others' constants are of no use) */
+static inline __mmask16 exp16_rows_of(exp16_row *rows, __m512 m) {
+    const __m512d log2e = _mm512_set1_pd(VEXP_LOG2E);
+    const __m512d shift_low = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(m)), log2e);
+    const __m512d shift_high = _mm512_mul_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(m, 1)), log2e);
+    const __m512d hi_low = _mm512_roundscale_pd(shift_low, DOWN_TO_2_MINUS_8);
+    const __m512d hi_high = _mm512_roundscale_pd(shift_high, DOWN_TO_2_MINUS_8);
+    rows->shift_hi = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(hi_low)), _mm512_cvtpd_ps(hi_high), 1);
+    rows->shift_lo = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(_mm512_sub_pd(shift_low, hi_low))),
+                                        _mm512_cvtpd_ps(_mm512_sub_pd(shift_high, hi_high)), 1);
+    rows->floor = _mm512_sub_ps(m, _mm512_set1_ps(110.0f));
+    const __m512 abs_m = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(m), _mm512_set1_epi32(0x7fffffff)));
+    return _mm512_cmp_ps_mask(abs_m, _mm512_set1_ps(EXPF_ROW_LIMIT), _CMP_LT_OQ); /* not NaN either */
+}
+
 static inline __m512 exp16_of_row(__m512 x, const exp16_row *row) {
     x = _mm512_max_ps(row->floor, x); /* NaN, the second operand, passes through */
     const __m512 k = _mm512_roundscale_ps(_mm512_fmsub_ps(x, _mm512_set1_ps(EXP2F_LOG2E_HI), row->shift_hi),
