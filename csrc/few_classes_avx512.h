@@ -7,7 +7,7 @@
  * class of a row cost about 1.2 ns: 65536 rows of 2 to 32 classes, one thread). Here they stay in
  * registers across the classes: 5-8% less time for the whole call (K = 4, 10, 32).
  * The arithmetic is the portable loops': the same comparisons, sums in class order and gradient
- * products; the exps are the row path's for float32 on AVX-512 (see group_exps_16). */
+ * products; the exps are the row path's two forms, chosen per lane (see group_exp16). */
 #include <immintrin.h>
 
 #include "vector_exp_avx512.h"
@@ -32,11 +32,12 @@ static inline void group_max_16(float *max, int *argmax, float *x_at_argmax, con
     }
 }
 
-/* The exps of a group are the row path's: exp16_of_row, with each lane's row constants, in the lanes
- * by_row (those of rows expf_row_of takes), else exp16_difference. The constants cost about 27
- * operations per 16 rows and save 7 of exp16_difference's 21 per class, so they take rows of
- * EXP16_ROW_MIN_CLASSES classes or more (softmax on one thread, A/B medians: with them K = 2 15%,
- * K = 3 7% and K = 6 2% slower, K = 8 the same, K = 10 2% and K = 32 5% faster). */
+/* The exps of a group: exp16_of_row, with each lane's row constants, in the lanes by_row (those of
+ * rows expf_row_of takes), else exp16_difference. The constants cost about 20 operations per 16
+ * rows and save 7 of exp16_difference's 21 per class, so only rows of EXP16_ROW_MIN_CLASSES classes
+ * or more take them (softmax on one thread, A/B medians: with them K = 2 15%, K = 3 7% and K = 6 2%
+ * slower, K = 8 the same, K = 10 2% and K = 32 5% faster); fewer classes' exps are then not quite
+ * the row path's. */
 #define EXP16_ROW_MIN_CLASSES 8
 
 static inline __m512 group_exp16(__m512 x, __m512 m, const exp16_row *rows, __mmask16 by_row) {

@@ -45,7 +45,8 @@ static inline int exp16_row_of(exp16_row *row, float m) {
     return 1;
 }
 
-/* vrndscalepd's rounding down to a multiple of 2^-8 (8 fraction bits), as expf_row_of's floor */
+/* vrndscalepd's rounding down to a multiple of 2^-8 (8 fraction bits): expf_row_of's
+ * floor(shift * 256) / 256 */
 #define DOWN_TO_2_MINUS_8 ((8 << 4) | _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)
 
 /* exp16_row_of for 16 rows at once, one to a lane, m their maxima: the lanes whose rows it takes

@@ -36,19 +36,26 @@ def test_tiny_loss_and_target_gradient_are_exact_to_a_few_ulp(dtype, n_classes):
     assert_within_ulps(softmax_ce_c.log_softmax(x)[:, 0], exact("log_softmax", x)[:, 0], LOSS_ULPS)
 
 
+@pytest.mark.parametrize("n_classes", [10, 32, 999])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_rows_on_both_sides_of_the_exps_switch(dtype):
+def test_rows_on_both_sides_of_the_exps_switch(dtype, n_classes):
     """The AVX-512 and AVX2 exps take rows whose max is below 2^14 in magnitude one way and the others
-    another (exp_difference.h): rows just either side, of both signs, are within the contract."""
+    another (exp_difference.h), rows of 8 to 32 float32 classes on AVX-512 lane by lane within a group
+    (few_classes_avx512.h): rows just either side, of both signs, among ordinary rows, are within the
+    contract, and each comes out of its group as it does alone."""
     rng = np.random.default_rng(5)
-    tops = np.array([16383.998, 16384.0, 16384.002, -16383.998, -16384.0, -16384.002, 0.0])
-    x = (tops[:, None] - rng.uniform(0.0, 120.0, (7, 999))).astype(dtype)
+    tops = np.array([16383.998, 16384.0, 16384.002, -16383.998, -16384.0, -16384.002, 1e8, -1e8])
+    tops = np.stack([tops, rng.uniform(-3.0, 3.0, len(tops))], axis=1).reshape(-1)  # each beside an ordinary row
+    x = (tops[:, None] - rng.uniform(0.0, 120.0, (len(tops), n_classes))).astype(dtype)
     x[:, 0] = tops
-    y = rng.integers(0, 999, 7)
+    y = rng.integers(0, n_classes, len(tops))
     loss, grad = softmax_ce_c.softmax_cross_entropy(x, y, reduction="none")
     want_loss, want_grad = exact("softmax_cross_entropy", x, y, reduction="none")
     assert_loss_accurate(loss, want_loss)
-    assert_grad_within_contract(grad, want_grad, exact("softmax", x), one_hot(y, 999), 1)
+    assert_grad_within_contract(grad, want_grad, exact("softmax", x), one_hot(y, n_classes), 1)
+    for n in range(len(tops)):
+        row_loss, row_grad = softmax_ce_c.softmax_cross_entropy(x[n:n + 1], y[n:n + 1], reduction="none")
+        assert row_loss[0] == loss[n] and np.array_equal(row_grad[0], grad[n])
 
 
 @pytest.mark.parametrize("softcap", [1e-301, 1e-302, 1000.0, 1024.0, 1025.0, 1e7])
