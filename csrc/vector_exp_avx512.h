@@ -61,8 +61,7 @@ static inline __mmask16 exp16_rows_of(exp16_row *rows, __m512 m) {
     rows->shift_lo = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(_mm512_sub_pd(shift_low, hi_low))),
                                         _mm512_cvtpd_ps(_mm512_sub_pd(shift_high, hi_high)), 1);
     rows->floor = _mm512_sub_ps(m, _mm512_set1_ps(110.0f));
-    const __m512 abs_m = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(m), _mm512_set1_epi32(0x7fffffff)));
-    return _mm512_cmp_ps_mask(abs_m, _mm512_set1_ps(EXPF_ROW_LIMIT), _CMP_LT_OQ); /* not NaN either */
+    return _mm512_cmp_ps_mask(_mm512_abs_ps(m), _mm512_set1_ps(EXPF_ROW_LIMIT), _CMP_LT_OQ); /* not NaN either */
 }
 
 static inline __m512 exp16_of_row(__m512 x, const exp16_row *row) {
