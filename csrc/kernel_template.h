@@ -949,11 +949,21 @@ SPECIALISED void scaled_minus_values(STORAGE *out, const SCRATCH *e, scaling fac
 /* A gradient of at least this size is written past the caches (stream_store.h): it would not stay
  * in them anyway (the last-level cache here is 32 MiB, shared), and streaming saves the read for
  * ownership of each line: 1024x32000 float32 on one thread 0.47 -> 0.42 ns per element, 8192x1000
- * unchanged (measured). So are softmax's and log_softmax's outputs. */
+ * unchanged (measured). So are softmax's and log_softmax's outputs.
+ * Not rows of fewer than STREAM_MIN_ROW_BYTES that share lines with their neighbours (rows not a
+ * whole number of lines, or out not on a line): the shared lines take normal stores, whose reads
+ * for ownership then wait behind the streamed lines. Written with normal stores only, float32 out=
+ * from np.empty_like (16 bytes past a line), one thread, A/B medians: 128000x64 32.0 -> 20.4 ms,
+ * 63503x129 23.3 -> 15.0 (no longer pipelined), 32000x256 17.2 -> 12.1; at 512 classes the two
+ * were about the same, from 1000 streaming was faster (5.8 against 8.4 ms at 8192x1000), and so it
+ * was for rows of whole lines on a line. */
 #define STREAM_MIN_BYTES (16.0 * 1024 * 1024)
+#define STREAM_MIN_ROW_BYTES 2048
 
-static int streams_output(int64_t n_rows, int64_t n_classes) {
-    return (double)sizeof(STORAGE) * (double)n_rows * (double)n_classes >= STREAM_MIN_BYTES;
+static int streams_output(const STORAGE *out, int64_t n_rows, int64_t n_classes) {
+    const int64_t row_bytes = (int64_t)sizeof(STORAGE) * n_classes;
+    const int whole_lines = (uintptr_t)out % CACHE_LINE == 0 && row_bytes % CACHE_LINE == 0;
+    return (double)row_bytes * (double)n_rows >= STREAM_MIN_BYTES && (whole_lines || row_bytes >= STREAM_MIN_ROW_BYTES);
 }
 
 /* The gradient of a row is grad_k = slope_k (e_k probability - c_k target) but at the argmax, with
@@ -1632,7 +1642,7 @@ int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_
         .softcap = params->softcap,
         .z_loss = params->z_loss,
         .weight_total = sum_of_weights(params),
-        .stream_gradient = grad && streams_output(n_rows, n_classes),
+        .stream_gradient = grad && streams_output(grad, n_rows, n_classes),
         .spread_weights = NULL, /* prepare_cross_entropy's, as narrow_weights */
         .narrow_weights = NULL,
     };
@@ -1797,7 +1807,7 @@ static int run_row_function(row_function function, group_function group, int nee
         scratch = new_scratch(n_threads * on_whole_lines(n_classes));
         if (!scratch) return SCE_ERR_MEMORY;
     }
-    const int stream_output = writes_rows && streams_output(n_rows, n_classes);
+    const int stream_output = writes_rows && streams_output(out, n_rows, n_classes);
     const row_function_job job = {function, group, out, scratch, x, n_rows, n_classes, rows_per_chunk, stream_output};
     pool_run(n_threads, row_function_chunk, (void *)&job, n_chunks);
     free(scratch);
