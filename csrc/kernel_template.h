@@ -23,8 +23,9 @@
  * the names of softmax_ce.h, choosing the instruction set once. All arithmetic is in double (but the
  * exps of FLOAT_EXP types, and their gradient products); STORAGE is only what is read and written.
  * Rows are shared out to threads in chunks (thread_pool.h), or with fewer rows than threads their
- * classes are (kernel_split_classes.h); rows of at most 32 classes are computed ROW_GROUP at a
- * time, across vector lanes. A row's result depends on none of this: not on the threads, the chunks or its neighbours.
+ * classes are (kernel_split_classes.h); rows of at most FEW_CLASSES classes (64 float32, 48 the
+ * others) are computed ROW_GROUP at a time, across vector lanes. A row's result depends on none of
+ * this: not on the threads, the chunks or its neighbours.
  *
  * Every row goes through the same statistics of its logits x' (after the optional softcap): the max
  * m, the first index a holding it (its exp is exactly 1) and rest = sum over k != a of exp(x'_k - m).
@@ -1458,13 +1459,22 @@ static double sum_of_chunks(const compensated_sum *chunks, int64_t n_chunks) {
  * a time (kernel_few_classes.h): their chunks are whole groups. Groups of 32 rows give each step
  * twice the independent work of 16 (float32 5-8% faster, float16 and bfloat16 5-30%, their row
  * functions most); double logits keep 16, whose group arrays at 32 rows outgrew L1 (K = 32 ran
- * 10-25% slower). */
+ * 10-25% slower).
+ * FEW_CLASSES was 32. With 64, one thread, A/B medians of the gradient, the loss alone and softmax
+ * (their time with groups over the row path's): float32 at K = 33 0.28-0.45 (AVX-512), 0.48-0.61
+ * (AVX2), 0.31-0.51 (baseline); K = 48 0.38-0.60, 0.63-0.82, 0.38-0.54; K = 64 0.58-0.98, 0.78-1.03,
+ * 0.40-0.56. Float64 and half precision gained as much at K = 33 and 0.68-0.95 at 48 (but bfloat16's
+ * softmax, 1.2 there), and lost at 64 (1.04-1.60 on AVX-512 and AVX2), so they stop at 48. */
 #define CHUNK_ELEMENTS 32768
-#define FEW_CLASSES 32
 #ifdef STORAGE_IS_DOUBLE
 #define ROW_GROUP 16
 #else
 #define ROW_GROUP 32
+#endif
+#ifdef STORAGE_IS_FLOAT
+#define FEW_CLASSES 64
+#else
+#define FEW_CLASSES 48
 #endif
 
 static int64_t rows_per_chunk_of(int64_t n_classes) {

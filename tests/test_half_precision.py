@@ -136,7 +136,7 @@ def gradient_of_uniform_rows(dtype, n_classes, value):
     return grad, exact
 
 
-@pytest.mark.parametrize("n_classes", [2, 64])  # the groups of K <= 32, and the row path
+@pytest.mark.parametrize("n_classes", [2, 64])  # the row groups (K <= 48 here), and the row path
 @pytest.mark.parametrize("value", [0.5**25, 1.5 * 0.5**25, 0.5**24, 3 * 0.5**26, 0.5**14 * (1 - 0.5**12), 1e-4, 1.0,
                                    65503.0, 65519.0, 65520.0, 65521.0, 1e6, np.nan])
 def test_float16_rounding_edges(value, n_classes):
@@ -148,7 +148,7 @@ def test_float16_rounding_edges(value, n_classes):
     assert grad.view(np.uint16).tolist() == want.view(np.uint16).tolist()
 
 
-@pytest.mark.parametrize("n_classes", [2, 64, 1000])  # the groups of K <= 32, and the row path
+@pytest.mark.parametrize("n_classes", [2, 64, 1000])  # the row groups (K <= 48 here), and the row path
 @pytest.mark.parametrize("value", [0.5**130, 1.5 * 0.5**133, 2.5 * 0.5**133, 0.5**133 + 0.5**140,
                                    0.5**126 * (1 - 0.5**10), 0.5**126, 1e-30, 1.0, 3.0e38,
                                    float.fromhex("0x1.ffp127"), np.nan])
