@@ -14,12 +14,15 @@
  * unrolled body then stays scalar; kept as a loop, it becomes a few vector instructions. */
 #define ACROSS_ROWS _Pragma("GCC unroll 1")
 
-/* The group transposed: class k of its row r at [AT(k, r)] of an array of FEW_CLASSES * ROW_GROUP
- * (flat, so that a lane's own k can be gathered: GCC 12 gathers from no 2-D array). The logits and
- * exps are kept as SCRATCH, which holds them exactly (floats for float32). AT is pointer-sized: with
- * -fwrapv (in Python's build flags) an int index would not be affine in the class loops, and GCC
- * would vectorise none of them; GATHER_AT, for a k of each lane's own, is an int: gathers take
- * 32-bit indices. */
+/* The group transposed: class k of its row r at [AT(k, r)] of an array of n_classes * ROW_GROUP
+ * (flat, so that a lane's own k can be gathered: GCC 12 gathers from no 2-D array). The arrays are
+ * on the stack, sized by the call's K rather than FEW_CLASSES (variable-length arrays): 46 KB for
+ * float32 rows of 88 classes, 112 KB with a softcap, 5 KB at 10 classes. Arrays of a fixed size
+ * would take the most at every K (they measured about 1% faster at K = 2 and 10, a C harness). The
+ * logits and exps are kept as SCRATCH, which holds them exactly (floats for float32). AT is
+ * pointer-sized: with -fwrapv (in Python's build flags) an int index would not be affine in the
+ * class loops, and GCC would vectorise none of them; GATHER_AT, for a k of each lane's own, is an
+ * int: gathers take 32-bit indices. */
 #define AT(k, r) ((ptrdiff_t)(k) * ROW_GROUP + (r))
 #define GATHER_AT(k, r) ((k) * ROW_GROUP + (r))
 
@@ -34,6 +37,16 @@ _Static_assert(sizeof(STORAGE) == sizeof(float) && sizeof(SCRATCH) == sizeof(flo
 #include "transpose_16.h"
 #include "few_classes_avx512.h"
 #endif
+
+/* The length of an array of a group's logits or targets in lanes: the 16 x 16 register transpose
+ * fills whole blocks of 16 classes (transpose_to_lanes). */
+static inline int lanes_length(int n_classes) {
+#ifdef TRANSPOSE_16
+    return (n_classes + 15) / 16 * 16 * ROW_GROUP;
+#else
+    return n_classes * ROW_GROUP;
+#endif
+}
 
 /* Where the lanes' elements are in the rows, for the gathers (nothing with the register transpose);
  * set up once per chunk. */
@@ -126,7 +139,7 @@ static void gradient_to_rows(STORAGE *rows, const SCRATCH *lanes, const group_la
 static void logits_to_lanes(SCRATCH *lanes, const STORAGE *rows, const group_layout *layout, int n_rows,
                             int n_classes, int64_t readable) {
     (void)readable;
-    STORAGE padded[FEW_CLASSES * ROW_GROUP], transposed[FEW_CLASSES * ROW_GROUP];
+    STORAGE padded[n_classes * ROW_GROUP], transposed[n_classes * ROW_GROUP];
     const STORAGE *x = group_rows(padded, rows, n_rows, n_classes * sizeof(STORAGE));
     /* moved, then converted in a loop of its own: half precision has no gathers, but converts in vectors */
     for (int i = 0; i < n_classes * ROW_GROUP; i++) transposed[i] = x[layout->of_rows[i]];
@@ -136,7 +149,7 @@ static void logits_to_lanes(SCRATCH *lanes, const STORAGE *rows, const group_lay
 static void targets_to_lanes(TARGET *lanes, const TARGET *rows, const group_layout *layout, int n_rows,
                              int n_classes, int64_t readable) {
     (void)readable;
-    TARGET padded[FEW_CLASSES * ROW_GROUP];
+    TARGET padded[n_classes * ROW_GROUP];
     const TARGET *t = group_rows(padded, rows, n_rows, n_classes * sizeof(TARGET));
     for (int i = 0; i < n_classes * ROW_GROUP; i++) lanes[i] = t[layout->of_rows[i]];
 }
@@ -317,10 +330,11 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
     const sce_result *result = job->result;
     const int n_classes = (int)params->n_classes;
     const double softcap = job->call.softcap;
-    SCRATCH value[FEW_CLASSES * ROW_GROUP], e[FEW_CLASSES * ROW_GROUP];
+    SCRATCH value[lanes_length(n_classes)], e[n_classes * ROW_GROUP];
     /* softcap only: x', its slope, and e in double (see the gradient) */
-    double capped[FEW_CLASSES * ROW_GROUP], slope[FEW_CLASSES * ROW_GROUP], capped_e[FEW_CLASSES * ROW_GROUP];
-    TARGET t[FEW_CLASSES * ROW_GROUP];
+    const int softcap_lanes = with_softcap ? n_classes * ROW_GROUP : 1;
+    double capped[softcap_lanes], slope[softcap_lanes], capped_e[softcap_lanes];
+    TARGET t[lone_index ? 1 : lanes_length(n_classes)];
     group_targets targets;
     const double *w = constants->w;
     /* every read of x and of the targets happens before the gradient is written: grad may be logits */
@@ -421,7 +435,7 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
     /* In the precision of e: SCRATCH, floats for float32 (whose exps are floats; its factors rounded
      * to float add about an ulp to the error of e); with a softcap in double, as the exps of capped
      * logits are (rounded to float, a subnormal one would lose its digits). */
-    SCRATCH grad[FEW_CLASSES * ROW_GROUP]; /* 0 on rows not counted */
+    SCRATCH grad[n_classes * ROW_GROUP]; /* 0 on rows not counted */
     if (lone_index) { /* (never with a softcap: cross_entropy_groups) */
         /* the loop below's values, with c target of each row taken out of the class loop: c is
          * on_target at the class, else 0 (0 target keeps the sign of zero that loop gives) */

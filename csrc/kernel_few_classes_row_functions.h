@@ -15,7 +15,7 @@ typedef enum { GROUP_LOGSUMEXP, GROUP_LOG_SOFTMAX, GROUP_SOFTMAX } group_functio
  * out is a new array, never x. */
 SPECIALISED void row_function_group_with(STORAGE *out, const STORAGE *x, const group_layout *layout, int64_t first,
                                          int n_rows, int64_t total_rows, int n_classes, group_function_kind kind) {
-    SCRATCH value[FEW_CLASSES * ROW_GROUP], e[FEW_CLASSES * ROW_GROUP];
+    SCRATCH value[lanes_length(n_classes)], e[n_classes * ROW_GROUP];
     group_logits_to_lanes(value, x, layout, first, n_rows, total_rows, n_classes);
     SCRATCH max[ROW_GROUP], x_at_argmax[ROW_GROUP];
     int argmax[ROW_GROUP];
@@ -45,7 +45,7 @@ SPECIALISED void row_function_group_with(STORAGE *out, const STORAGE *x, const g
         return;
     }
     /* log_softmax: both terms <= 0, no cancellation; softmax: the argmax's e is exactly 1 */
-    STORAGE result[FEW_CLASSES * ROW_GROUP];
+    STORAGE result[n_classes * ROW_GROUP];
     for (int k = 0; k < n_classes; k++)
         ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
             const double e_k = k == argmax[r] ? 1.0 : (double)e[AT(k, r)];

@@ -23,8 +23,8 @@
  * the names of softmax_ce.h, choosing the instruction set once. All arithmetic is in double (but the
  * exps of FLOAT_EXP types, and their gradient products); STORAGE is only what is read and written.
  * Rows are shared out to threads in chunks (thread_pool.h), or with fewer rows than threads their
- * classes are (kernel_split_classes.h); rows of at most FEW_CLASSES classes (64 float32, 48 the
- * others) are computed ROW_GROUP at a time, across vector lanes. A row's result depends on none of
+ * classes are (kernel_split_classes.h); rows of at most FEW_CLASSES classes (float32 88 on AVX-512,
+ * 72 elsewhere; 48 the others) are computed ROW_GROUP at a time, across vector lanes. A row's result depends on none of
  * this: not on the threads, the chunks or its neighbours.
  *
  * Every row goes through the same statistics of its logits x' (after the optional softcap): the max
@@ -1460,19 +1460,23 @@ static double sum_of_chunks(const compensated_sum *chunks, int64_t n_chunks) {
  * twice the independent work of 16 (float32 5-8% faster, float16 and bfloat16 5-30%, their row
  * functions most); double logits keep 16, whose group arrays at 32 rows outgrew L1 (K = 32 ran
  * 10-25% slower).
- * FEW_CLASSES was 32. With 64, one thread, A/B medians of the gradient, the loss alone and softmax
- * (their time with groups over the row path's): float32 at K = 33 0.28-0.45 (AVX-512), 0.48-0.61
- * (AVX2), 0.31-0.51 (baseline); K = 48 0.38-0.60, 0.63-0.82, 0.38-0.54; K = 64 0.58-0.98, 0.78-1.03,
- * 0.40-0.56. Float64 and half precision gained as much at K = 33 and 0.68-0.95 at 48 (but bfloat16's
- * softmax, 1.2 there), and lost at 64 (1.04-1.60 on AVX-512 and AVX2), so they stop at 48. */
+ * FEW_CLASSES was 32. One thread, A/B medians of the gradient, the loss alone and softmax, their
+ * time with groups over the row path's: float32 at K = 33 0.28-0.45 (AVX-512), 0.48-0.61 (AVX2),
+ * 0.31-0.51 (baseline); K = 48 0.38-0.60, 0.63-0.82, 0.38-0.54; K = 64 0.58-0.98, 0.78-1.03,
+ * 0.40-0.56; K = 72 0.47-0.78 (AVX-512), 0.75-1.03 (AVX2); K = 88 0.57-0.87, 0.93-1.18; K = 96
+ * 0.63-1.18, 0.99-1.29; K = 128 0.76-1.52, 1.19-1.48; baseline 0.37-0.58 up to 128. Float64 and
+ * half precision gained as much at K = 33 and 0.68-0.95 at 48 (but bfloat16's softmax, 1.2 there),
+ * and lost at 64 (1.04-1.60 on AVX-512 and AVX2). */
 #define CHUNK_ELEMENTS 32768
 #ifdef STORAGE_IS_DOUBLE
 #define ROW_GROUP 16
 #else
 #define ROW_GROUP 32
 #endif
-#ifdef STORAGE_IS_FLOAT
-#define FEW_CLASSES 64
+#if defined(STORAGE_IS_FLOAT) && defined(__AVX512F__)
+#define FEW_CLASSES 88
+#elif defined(STORAGE_IS_FLOAT)
+#define FEW_CLASSES 72
 #else
 #define FEW_CLASSES 48
 #endif

@@ -11,6 +11,9 @@
 #include <unistd.h>
 
 #define MAX_WORKERS 64 /* workers are never reclaimed: keep what a huge num_threads can leave */
+/* a worker's stack is at least this: a few-classes group takes up to about 125 KB of it (float32
+ * rows of 88 classes with a softcap), close to musl's default of 128 KB (glibc's is 8 MB) */
+#define WORKER_MIN_STACK_BYTES (1 << 20)
 
 /* A thread that waits within a job (a worker for the prologue's end, the caller for the workers'
  * last chunks) checks for this long before it sleeps: a sleeping thread took 20-25 us to wake here
@@ -119,6 +122,9 @@ static int start_workers(int n_threads) {
         pthread_attr_t attributes;
         pthread_attr_init(&attributes);
         pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+        size_t stack_bytes = 0;
+        if (pthread_attr_getstacksize(&attributes, &stack_bytes) == 0 && stack_bytes < WORKER_MIN_STACK_BYTES)
+            pthread_attr_setstacksize(&attributes, WORKER_MIN_STACK_BYTES);
         const int failed = pthread_create(&thread, &attributes, worker_main, (void *)(intptr_t)(n_started + 1));
         pthread_attr_destroy(&attributes);
         if (failed) break;

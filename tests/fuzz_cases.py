@@ -15,7 +15,7 @@ DTYPE_NAMES = ["float32", "float64", "float16"] + (["bfloat16"] if ml_dtypes is 
 LAYOUTS = ["C", "C", "F", "strided", "negative", "misaligned", "byteswapped"]
 INDEX_DTYPES = ["int64", "int32", "int16", "int8", "uint8", "uint16", "uint64"]
 DIM_SIZES = [0, 1, 1, 2, 3, 5, 7, 13, 16, 17]
-CLASS_SIZES = [1, 2, 3, 5, 7, 15, 16, 17, 31, 33, 48, 49, 64, 65, 100, 257, 1000]
+CLASS_SIZES = [1, 2, 3, 5, 7, 15, 16, 17, 31, 33, 48, 49, 65, 72, 73, 88, 89, 100, 257, 1000]
 MAX_ELEMENTS = 4000
 
 
@@ -32,7 +32,7 @@ def draw_shape(rng, big):
     """(shape, axis): 1 to 4 dims with 0, 1 and odd sizes, at most MAX_ELEMENTS elements; a big case
     is a few rows of ~100K elements in all, enough for the kernel to share them out to threads."""
     if big:
-        n_classes = pick(rng, [33, 65, 1000, 40000])
+        n_classes = pick(rng, [33, 89, 1000, 40000])
         shape = [max(1, int(rng.integers(70000, 140000)) // n_classes), n_classes]
         return shape, -1 if rng.random() < 0.8 else 1
     ndim = int(rng.integers(1, 5))

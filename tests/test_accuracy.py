@@ -36,11 +36,11 @@ def test_tiny_loss_and_target_gradient_are_exact_to_a_few_ulp(dtype, n_classes):
     assert_within_ulps(softmax_ce_c.log_softmax(x)[:, 0], exact("log_softmax", x)[:, 0], LOSS_ULPS)
 
 
-@pytest.mark.parametrize("n_classes", [10, 32, 64, 999])
+@pytest.mark.parametrize("n_classes", [10, 32, 88, 999])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_rows_on_both_sides_of_the_exps_switch(dtype, n_classes):
     """The AVX-512 and AVX2 exps take rows whose max is below 2^14 in magnitude one way and the others
-    another (exp_difference.h), rows of 8 to 64 float32 classes on AVX-512 lane by lane within a group
+    another (exp_difference.h), rows of 8 to 88 float32 classes on AVX-512 lane by lane within a group
     (few_classes_avx512.h): rows just either side, of both signs, among ordinary rows, are within the
     contract, and each comes out of its group as it does alone."""
     rng = np.random.default_rng(5)
