@@ -16,8 +16,8 @@
 
 /* The group transposed: class k of its row r at [AT(k, r)] of an array of n_classes * ROW_GROUP
  * (flat, so that a lane's own k can be gathered: GCC 12 gathers from no 2-D array). The arrays are
- * on the stack, sized by the call's K rather than FEW_CLASSES (variable-length arrays): 46 KB for
- * float32 rows of 88 classes, 112 KB with a softcap, 5 KB at 10 classes. Arrays of a fixed size
+ * on the stack, sized by the call's K rather than FEW_CLASSES (variable-length arrays): 34 KB for
+ * float32 rows of 88 classes, 60 KB for 48 with a softcap, 5 KB at 10 classes. Arrays of a fixed size
  * would take the most at every K (they measured about 1% faster at K = 2 and 10, a C harness). The
  * logits and exps are kept as SCRATCH, which holds them exactly (floats for float32). AT is
  * pointer-sized: with -fwrapv (in Python's build flags) an int index would not be affine in the

@@ -23,9 +23,9 @@
  * the names of softmax_ce.h, choosing the instruction set once. All arithmetic is in double (but the
  * exps of FLOAT_EXP types, and their gradient products); STORAGE is only what is read and written.
  * Rows are shared out to threads in chunks (thread_pool.h), or with fewer rows than threads their
- * classes are (kernel_split_classes.h); rows of at most FEW_CLASSES classes (float32 88 on AVX-512,
- * 72 elsewhere; 48 the others) are computed ROW_GROUP at a time, across vector lanes. A row's result depends on none of
- * this: not on the threads, the chunks or its neighbours.
+ * classes are (kernel_split_classes.h); rows of few classes (takes_groups: float32 88 on AVX-512, 72
+ * elsewhere; 48 the others, and 48 with options) are computed ROW_GROUP at a time, across vector
+ * lanes. A row's result depends on none of this: not on the threads, the chunks or its neighbours.
  *
  * Every row goes through the same statistics of its logits x' (after the optional softcap): the max
  * m, the first index a holding it (its exp is exactly 1) and rest = sum over k != a of exp(x'_k - m).
@@ -1466,7 +1466,12 @@ static double sum_of_chunks(const compensated_sum *chunks, int64_t n_chunks) {
  * 0.40-0.56; K = 72 0.47-0.78 (AVX-512), 0.75-1.03 (AVX2); K = 88 0.57-0.87, 0.93-1.18; K = 96
  * 0.63-1.18, 0.99-1.29; K = 128 0.76-1.52, 1.19-1.48; baseline 0.37-0.58 up to 128. Float64 and
  * half precision gained as much at K = 33 and 0.68-0.95 at 48 (but bfloat16's softmax, 1.2 there),
- * and lost at 64 (1.04-1.60 on AVX-512 and AVX2). */
+ * and lost at 64 (1.04-1.60 on AVX-512 and AVX2).
+ * That is for rows whose only target is a class index (and the row functions). Other rows (label
+ * smoothing, probability targets, a softcap) keep more group arrays (a softcap's three in double),
+ * and lost from 64 classes with groups: float32 out=, a softcap 1.01-1.15 (AVX-512), smoothing and
+ * probabilities 1.06-1.34 (AVX2), where at 40 classes they all gained (0.52-0.83); they stop at
+ * FEW_CLASSES_WITH_OPTIONS, which also keeps a softcap's group under 64 KB of stack. */
 #define CHUNK_ELEMENTS 32768
 #ifdef STORAGE_IS_DOUBLE
 #define ROW_GROUP 16
@@ -1480,11 +1485,19 @@ static double sum_of_chunks(const compensated_sum *chunks, int64_t n_chunks) {
 #else
 #define FEW_CLASSES 48
 #endif
+#define FEW_CLASSES_WITH_OPTIONS 48
 
-static int64_t rows_per_chunk_of(int64_t n_classes) {
+/* whether rows of the call are computed in groups (kernel_few_classes.h) */
+static int takes_groups(const sce_params *params, const int64_t *target_index) {
+    const int lone_index = target_index && params->label_smoothing == 0 && params->softcap == 0;
+    return params->n_classes <= (lone_index ? FEW_CLASSES : FEW_CLASSES_WITH_OPTIONS);
+}
+
+/* grouped: chunks of whole groups */
+static int64_t rows_per_chunk_of(int64_t n_classes, int grouped) {
     if (n_classes >= CHUNK_ELEMENTS) return 1;
     const int64_t rows = CHUNK_ELEMENTS / n_classes;
-    return n_classes <= FEW_CLASSES ? rows - rows % ROW_GROUP : rows;
+    return grouped ? rows - rows % ROW_GROUP : rows;
 }
 
 /* the row after the last one of the chunk that starts at begin */
@@ -1506,6 +1519,7 @@ typedef struct {
     int64_t *target_copy;        /* (N) */
     const TARGET *target_prob;
     int64_t rows_per_chunk;
+    int grouped; /* takes_groups */
     compensated_sum *loss_sums, *z_loss_sums; /* (n_chunks): each chunk's, z_loss_sums NULL without z-loss */
     waiting_gradient *waiting; /* one per worker for pipelined rows (see waiting_gradient), else NULL */
 } cross_entropy_job;
@@ -1524,7 +1538,7 @@ static void cross_entropy_chunk(void *context, int worker, int64_t chunk) {
     const int64_t begin = chunk * job->rows_per_chunk;
     const int64_t end = chunk_end(begin, job->rows_per_chunk, job->params->n_rows);
     const int64_t n_classes = job->params->n_classes;
-    if (n_classes <= FEW_CLASSES) {
+    if (job->grouped) {
         cross_entropy_groups(job, begin, end);
         sum_chunk(job, chunk);
         return;
@@ -1635,14 +1649,15 @@ int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_
     if (status != SCE_OK) return status;
 
     const int64_t n_rows = params->n_rows, n_classes = params->n_classes;
-    const int64_t rows_per_chunk = rows_per_chunk_of(n_classes);
+    const int grouped = takes_groups(params, target_index);
+    const int64_t rows_per_chunk = rows_per_chunk_of(n_classes, grouped);
     const int64_t n_chunks = (n_rows + rows_per_chunk - 1) / rows_per_chunk;
     /* fewer rows than threads, each of several segments: the threads share out the class axis */
     const int split_classes = n_rows > 0 && n_rows < params->n_threads && n_classes > SEGMENT;
     const int64_t n_segments = (n_classes + SEGMENT - 1) / SEGMENT;
     const int n_threads = pool_threads_for(params->n_threads, split_classes ? n_rows * n_segments : n_chunks);
     const int64_t scratch_rows = split_classes ? n_rows : n_threads;
-    const int with_scratch = grad && n_rows > 0 && n_classes > FEW_CLASSES;
+    const int with_scratch = grad && n_rows > 0 && !grouped;
     const int with_spread_weights = with_scratch && uses_spread_weights(params, target_index);
     const int64_t scratch_end = scratch_rows * scratch_stride(n_classes); /* then the spread weights */
     SCRATCH *scratch = with_scratch ? new_scratch(scratch_end + with_spread_weights * n_classes) : NULL;
@@ -1674,6 +1689,7 @@ int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_
         .target_copy = params->target_copy ? params->target_copy : own_copy,
         .target_prob = target_prob,
         .rows_per_chunk = rows_per_chunk,
+        .grouped = grouped,
         .loss_sums = chunk_sums,
         .z_loss_sums = chunk_sums && result->row_z_loss ? chunk_sums + n_chunks : NULL,
         .waiting = pipelined ? new_waiting_gradients(n_threads) : NULL,
@@ -1814,7 +1830,8 @@ static int run_row_function(row_function function, group_function group, int nee
                             STORAGE *out, const sce_params *params, const STORAGE *x) {
     if (params->n_rows < 0 || params->n_classes < 1) return SCE_ERR_SHAPE;
     const int64_t n_rows = params->n_rows, n_classes = params->n_classes;
-    const int64_t rows_per_chunk = rows_per_chunk_of(n_classes), n_chunks = (n_rows + rows_per_chunk - 1) / rows_per_chunk;
+    const int64_t rows_per_chunk = rows_per_chunk_of(n_classes, n_classes <= FEW_CLASSES);
+    const int64_t n_chunks = (n_rows + rows_per_chunk - 1) / rows_per_chunk;
     const int n_threads = pool_threads_for(params->n_threads, n_chunks);
     SCRATCH *scratch = NULL;
     if (needs_scratch && n_rows > 0 && n_classes > FEW_CLASSES) {

@@ -227,7 +227,7 @@ def kernel_params(n_rows, n_classes, **options):
     return ffi.new("sce_params *", fields)
 
 
-@pytest.mark.parametrize("n_rows, n_classes, n_threads", [(3, 4, 1), (40000, 4, 2), (2000, 40, 2)])
+@pytest.mark.parametrize("n_rows, n_classes, n_threads", [(3, 4, 1), (40000, 4, 2), (2000, 100, 2)])
 @pytest.mark.parametrize("copy_space", [False, True])  # the kernel's own copy of the indices, or the caller's
 def test_kernel_writes_nothing_before_reporting_a_bad_target(n_rows, n_classes, n_threads, copy_space):
     """The last row's bad target is found before the first row's loss or gradient is written; with

@@ -139,7 +139,7 @@ def test_a_row_does_not_depend_on_the_rows_grouped_with_it(n_classes, dtype_name
 
 
 @pytest.mark.parametrize("dtype_name", DTYPES)
-@pytest.mark.parametrize("n_classes", [1, 3, 10, 32])
+@pytest.mark.parametrize("n_classes", [1, 3, 10, 32, 72, 88])
 def test_every_thread_count_gives_bitwise_the_same_answer(n_classes, dtype_name):
     dtype = dtype_of(dtype_name)
     row_group = 16 if dtype_name == "float64" else 32  # kernel_template.h's ROW_GROUP

@@ -41,10 +41,11 @@ def rows_in_small_calls(x, target, rows, rows_per_call=1, grad_scale=1.0, **opti
 
 @pytest.mark.parametrize("options", OPTIONS, ids=["plain", "smoothing", "softcap", "probabilities"])
 @pytest.mark.parametrize("offset", [0, 1, 7])
-@pytest.mark.parametrize("shape", [(1030, 4099), (2, 2_100_000), (32800, 128)],
+@pytest.mark.parametrize("shape", [(1030, 4099), (2, 2_100_000), (21846, 192)],
                          ids=["rows", "split-classes", "short-rows"])
 def test_streamed_gradient_is_bitwise_the_plain_one(shape, offset, options):
-    """Short rows are streamed only when they are whole lines (offset 0); else written plainly."""
+    """Short rows are streamed only when they are whole lines (offset 0; pipelined too: K > 128);
+    else written plainly."""
     options = dict(options)
     probabilities = options.pop("probabilities", False)
     x, target = problem(shape, np.float32, probabilities)
@@ -149,7 +150,7 @@ def test_in_place_streams_over_the_logits():
 
 
 @pytest.mark.parametrize("function", [softmax_ce_c.softmax, softmax_ce_c.log_softmax])
-@pytest.mark.parametrize("n_classes", [4099, 64], ids=["rows-across-lines", "rows-on-lines"])
+@pytest.mark.parametrize("n_classes", [4099, 128], ids=["rows-across-lines", "rows-on-lines"])
 @pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
 def test_streamed_row_outputs_are_bitwise_the_plain_ones(dtype, n_classes, function):
     """softmax and log_softmax outputs of 16 MiB or more are streamed as the gradient is: every
