@@ -66,8 +66,8 @@ typedef struct {
  * private copy (params->target_copy, or one the kernel allocates) that is checked and then used: the
  * gradient may be written over target_index, and another thread changing it meanwhile cannot take a
  * row out of range. The work space (2K values per thread, on whole cache lines, or per row when the
- * class axis is shared out; none for K <= 48, or for float32 K <= 72, 88 on AVX-512) is allocated
- * once per call. */
+ * class axis is shared out; none for rows of few classes: K <= 48, or for float32 rows whose only
+ * target is a class index K <= 72, 88 on AVX-512) is allocated once per call. */
 int sce_cross_entropy_f32(float *grad, sce_result *result, const sce_params *params,
                           const float *logits, const int64_t *target_index, const float *target_prob);
 int sce_cross_entropy_f64(double *grad, sce_result *result, const sce_params *params,

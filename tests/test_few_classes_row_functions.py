@@ -1,7 +1,7 @@
 """logsumexp, log_softmax and softmax of rows of few classes (48; float32 72, or 88 on AVX-512),
-which the kernel takes 32 rows (float64: 16) at a time across vector lanes: partial last groups, special values in some rows of a group, a row's
-result independent of the rows grouped with it, every thread count, every dtype (conftest.py runs
-each test once per instruction set)."""
+which the kernel takes 32 rows (float64: 16) at a time across vector lanes: partial last groups,
+special values in some rows of a group, a row's result independent of the rows grouped with it,
+every thread count, every dtype (conftest.py runs each test once per instruction set)."""
 import numpy as np
 import pytest
 
