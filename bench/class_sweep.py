@@ -43,26 +43,40 @@ def methods(x, target):
     return timed
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def ns_per_logit(x, target):
+    """The methods' medians on x, by name, in ns per logit"""
+    timings = benchmark([Method(name, call, POLICY) for name, call in methods(x, target).items()])
+    return {t.method: t.median_s * 1e9 / x.size for t in timings}
+
+
+def sweep_arguments(doc, classes):
+    """--logits and --classes, which this sweep and input_sweep.py take"""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--logits", type=int, default=1 << 22, help="logits per call (about)")
-    parser.add_argument("--classes", default=",".join(map(str, CLASSES)), help="comma-separated K values")
-    args = parser.parse_args()
+    parser.add_argument("--classes", default=",".join(map(str, classes)), help="comma-separated K values")
+    return parser.parse_args()
+
+
+def start_sweep(n_logits):
+    """PyTorch on one thread, and the line naming the versions and the machine"""
     if torch is not None:
         torch.set_num_threads(1)
     machine = describe_machine(softmax_ce_c, torch=torch)
     print(f"softmax_ce_c {machine['softmax_ce_c']} ({softmax_ce_c.instruction_set()}), torch {machine['torch']}, "
           f"NumPy {machine['numpy']}, {machine['cpu_model']}, {machine['date_utc']}, "
-          f"load average {machine['load_average_1min']}; about {args.logits} logits per call")
+          f"load average {machine['load_average_1min']}; about {n_logits} logits per call")
+
+
+def main():
+    args = sweep_arguments(__doc__, CLASSES)
+    start_sweep(args.logits)
     rng = np.random.default_rng(0)
     rows = []
     for n_classes in (int(k) for k in args.classes.split(",")):
         n_rows = max(1, args.logits // n_classes)
         x = rng.standard_normal((n_rows, n_classes), dtype=np.float32)
         target = rng.integers(0, n_classes, n_rows)
-        timed = methods(x, target)
-        timings = benchmark([Method(name, call, POLICY) for name, call in timed.items()])
-        ns = {t.method: t.median_s * 1e9 / x.size for t in timings}
+        ns = ns_per_logit(x, target)
         rows.append((n_classes, n_rows, ns))
     names = list(rows[0][2])
     print("\nns per logit, float32, one thread, medians (torch / ours: allocating against allocating)\n")

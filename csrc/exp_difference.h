@@ -28,7 +28,8 @@ static inline float exp_difference_in_float(float x, float m) {
 /* The same exps for the float logits x <= m of one row with |m| < EXPF_ROW_LIMIT, with FMA (AVX2,
  * AVX-512), in 14 operations instead of 21: the difference taken in base 2 by FMAs, whose products
  * are exact, where TwoSum took six operations to split it exactly. With s = m log2(e) split into
- * s_hi (s rounded down to a 2^-8 grid) + s_lo, and x clamped to m - 110 (exp rounds to 0 there):
+ * s_hi (s rounded down to a 2^-8 grid) + s_lo, and x below m - 104 (exp rounds to 0 there) taken as
+ * m - 116 (see VEXPF_ZERO_AT):
  *   d = x LOG2E_HI - s_hi, k = round(d),
  *   r = (x LOG2E_HI - (k + s_hi)) + (x LOG2E_LO - s_lo) = (x - m) log2(e) - k, |r| <= 0.505,
  * where k + s_hi is exact (|k + s_hi| < 2^15 on the 2^-8 grid) and so is the product in the first
@@ -48,7 +49,8 @@ static inline float exp_difference_in_float(float x, float m) {
 #define EXP2F_C6 1.532106e-04f
 
 typedef struct {
-    float floor, shift_hi, shift_lo;
+    float zero_below, floor, shift_hi, shift_lo; /* logits below zero_below are taken as floor */
+    int careful; /* whether results may be subnormal: see expf_of_row_with */
 } expf_row;
 
 /* whether expf_of_row takes the row of max m, and if so its constants */
@@ -57,15 +59,18 @@ static inline int expf_row_of(expf_row *row, float m) {
     if (!(fabsf(m) < EXPF_ROW_LIMIT)) return 0; /* also a max that is NaN or infinite */
     const double shift = (double)m * VEXP_LOG2E;
     const double shift_hi = floor(shift * 256.0) / 256.0;
-    *row = (expf_row){m - 110.0f, (float)shift_hi, (float)(shift - shift_hi)};
+    *row = (expf_row){m + VEXPF_FLOOR, m + VEXPF_ZERO_AT, (float)shift_hi, (float)(shift - shift_hi), 0};
     return 1;
 #else
     return (void)row, (void)m, 0;
 #endif
 }
 
-static inline float expf_of_row(float x, const expf_row *row) {
-    x = x < row->floor ? row->floor : x; /* NaN passes through */
+/* in_double (a constant; for a careful row): 2^k applied in double, whose conversion rounds a
+ * subnormal result once, as vexpf_times_power_of_2 does, but without the microcode assist that
+ * Intel's multipliers take for one (about 45 ns per vector instruction) */
+static inline float expf_of_row_with(float x, const expf_row *row, int in_double) {
+    x = x < row->zero_below ? row->floor : x; /* exp rounds to 0; NaN passes through */
     const float shifted = VEXPF_FMA(x, EXP2F_LOG2E_HI, -row->shift_hi) + VEXPF_ROUND;
     const float k = shifted - VEXPF_ROUND;
     const float r =
@@ -77,8 +82,12 @@ static inline float expf_of_row(float x, const expf_row *row) {
     p = VEXPF_FMA(p, r, EXP2F_C2);
     p = VEXPF_FMA(p, r, EXP2F_C1);
     p = VEXPF_FMA(p, r, 1.0f);
-    return vexpf_times_power_of_2(p, (int32_t)(vexpf_to_bits(shifted) - vexpf_to_bits(VEXPF_ROUND)));
+    const int32_t power = (int32_t)(vexpf_to_bits(shifted) - vexpf_to_bits(VEXPF_ROUND));
+    if (in_double) return (float)((double)p * vexp_from_bits((uint64_t)(power + 1023) << 52));
+    return vexpf_times_power_of_2(p, power);
 }
+
+static inline float expf_of_row(float x, const expf_row *row) { return expf_of_row_with(x, row, 0); }
 
 /* exp(d) for a double d <= 0 (a softcapped float32 logit minus its max) in float arithmetic: d
  * split into floats hi + lo, the part hi rounds off; as accurate as exp_difference_in_float. */

@@ -51,7 +51,7 @@ static void segment_sum_task(void *context, int worker, int64_t task) {
     }
     split->segment_rest[n * split->n_segments + segment] =
         sum_exp_of_segment(scratch_of(job, n), row_of(job, n), NULL, NULL, job->params->n_classes, segment * SEGMENT,
-                           stats->argmax, stats->max, job->call.softcap, NULL);
+                           stats->argmax, stats->max, stats->min, job->call.softcap, NULL);
 }
 
 static void segment_gradient_task(void *context, int worker, int64_t task) {
@@ -73,14 +73,18 @@ static void segment_gradient_task(void *context, int worker, int64_t task) {
 /* Combines the segments' maxima of each row in order: the first index of the largest x. */
 static void combine_maxima(class_split *split, int64_t n_rows) {
     for (int64_t n = 0; n < n_rows; n++) {
-        logit_max max = {-INFINITY, 0};
+        logit_max max = {-INFINITY, 0, INFINITY};
+        double min = INFINITY;
         for (int64_t s = 0; s < split->n_segments && split->counted[n]; s++) {
             const logit_max segment = split->segment_max[n * split->n_segments + s];
             if (segment.value > max.value) max = segment;
+            min = segment.min < min ? segment.min : min;
         }
+        max.min = min;
         split->segment_max[n * split->n_segments] = max; /* the row's, kept for combine_sums */
         split->stats[n].max = capped_value(max.value, split->job->call.softcap);
         split->stats[n].argmax = max.index;
+        split->stats[n].min = max.min;
     }
 }
 

@@ -142,16 +142,19 @@ typedef struct {
     int64_t argmax; /* the first index holding max (of x: see find_max) */
     double rest;    /* sum of exp(x'_k - max) over k != argmax; NaN for a NaN row (see row_rest):
                        lse = max + log1p(rest) */
+    double min;     /* logit_max's */
 } row_stats;
 
-/* Per lane j: the largest x[k + j] seen, and the k of the block where it was first seen. */
-SPECIALISED void max_block(double lane_max[PARTIAL_SUMS], int64_t lane_block[PARTIAL_SUMS], const STORAGE *x,
-                           int64_t block, int lanes) {
+/* Per lane j: the largest x[k + j] seen, and the k of the block where it was first seen; the
+ * smallest above -inf. */
+SPECIALISED void max_block(double lane_max[PARTIAL_SUMS], int64_t lane_block[PARTIAL_SUMS],
+                           double lane_min[PARTIAL_SUMS], const STORAGE *x, int64_t block, int lanes) {
     for (int j = 0; j < lanes; j++) {
         const double value = LOAD(x[block + j]);
         const int larger = value > lane_max[j];
         lane_max[j] = larger ? value : lane_max[j];
         lane_block[j] = larger ? block : lane_block[j];
+        lane_min[j] = value > -INFINITY && value < lane_min[j] ? value : lane_min[j];
     }
 }
 
@@ -164,6 +167,8 @@ SPECIALISED void max_block(double lane_max[PARTIAL_SUMS], int64_t lane_block[PAR
 typedef struct {
     double value;  /* the max of x (before the softcap) */
     int64_t index; /* the first index holding it; 0 when no x is larger than -inf */
+    double min;    /* FLOAT_EXP types: the smallest x above -inf (+inf if none), for tiny_products and
+                      careful_exps; -inf for the others, which do not need it */
 } logit_max;
 
 /* The classes before the first address in x that is a multiple of a vector of lanes logits (0 if x
@@ -189,23 +194,28 @@ static logit_max find_max(const STORAGE *x, int64_t n_classes) {
 #ifdef VECTOR_ROW_MAX
     if (n_classes >= 16) return vector_row_max(x, n_classes);
 #endif
-    double lane_max[PARTIAL_SUMS];
+    double lane_max[PARTIAL_SUMS], lane_min[PARTIAL_SUMS];
     int64_t lane_block[PARTIAL_SUMS];
     for (int j = 0; j < PARTIAL_SUMS; j++) {
         lane_max[j] = -INFINITY;
+        lane_min[j] = INFINITY;
         lane_block[j] = 0;
     }
     int64_t k = 0;
-    for (; k + PARTIAL_SUMS <= n_classes; k += PARTIAL_SUMS) max_block(lane_max, lane_block, x, k, PARTIAL_SUMS);
-    max_block(lane_max, lane_block, x, k, (int)(n_classes - k));
-    double max = lane_max[0];
-    for (int j = 1; j < PARTIAL_SUMS; j++) max = lane_max[j] > max ? lane_max[j] : max;
+    for (; k + PARTIAL_SUMS <= n_classes; k += PARTIAL_SUMS)
+        max_block(lane_max, lane_block, lane_min, x, k, PARTIAL_SUMS);
+    max_block(lane_max, lane_block, lane_min, x, k, (int)(n_classes - k));
+    double max = lane_max[0], min = lane_min[0];
+    for (int j = 1; j < PARTIAL_SUMS; j++) {
+        max = lane_max[j] > max ? lane_max[j] : max;
+        min = lane_min[j] < min ? lane_min[j] : min;
+    }
     int64_t argmax = n_classes;
     for (int j = 0; j < PARTIAL_SUMS; j++) {
         const int64_t index = lane_block[j] + j;
         if (lane_max[j] == max && index < argmax) argmax = index;
     }
-    return (logit_max){max, argmax < n_classes ? argmax : 0};
+    return (logit_max){max, argmax < n_classes ? argmax : 0, FLOAT_EXP ? min : -INFINITY};
 }
 
 /* exp(x' - max); for FLOAT_EXP types in float (for uncapped logits, max is a float too) */
@@ -413,6 +423,28 @@ typedef struct {
     smoothing_sums sums;
 } row_smoothing;
 
+/* Intel's cores take a microcode assist, about 45 ns for a multiplication or an FMA and 80 for a
+ * vscalefps, for each vector instruction whose result is subnormal (or underflows from just above)
+ * or that takes a subnormal operand; additions, conversions and masked-off lanes take none. Float32
+ * rows whose logits spread over more than about 60 met them on every few vectors and ran up to 16x
+ * slower (bench/input_sweep.py). Two kinds of row are told apart by their min (logit_max):
+ *   careful_exps: some exps may be subnormal (x - max < -87.3): exp16_of_row (AVX-512) and
+ *     expf_of_row_with then apply 2^k in double, rounded once to float by the conversion, the same
+ *     bits as before;
+ *   tiny_products: some e_k factor (e_k >= exp(min - max), but for the zeros of -inf) may be below
+ *     2^-100, where scaled()'s low product (2^-24 of it) or the gradient itself is subnormal: such
+ *     rows take the double loops for the gradient (15-25% slower than the float ones). Masks of
+ *     -inf leave a row as it is; masks of -1e4 make it one of these.
+ * The few-classes groups (kernel_few_classes.h) take neither yet: their rows spread over more than
+ * about 87 still meet the assists. */
+SPECIALISED int careful_exps(double min, double max) { return FLOAT_EXP && min - max < -87.0; }
+
+SPECIALISED int tiny_products(double min, double max, double factor) {
+    if (!FLOAT_EXP || factor == 0) return 0;
+    const int exponent = (int)(vexp_to_bits(factor) >> 52 & 0x7FF) - 1023; /* ilogb's, not its call */
+    return (min - max) * VEXP_LOG2E + (exponent < 0 ? exponent : 0) < -100;
+}
+
 /* FLOAT_EXP logits: their exps are floats, and runs of up to FLOAT_RUN blocks of them (count
  * logits, the last run of a row shorter) are summed per lane in float before the double sums take
  * them (converting every block costs a sixth of the pass). A run's sum of positive terms is within
@@ -444,7 +476,7 @@ typedef exp16_row float_exp_row;
 
 static inline int float_runs_take_softcap(double softcap) { return softcap >= SOFTCAP8_MIN && softcap <= SOFTCAP8_MAX; }
 
-static inline int float_exp_row_of(float_exp_row *row, float m) { return exp16_row_of(row, m); }
+static inline int float_exp_row_of(float_exp_row *row, float m, int careful) { return exp16_row_of(row, m, careful); }
 
 typedef struct {
     __m512d low, high; /* lanes 0-7, 8-15 */
@@ -517,7 +549,11 @@ typedef expf_row float_exp_row;
 
 static inline int float_runs_take_softcap(double softcap) { return (void)softcap, 1; }
 
-static inline int float_exp_row_of(float_exp_row *row, float m) { return expf_row_of(row, m); }
+static inline int float_exp_row_of(float_exp_row *row, float m, int careful) {
+    if (!expf_row_of(row, m)) return 0;
+    row->careful = careful;
+    return 1;
+}
 
 typedef partial_sums float_run_sums;
 
@@ -533,11 +569,10 @@ SPECIALISED void cap_batch(double *capped, SCRATCH *restrict slope, const STORAG
     }
 }
 
-SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row,
-                               int64_t count, int64_t skip, double max, const float_exp_row *row,
-                               const double *capped, smoothing_sums *smoothing, class_weights weights,
-                               streamed_lines *lines, int store) {
-    (void)smoothing, (void)weights, (void)lines; /* NULL: FLOAT_EXP types stream no lines without AVX-512 */
+/* careful: row's (a constant, so that the loop is vectorised for one kind of exp) */
+SPECIALISED void exp_float_run_with(float_run_sums *sums, SCRATCH *restrict e, const STORAGE *x,
+                                    const STORAGE *next_row, int64_t count, int64_t skip, double max,
+                                    const float_exp_row *row, const double *capped, int careful, int store) {
     float run[PARTIAL_SUMS] = {0.0f};
     for (int64_t k = 0; k < count; k += PARTIAL_SUMS) {
         if (next_row) prefetch_block(next_row + k);
@@ -548,13 +583,24 @@ SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const 
                 term = expf_of_double(capped[k + j] - max);
             } else {
                 const float logit = (float)LOAD(x[k + j]);
-                term = row ? expf_of_row(logit, row) : exp_difference_in_float(logit, (float)max);
+                term = row ? expf_of_row_with(logit, row, careful) : exp_difference_in_float(logit, (float)max);
             }
             if (store) e[k + j] = term;
             run[j] += k + j == skip ? 0.0f : term;
         }
     }
     for (int j = 0; j < PARTIAL_SUMS; j++) add_to_lane(sums, j, run[j]);
+}
+
+SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row,
+                               int64_t count, int64_t skip, double max, const float_exp_row *row,
+                               const double *capped, smoothing_sums *smoothing, class_weights weights,
+                               streamed_lines *lines, int store) {
+    (void)smoothing, (void)weights, (void)lines; /* NULL: FLOAT_EXP types stream no lines without AVX-512 */
+    if (row && row->careful)
+        exp_float_run_with(sums, e, x, next_row, count, skip, max, row, capped, 1, store);
+    else
+        exp_float_run_with(sums, e, x, next_row, count, skip, max, row, capped, 0, store);
 }
 #endif
 
@@ -673,7 +719,8 @@ SPECIALISED double exp_double_runs(double *restrict e, const double *x, const do
 
 SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,
                                   const STORAGE *next_row, waiting_gradient *waiting, int64_t begin, int64_t end,
-                                  int64_t skip, double max, double softcap, row_smoothing *smoothing, int store) {
+                                  int64_t skip, double max, int careful, double softcap, row_smoothing *smoothing,
+                                  int store) {
 #ifdef EXP8_ROWS
     exp8_row row;
     if (softcap == 0 && exp8_row_of(&row, max))
@@ -684,7 +731,7 @@ SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, 
         float_exp_row row;
         if (softcap > 0)
             return exp_float_runs(e, slope, x, next_row, waiting, begin, end, skip, max, NULL, softcap, NULL, store);
-        return float_exp_row_of(&row, (float)max)
+        return float_exp_row_of(&row, (float)max, careful)
                    ? exp_float_runs(e, slope, x, next_row, waiting, begin, end, skip, max, &row, 0.0, smoothing, store)
                    : exp_float_runs(e, slope, x, next_row, waiting, begin, end, skip, max, NULL, 0.0, smoothing, store);
     }
@@ -710,20 +757,23 @@ SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, 
 
 /* Sum of exp(x'_k - max) for k in [begin, end) but k = skip; with scratch not NULL, e_k = exp(x'_k -
  * max) is also stored in scratch[k] and, with a softcap, the slope dx'_k/dx_k in scratch[K + k].
+ * min: the row's (logit_max), for careful_exps.
  *   scratch   (K, with a softcap 2K) out or NULL
  *   x         (K)
  *   next_row  (K) the row to prefetch (row_to_prefetch), or NULL
  *   waiting   the previous row's gradient to write meanwhile (see pipelines_rows), or NULL
  *   smoothing the row's smoothing sums to add to (FUSED_SMOOTHING, no softcap), or NULL */
 static double sum_exp(SCRATCH *restrict scratch, const STORAGE *x, const STORAGE *next_row, waiting_gradient *waiting,
-                      int64_t n_classes, int64_t begin, int64_t end, int64_t skip, double max, double softcap,
-                      row_smoothing *smoothing) {
+                      int64_t n_classes, int64_t begin, int64_t end, int64_t skip, double max, double min,
+                      double softcap, row_smoothing *smoothing) {
     SCRATCH *slope = scratch ? scratch + n_classes : NULL;
-    if (softcap > 0)
-        return scratch ? exp_sum_blocks(scratch, slope, x, next_row, NULL, begin, end, skip, max, softcap, NULL, 1)
-                       : exp_sum_blocks(scratch, slope, x, next_row, NULL, begin, end, skip, max, softcap, NULL, 0);
-    return scratch ? exp_sum_blocks(scratch, slope, x, next_row, waiting, begin, end, skip, max, 0.0, smoothing, 1)
-                   : exp_sum_blocks(scratch, slope, x, next_row, waiting, begin, end, skip, max, 0.0, smoothing, 0);
+    if (softcap > 0) /* x' - max' >= -2 softcap, and capped_exp8 rounds in double: no careful exps */
+        return scratch ? exp_sum_blocks(scratch, slope, x, next_row, NULL, begin, end, skip, max, 0, softcap, NULL, 1)
+                       : exp_sum_blocks(scratch, slope, x, next_row, NULL, begin, end, skip, max, 0, softcap, NULL, 0);
+    const int careful = careful_exps(min, max);
+    if (scratch)
+        return exp_sum_blocks(scratch, slope, x, next_row, waiting, begin, end, skip, max, careful, 0.0, smoothing, 1);
+    return exp_sum_blocks(scratch, slope, x, next_row, waiting, begin, end, skip, max, careful, 0.0, smoothing, 0);
 }
 
 /* A row longer than SEGMENT classes is summed segment by segment, each in its own partial sums, and
@@ -740,9 +790,9 @@ static inline int64_t segment_end(int64_t begin, int64_t n_classes) {
 /* sum_exp over the segment from begin, leaving out the argmax a (whose term is the 1 of 1 + rest) */
 static double sum_exp_of_segment(SCRATCH *restrict scratch, const STORAGE *x, const STORAGE *next_row,
                                  waiting_gradient *waiting, int64_t n_classes, int64_t begin, int64_t a, double max,
-                                 double softcap, row_smoothing *smoothing) {
-    return sum_exp(scratch, x, next_row, waiting, n_classes, begin, segment_end(begin, n_classes), a, max, softcap,
-                   smoothing);
+                                 double min, double softcap, row_smoothing *smoothing) {
+    return sum_exp(scratch, x, next_row, waiting, n_classes, begin, segment_end(begin, n_classes), a, max, min,
+                   softcap, smoothing);
 }
 
 /* rest, or NaN for a row that is NaN: a max that is not finite (a +inf logit, or none finite), or a
@@ -756,7 +806,7 @@ static inline double row_rest(double rest, double capped_max, double x_at_argmax
 static row_stats finish_row_stats(SCRATCH *restrict scratch, const STORAGE *x, int64_t n_classes, logit_max max,
                                   double rest, double softcap) {
     const double capped_max = capped_value(max.value, softcap);
-    const row_stats stats = {capped_max, max.index, row_rest(rest, capped_max, LOAD(x[max.index]))};
+    const row_stats stats = {capped_max, max.index, row_rest(rest, capped_max, LOAD(x[max.index])), max.min};
     if (scratch) {
         scratch[max.index] = 1.0;
         if (softcap > 0) scratch[n_classes + max.index] = softcapped(LOAD(x[max.index]), softcap).slope * SLOPE_SCALE;
@@ -774,7 +824,7 @@ static row_stats compute_row_stats(SCRATCH *restrict scratch, const STORAGE *x, 
     double rest = 0.0;
     for (int64_t begin = 0; begin < n_classes; begin += SEGMENT)
         rest += sum_exp_of_segment(scratch, x, next_row, waiting, n_classes, begin, max.index,
-                                   capped_value(max.value, softcap), softcap, smoothing);
+                                   capped_value(max.value, softcap), max.min, softcap, smoothing);
     return finish_row_stats(scratch, x, n_classes, max, rest, softcap);
 }
 
@@ -972,7 +1022,8 @@ static int streams_output(const STORAGE *out, int64_t n_rows, int64_t n_classes)
  *   probability = (T ce_scale + 2 z lse z_scale) / sum, target = ce_scale. */
 typedef struct {
     double probability, target;
-    double at_argmax; /* grad_a / slope_a */
+    double at_argmax;   /* grad_a / slope_a */
+    int float_products; /* whether scaled()'s float products take them (fits_float; tiny_products) */
 } gradient_factors;
 
 /* A mean over nothing (rows counted, but of total weight 0) is NaN, and so is its gradient, as in
@@ -1004,11 +1055,15 @@ static inline gradient_factors factors_of(double rest, double inverse_sum, doubl
      * when p_a is near 1. FLOAT_EXP types multiply by inverse_sum = 1 / sum (rounded), which the
      * few-classes path shares with log1p: divisions were a tenth of its time, and a double's extra
      * rounding, 2^-53, is far below the float precision of their results. */
+    gradient_factors factors;
     if (FLOAT_EXP)
-        return (gradient_factors){(total * scales.ce + z_part) * inverse_sum, scales.ce,
-                                  ((others - c_a * rest) * inverse_sum) * scales.ce + z_part * inverse_sum};
-    return (gradient_factors){(total * scales.ce + z_part) / sum, scales.ce,
-                              ((others - c_a * rest) / sum) * scales.ce + z_part / sum};
+        factors = (gradient_factors){(total * scales.ce + z_part) * inverse_sum, scales.ce,
+                                     ((others - c_a * rest) * inverse_sum) * scales.ce + z_part * inverse_sum, 0};
+    else
+        factors = (gradient_factors){(total * scales.ce + z_part) / sum, scales.ce,
+                                     ((others - c_a * rest) / sum) * scales.ce + z_part / sum, 0};
+    factors.float_products = fits_float(factors.probability) && fits_float(factors.target);
+    return factors;
 }
 
 /* T - c_a; for a class index on the argmax exactly spread * (W - w_a), W the sum of the weights
@@ -1033,8 +1088,11 @@ static gradient_factors factors_of_row(const row_target *target, const row_stats
     const double c_a = coefficient(target, a);
     const double others = others_than_argmax(total, c_a, a == target->index, target->spread, call->weight_total,
                                              target->weight ? target->weight[a] : 1.0);
-    return factors_of(stats->rest, 1.0 / (1.0 + stats->rest), lse, total, c_a, others,
-                      scales_of(upstream_of_row(params, n), result, params->reduction), call->z_loss);
+    gradient_factors factors = factors_of(stats->rest, 1.0 / (1.0 + stats->rest), lse, total, c_a, others,
+                                          scales_of(upstream_of_row(params, n), result, params->reduction),
+                                          call->z_loss);
+    factors.float_products &= !tiny_products(stats->min, stats->max, factors.probability);
+    return factors;
 }
 
 /* The targets gradient_values has a loop of its own for. A class index without a softcap has grad_j
@@ -1153,9 +1211,7 @@ SPECIALISED void write_gradient_with(STORAGE *grad, const SCRATCH *restrict scra
 
 /* whether the float products of scaled() can take the factors (the loop for any target computes in
  * double) */
-static inline int factors_fit_float(gradient_factors factors) {
-    return fits_float(factors.probability) && fits_float(factors.target);
-}
+static inline int factors_fit_float(gradient_factors factors) { return factors.float_products; }
 
 static void write_gradient(STORAGE *grad, const SCRATCH *restrict scratch, const row_target *target, int64_t argmax,
                            gradient_factors factors, const call_constants *call, int64_t begin, int64_t end) {
@@ -1729,8 +1785,9 @@ typedef void (*row_values)(const void *of, STORAGE *out, int64_t k, int64_t coun
 
 /* A row's output (of K classes) from values; with stream_output its whole cache lines are streamed,
  * STREAM_BATCH at a time, as the gradient's are (write_gradient_with; softmax at 256x128256 one
- * thread with plain stores took 1.5x the gradient's time) */
-static void write_row(STORAGE *out, int64_t n_classes, int stream_output, row_values values, const void *of) {
+ * thread with plain stores took 1.5x the gradient's time). Inlined, so that each call's values are
+ * (softmax's two: as a call of a function pointer, its rows of 128 classes took 10% longer). */
+SPECIALISED void write_row(STORAGE *out, int64_t n_classes, int stream_output, row_values values, const void *of) {
     int64_t k = 0;
     if (stream_output) {
         k = first_whole_line(out, 0, n_classes);
@@ -1781,6 +1838,7 @@ static void log_softmax_row(STORAGE *out, SCRATCH *scratch, const STORAGE *row, 
 typedef struct {
     const SCRATCH *e;
     scaling inverse_sum;
+    double inverse_sum_in_double;
 } softmax_of_row;
 
 static void softmax_values(const void *of_row, STORAGE *out, int64_t k, int64_t count) {
@@ -1788,11 +1846,21 @@ static void softmax_values(const void *of_row, STORAGE *out, int64_t k, int64_t 
     for (int64_t j = 0; j < count; j++) out[j] = scaled(of->e[k + j], of->inverse_sum);
 }
 
+/* for rows of tiny_products */
+static void softmax_values_in_double(const void *of_row, STORAGE *out, int64_t k, int64_t count) {
+    const softmax_of_row *of = of_row;
+    for (int64_t j = 0; j < count; j++) out[j] = STORE(of->e[k + j] * of->inverse_sum_in_double);
+}
+
 static void softmax_row(STORAGE *out, SCRATCH *scratch, const STORAGE *row, const STORAGE *next_row,
                         int64_t n_classes, int64_t n, int stream_output) {
     const row_stats stats = compute_row_stats(scratch, row, next_row, NULL, n_classes, 0.0, NULL);
-    const softmax_of_row of = {scratch, scaling_of(1.0 / (1.0 + stats.rest))};
-    write_row(out + n * n_classes, n_classes, stream_output, softmax_values, &of);
+    const double inverse_sum = 1.0 / (1.0 + stats.rest);
+    const softmax_of_row of = {scratch, scaling_of(inverse_sum), inverse_sum};
+    if (tiny_products(stats.min, stats.max, inverse_sum)) /* two calls: each inlines its values */
+        write_row(out + n * n_classes, n_classes, stream_output, softmax_values_in_double, &of);
+    else
+        write_row(out + n * n_classes, n_classes, stream_output, softmax_values, &of);
 }
 
 #include "kernel_few_classes_row_functions.h"

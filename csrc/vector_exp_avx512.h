@@ -29,19 +29,21 @@ static inline __m512 exp16_difference(__m512 x, __m512 m) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(VEXPF_C2));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, k);
+    return _mm512_maskz_scalef_ps(~underflows, p, k); /* see exp16_of_row */
 }
 
 /* expf_of_row (exp_difference.h) for 16 lanes: the exps of a row whose max expf_row_of takes, in 14
  * operations instead of exp16_difference's 21; 2^k by vscalefps. */
 typedef struct {
-    __m512 floor, shift_hi, shift_lo;
+    __m512 zero_below, shift_hi, shift_lo;
+    int careful; /* whether results may be subnormal (see exp16_of_row) */
 } exp16_row;
 
-static inline int exp16_row_of(exp16_row *row, float m) {
+static inline int exp16_row_of(exp16_row *row, float m, int careful) {
     expf_row scalar;
     if (!expf_row_of(&scalar, m)) return 0;
-    *row = (exp16_row){_mm512_set1_ps(scalar.floor), _mm512_set1_ps(scalar.shift_hi), _mm512_set1_ps(scalar.shift_lo)};
+    *row = (exp16_row){_mm512_set1_ps(scalar.zero_below), _mm512_set1_ps(scalar.shift_hi),
+                       _mm512_set1_ps(scalar.shift_lo), careful};
     return 1;
 }
 
@@ -60,12 +62,29 @@ static inline __mmask16 exp16_rows_of(exp16_row *rows, __m512 m) {
     rows->shift_hi = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(hi_low)), _mm512_cvtpd_ps(hi_high), 1);
     rows->shift_lo = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(_mm512_sub_pd(shift_low, hi_low))),
                                         _mm512_cvtpd_ps(_mm512_sub_pd(shift_high, hi_high)), 1);
-    rows->floor = _mm512_sub_ps(m, _mm512_set1_ps(110.0f));
+    rows->zero_below = _mm512_add_ps(m, _mm512_set1_ps(VEXPF_FLOOR));
+    rows->careful = 0;
     return _mm512_cmp_ps_mask(_mm512_abs_ps(m), _mm512_set1_ps(EXPF_ROW_LIMIT), _CMP_LT_OQ); /* not NaN either */
 }
 
+/* p 2^k for the lanes kept, else 0, as vscalefps rounds it (once, subnormal results too) but in
+ * double, converted to float: without the microcode assist vscalefps takes on Intel for a result
+ * that is subnormal (about 80 ns for each instruction) */
+static inline __m512 exp16_scaled_in_double(__mmask16 kept, __m512 p, __m512 k) {
+    const __m512d low = _mm512_maskz_scalef_pd((__mmask8)kept, _mm512_cvtps_pd(_mm512_castps512_ps256(p)),
+                                               _mm512_cvtps_pd(_mm512_castps512_ps256(k)));
+    const __m512d high = _mm512_maskz_scalef_pd((__mmask8)(kept >> 8), _mm512_cvtps_pd(_mm512_extractf32x8_ps(p, 1)),
+                                                _mm512_cvtps_pd(_mm512_extractf32x8_ps(k, 1)));
+    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(low)), _mm512_cvtpd_ps(high), 1);
+}
+
+/* Lanes below zero_below (exp rounds to 0) are zeroed by the mask of vscalefps, not clamped to a
+ * floor: a vscalefps whose result is subnormal or underflows to 0 takes a microcode assist on Intel
+ * (about 80 ns per instruction), and masked lanes take none; a careful row's results, which may be
+ * subnormal, are scaled in double. -inf logits give NaN in the lanes masked off; NaN logits pass
+ * through (the comparison is unordered). */
 static inline __m512 exp16_of_row(__m512 x, const exp16_row *row) {
-    x = _mm512_max_ps(row->floor, x); /* NaN, the second operand, passes through */
+    const __mmask16 kept = _mm512_cmp_ps_mask(x, row->zero_below, _CMP_NLT_UQ);
     const __m512 k = _mm512_roundscale_ps(_mm512_fmsub_ps(x, _mm512_set1_ps(EXP2F_LOG2E_HI), row->shift_hi),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 r = _mm512_add_ps(_mm512_fmsub_ps(x, _mm512_set1_ps(EXP2F_LOG2E_HI), _mm512_add_ps(k, row->shift_hi)),
@@ -77,7 +96,7 @@ static inline __m512 exp16_of_row(__m512 x, const exp16_row *row) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP2F_C2));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP2F_C1));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, k);
+    return row->careful ? exp16_scaled_in_double(kept, p, k) : _mm512_maskz_scalef_ps(kept, p, k);
 }
 
 #endif

@@ -2,8 +2,8 @@
  * intrinsics, the way expf_of_row (exp_difference.h) does floats: the difference taken in base 2 by
  * FMAs, whose products are exact, where the portable exp_difference_of_doubles needs TwoSum and a
  * correction exp(hi) (1 + lo); 2^k applied by vscalefpd (one rounding, subnormal results included).
- * With s = m log2(e) = s_hi + s_lo (s_hi on a 2^-36 grid, s_lo to ~2^-90) and x clamped to m - 750 (exp
- * rounds to 0 there):
+ * With s = m log2(e) = s_hi + s_lo (s_hi on a 2^-36 grid, s_lo to ~2^-90), and the lanes of x below
+ * m - 746 zeroed (exp rounds to 0 there):
  *   d = x LOG2E_HI - s_hi, k = round(d),
  *   r = (x LOG2E_HI - (k + s_hi)) + (x LOG2E_LO - s_lo) = (x - m) log2(e) - k, |r| <= 0.503,
  * where k + s_hi is exact (|k + s_hi| < 2^16 on the 2^-36 grid) and so is the product in the first
@@ -21,7 +21,7 @@
 #define EXP2_LOG2E_LO 2.0355273740931033e-17 /* ... and the rest */
 
 typedef struct {
-    __m512d floor, shift_hi, shift_lo;
+    __m512d zero_below, shift_hi, shift_lo;
 } exp8_row;
 
 /* whether exp8_of_row takes the row of max m, and if so its constants */
@@ -31,12 +31,13 @@ static inline int exp8_row_of(exp8_row *row, double m) {
     const double product_error = fma(m, EXP2_LOG2E_HI, -product); /* exact */
     const double shift_hi = nearbyint(product * 0x1p36) * 0x1p-36;
     const double shift_lo = (product - shift_hi) + (product_error + m * EXP2_LOG2E_LO); /* the first exact */
-    *row = (exp8_row){_mm512_set1_pd(m - 750.0), _mm512_set1_pd(shift_hi), _mm512_set1_pd(shift_lo)};
+    *row = (exp8_row){_mm512_set1_pd(m - 746.0), _mm512_set1_pd(shift_hi), _mm512_set1_pd(shift_lo)};
     return 1;
 }
 
 static inline __m512d exp8_of_row(__m512d x, const exp8_row *row) {
-    x = _mm512_max_pd(row->floor, x); /* NaN, the second operand, passes through */
+    /* lanes below zero_below are zeroed by vscalefpd's mask, as in exp16_of_row */
+    const __mmask8 kept = _mm512_cmp_pd_mask(x, row->zero_below, _CMP_NLT_UQ);
     const __m512d log2e_hi = _mm512_set1_pd(EXP2_LOG2E_HI);
     const __m512d k = _mm512_roundscale_pd(_mm512_fmsub_pd(x, log2e_hi, row->shift_hi),
                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -57,7 +58,7 @@ static inline __m512d exp8_of_row(__m512d x, const exp8_row *row) {
     p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(0.24022650695910072));
     p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(0.6931471805599453));
     p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0));
-    return _mm512_scalef_pd(p, k);
+    return _mm512_maskz_scalef_pd(kept, p, k);
 }
 
 #endif

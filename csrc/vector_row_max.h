@@ -10,8 +10,10 @@
  * partial block is read as the 16 logits that end the row, overlapping the block before, and a row
  * that starts inside a vector's alignment has its first 16 read as they come, the rest from the
  * first aligned block (see classes_before_aligned). A max of
- * -inf (no logit larger) is at index 0, as in find_max. The loaders also widen 16-bit logits for
- * kernel_template.h's block_values. */
+ * -inf (no logit larger) is at index 0, as in find_max. The first pass also takes the min (NaN
+ * skipped as for the max), and where that is -inf a third the min of the logits above -inf
+ * (logit_max's). The loaders also widen 16-bit logits for kernel_template.h's
+ * block_values. */
 #include <immintrin.h>
 
 #define CHAINS 4
@@ -55,6 +57,14 @@ static inline floats16 all_lanes(float value) { return _mm512_set1_ps(value); }
 static inline floats16 larger_of(floats16 value, floats16 max) { return _mm512_max_ps(value, max); }
 static inline float largest_lane(floats16 max) { return _mm512_reduce_max_ps(max); }
 
+static inline floats16 smaller_of(floats16 value, floats16 min) { return _mm512_min_ps(value, min); }
+
+/* the smaller of value and min in each lane, value taken only if it is above -inf (NaN neither) */
+static inline floats16 smaller_finite_of(floats16 value, floats16 min) {
+    return _mm512_mask_min_ps(min, _mm512_cmp_ps_mask(value, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ), value, min);
+}
+static inline float smallest_lane(floats16 min) { return _mm512_reduce_min_ps(min); }
+
 /* the mask of the lanes equal to value */
 static inline unsigned lanes_equal(floats16 x, floats16 value) { return _mm512_cmp_ps_mask(x, value, _CMP_EQ_OQ); }
 #else
@@ -95,11 +105,32 @@ static inline floats16 larger_of(floats16 value, floats16 max) {
 
 static inline float largest_lane(floats16 max) {
     float lanes[16];
-    _mm256_storeu_ps(lanes, max.half[0]);
-    _mm256_storeu_ps(lanes + 8, max.half[1]);
+    store_16_floats(lanes, max);
     float largest = lanes[0];
     for (int j = 1; j < 16; j++) largest = lanes[j] > largest ? lanes[j] : largest;
     return largest;
+}
+
+static inline floats16 smaller_of(floats16 value, floats16 min) {
+    return (floats16){{_mm256_min_ps(value.half[0], min.half[0]), _mm256_min_ps(value.half[1], min.half[1])}};
+}
+
+static inline __m256 smaller_finite_of_8(__m256 value, __m256 min) {
+    const __m256 minus_infinity = _mm256_set1_ps(-INFINITY);
+    return _mm256_min_ps(_mm256_blendv_ps(value, min, _mm256_cmp_ps(value, minus_infinity, _CMP_EQ_OQ)), min);
+}
+
+static inline floats16 smaller_finite_of(floats16 value, floats16 min) {
+    const __m256 low = smaller_finite_of_8(value.half[0], min.half[0]);
+    return (floats16){{low, smaller_finite_of_8(value.half[1], min.half[1])}};
+}
+
+static inline float smallest_lane(floats16 min) {
+    float lanes[16];
+    store_16_floats(lanes, min);
+    float smallest = lanes[0];
+    for (int j = 1; j < 16; j++) smallest = lanes[j] < smallest ? lanes[j] : smallest;
+    return smallest;
 }
 
 static inline unsigned lanes_equal(floats16 x, floats16 value) {
@@ -109,27 +140,53 @@ static inline unsigned lanes_equal(floats16 x, floats16 value) {
 }
 #endif
 
+/* the max chains and the min chains take the 16 logits at x */
+static inline void take_16(floats16 *max, floats16 *min, const STORAGE *x) {
+    const floats16 value = LOAD_16_AS_FLOATS(x);
+    *max = larger_of(value, *max);
+    *min = smaller_of(value, *min);
+}
+
+/* the min of the logits above -inf, for a row whose min is -inf (masked classes): a pass of its own,
+ * so that the others' first pass takes one operation for it per 16 logits, not two */
+static float smallest_finite(const STORAGE *x, int64_t n_classes) {
+    floats16 min = all_lanes(INFINITY);
+    int64_t k = 0;
+    for (; k + 16 <= n_classes; k += 16) min = smaller_finite_of(LOAD_16_AS_FLOATS(x + k), min);
+    if (k < n_classes) min = smaller_finite_of(LOAD_16_AS_FLOATS(x + n_classes - 16), min);
+    return smallest_lane(min);
+}
+
 /* n >= 16 */
 static logit_max vector_row_max(const STORAGE *x, int64_t n_classes) {
-    floats16 chains[CHAINS];
-    for (int c = 0; c < CHAINS; c++) chains[c] = all_lanes(-INFINITY);
+    floats16 chains[CHAINS], min_chains[CHAINS];
+    for (int c = 0; c < CHAINS; c++) {
+        chains[c] = all_lanes(-INFINITY);
+        min_chains[c] = all_lanes(INFINITY);
+    }
     int64_t k = classes_before_aligned(x, 16); /* see classes_before_aligned */
-    if (k > 0) chains[0] = larger_of(LOAD_16_AS_FLOATS(x), chains[0]);
+    if (k > 0) take_16(&chains[0], &min_chains[0], x);
     for (; k + 16 * CHAINS <= n_classes; k += 16 * CHAINS)
-        for (int c = 0; c < CHAINS; c++) chains[c] = larger_of(LOAD_16_AS_FLOATS(x + k + 16 * c), chains[c]);
-    for (; k + 16 <= n_classes; k += 16) chains[0] = larger_of(LOAD_16_AS_FLOATS(x + k), chains[0]);
-    if (k < n_classes) chains[0] = larger_of(LOAD_16_AS_FLOATS(x + n_classes - 16), chains[0]);
-    for (int c = 1; c < CHAINS; c++) chains[0] = larger_of(chains[c], chains[0]);
+        for (int c = 0; c < CHAINS; c++) take_16(&chains[c], &min_chains[c], x + k + 16 * c);
+    for (; k + 16 <= n_classes; k += 16) take_16(&chains[0], &min_chains[0], x + k);
+    if (k < n_classes) take_16(&chains[0], &min_chains[0], x + n_classes - 16);
+    for (int c = 1; c < CHAINS; c++) {
+        chains[0] = larger_of(chains[c], chains[0]);
+        min_chains[0] = smaller_of(min_chains[c], min_chains[0]);
+    }
     const float max = largest_lane(chains[0]);
-    if (max == -INFINITY) return (logit_max){-INFINITY, 0};
+    if (max == -INFINITY) return (logit_max){-INFINITY, 0, INFINITY};
+    float min = smallest_lane(min_chains[0]);
+    if (min == -INFINITY) min = smallest_finite(x, n_classes);
     const floats16 target = all_lanes(max);
     for (k = 0; k < n_classes; k += 16) {
         const int64_t start = k + 16 <= n_classes ? k : n_classes - 16;
         const unsigned equal = lanes_equal(LOAD_16_AS_FLOATS(x + start), target);
         if (equal) {
             const int64_t first = start + __builtin_ctz(equal);
-            return (logit_max){LOAD(x[first]), first}; /* x[first], not max: a zero max has the first's sign */
+            /* x[first], not max: a zero max has the first's sign */
+            return (logit_max){LOAD(x[first]), first, min};
         }
     }
-    return (logit_max){max, 0}; /* only if another thread changed x meanwhile: a wrong answer, not a hang */
+    return (logit_max){max, 0, min}; /* only if another thread changed x meanwhile: a wrong answer, not a hang */
 }

@@ -6,7 +6,7 @@
  * registers (NaN is skipped: maxpd returns its second operand, the running max, when the logit is
  * NaN), from the first aligned vector on (see classes_before_aligned); then the first index holding
  * it, compared a vector at a time. A max of -inf (no logit
- * larger) is at index 0, as in find_max. */
+ * larger) is at index 0, as in find_max. Double logits need no min (logit_max). */
 #include <immintrin.h>
 
 #define CHAINS 4
@@ -54,16 +54,18 @@ static logit_max vector_row_max(const double *x, int64_t n_classes) {
     for (int c = 1; c < CHAINS; c++) chains[0] = larger_of(chains[c], chains[0]);
     double max = largest_lane(chains[0]);
     for (; k < n_classes; k++) max = x[k] > max ? x[k] : max;
-    if (max == -INFINITY) return (logit_max){-INFINITY, 0};
+    if (max == -INFINITY) return (logit_max){-INFINITY, 0, -INFINITY};
     const doubles target = all_lanes(max);
     for (k = 0; k + DOUBLE_LANES <= n_classes; k += DOUBLE_LANES) {
         const unsigned equal = lanes_equal(load_doubles(x + k), target);
         if (equal) {
             const int64_t first = k + __builtin_ctz(equal);
-            return (logit_max){x[first], first}; /* x[first], not max: a zero max has the first's sign */
+            /* x[first], not max: a zero max has the first's sign */
+            return (logit_max){x[first], first, -INFINITY};
         }
     }
     for (; k < n_classes; k++) /* the max is one of the last logits */
-        if (x[k] == max) return (logit_max){x[k], k};
-    return (logit_max){max, 0}; /* only if another thread changed x meanwhile: a wrong answer, not a crash */
+        if (x[k] == max) return (logit_max){x[k], k, -INFINITY};
+    /* only if another thread changed x meanwhile: a wrong answer, not a crash */
+    return (logit_max){max, 0, -INFINITY};
 }

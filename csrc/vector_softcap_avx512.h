@@ -56,7 +56,10 @@ static inline capped8 softcapped8(__m512d x, const softcap8 *cap) {
     const __m512d q89 = _mm512_fmadd_pd(r, _mm512_set1_pd(1.0 / 3628800.0), _mm512_set1_pd(1.0 / 362880.0));
     const __m512d q4_9 = _mm512_fmadd_pd(q89, r4, _mm512_fmadd_pd(q67, r2, q45));
     const __m512d q = _mm512_fmadd_pd(q4_9, r4, _mm512_fmadd_pd(q23, r2, q01));
-    const __m512d e = _mm512_scalef_pd(_mm512_fmadd_pd(r, q, _mm512_set1_pd(1.0)), k);
+    /* e underflows to 0 below -746 (the floor, for x = -inf), zeroed by the mask: a vscalefpd whose
+     * result underflows takes a microcode assist on Intel (exp16_of_row) */
+    const __mmask8 kept = _mm512_cmp_pd_mask(d, _mm512_set1_pd(-746.0), _CMP_NLT_UQ);
+    const __m512d e = _mm512_maskz_scalef_pd(kept, _mm512_fmadd_pd(r, q, _mm512_set1_pd(1.0)), k);
     /* expm1: r q itself where k = 0, free of the cancellation of e - 1 */
     const __mmask8 k_is_0 = _mm512_cmp_pd_mask(k, _mm512_setzero_pd(), _CMP_EQ_OQ);
     const __m512d m = _mm512_mask_mul_pd(_mm512_sub_pd(e, _mm512_set1_pd(1.0)), k_is_0, r, q);

@@ -66,14 +66,14 @@ def assert_loss_accurate(loss, exact_loss):
     assert np.all(ok), f"float64 loss off by {np.max(np.where(ok, 0, relative))} relative"
 
 
-def assert_grad_within_contract(grad, exact_grad, softmax, target_prob, scale, axis=-1):
+def assert_grad_within_contract(grad, exact_grad, softmax, target_prob, scale, axis=-1, extra=0.0):
     """Each element within GRAD_EPS * eps * (p_j T + |t_j|) * scale of the exact gradient (plus two of
-    the dtype's smallest subnormals, the resolution any rounded result has near 0)."""
+    the dtype's smallest subnormals, the resolution any rounded result has near 0, and extra)."""
     grad = np.asarray(grad)
     info = np.finfo(grad.dtype)
     total = np.abs(target_prob).sum(axis=axis, keepdims=True)
     bound = GRAD_EPS * info.eps * (softmax * total + np.abs(target_prob)) * scale
-    bound = bound + 2 * info.smallest_subnormal
+    bound = bound + 2 * info.smallest_subnormal + extra
     error = np.abs(grad.astype(np.longdouble) - exact_grad)
     both_nan = np.isnan(grad) & np.isnan(exact_grad)
     ok = both_nan | (error <= bound)

@@ -1,0 +1,98 @@
+"""Rows whose exps or gradient products reach the subnormals: logits spread wider than about 60, and
+masked classes (-inf, -1e4, the dtype's most negative value). They take their own loops (careful_exps and
+tiny_products in csrc/kernel_template.h, decided per row from its min), which must keep the contract,
+and give each row what it gives alone, among rows of either kind."""
+import numpy as np
+import pytest
+
+import softmax_ce_c
+from helpers import LOSS_ULPS, assert_grad_within_contract, assert_loss_accurate, assert_within_ulps, exact, one_hot
+
+KINDS = ["spread 64", "spread 120", "spread 250", "-inf masks", "-1e4 masks", "lowest masks"]  # lowest: the dtype's
+
+
+def rows_of_kind(kind, shape, dtype, rng):
+    """Logits of one kind, every other row an ordinary one (normal, scale 3), the targets' classes
+    (column 0) never masked."""
+    x = 3.0 * rng.standard_normal(shape)
+    if kind.startswith("spread"):
+        spread = float(kind.split()[1])
+        x[::2] = rng.uniform(-spread / 2, spread / 2, x[::2].shape)
+    else:
+        mask = {"-inf masks": -np.inf, "-1e4 masks": -1e4, "lowest masks": np.finfo(dtype).min}[kind]
+        masked = rng.random(x[::2].shape) < 0.2
+        masked[..., 0] = False
+        x[::2][masked] = mask
+    return x.astype(dtype)
+
+
+def check_cross_entropy(x, y, **options):
+    loss, grad = softmax_ce_c.softmax_cross_entropy(x, y, reduction="none", **options)
+    reference_options = {key: value for key, value in options.items() if key != "num_threads"}
+    want_loss, want_grad = exact("softmax_cross_entropy", x, y, reduction="none", **reference_options)
+    assert_loss_accurate(loss, want_loss)
+    n_classes = x.shape[-1]
+    smoothing = options.get("label_smoothing", 0.0)
+    target = (1 - smoothing) * one_hot(y, n_classes) + smoothing / n_classes
+    scale = abs(options.get("grad_scale", 1.0))
+    # an exp that is subnormal is right to its last unit only (README, Accuracy), times what scales it
+    subnormal_exp = np.finfo(np.float32 if x.dtype != np.float64 else np.float64).smallest_subnormal * scale
+    assert_grad_within_contract(grad, want_grad, exact("softmax", x), target, scale, extra=subnormal_exp)
+    return loss, grad
+
+
+@pytest.mark.parametrize("n_classes", [10, 64, 100, 1000])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_and_softmax_keep_the_contract(dtype, kind, n_classes):
+    rng = np.random.default_rng(n_classes)
+    x = rows_of_kind(kind, (40, n_classes), dtype, rng)
+    y = np.zeros(40, np.int64)
+    y[1::2] = rng.integers(0, n_classes, 20)
+    loss, grad = check_cross_entropy(x, y)
+    if kind != "lowest masks":  # smoothing takes eps / K of every distance to the max, 1e308 there
+        check_cross_entropy(x, y, label_smoothing=0.1)
+    assert_within_ulps(softmax_ce_c.cross_entropy(x, y, reduction="none"), loss, 0)
+    softmax, want = softmax_ce_c.softmax(x), exact("softmax", x)
+    info = np.finfo(dtype)
+    assert np.all(np.abs(softmax - want) <= 4 * info.eps * want + 2 * info.smallest_subnormal)
+    for n in (0, 1, 2):  # each row as it is alone
+        row_loss, row_grad = softmax_ce_c.softmax_cross_entropy(x[n:n + 1], y[n:n + 1], reduction="none")
+        assert row_loss[0] == loss[n] and np.array_equal(row_grad[0], grad[n])
+
+
+@pytest.mark.parametrize("kind", ["spread 120", "-inf masks", "-1e4 masks"])
+def test_streamed_gradients_keep_the_contract(kind):
+    """A float32 gradient of 16 MiB or more is streamed, each row's lines written during the next
+    row's exps: rows of both kinds in turn."""
+    rng = np.random.default_rng(7)
+    x = rows_of_kind(kind, (4096, 1100), np.float32, rng)
+    y = np.zeros(4096, np.int64)
+    y[1::2] = rng.integers(0, 1100, 2048)
+    loss, grad = check_cross_entropy(x, y, grad_scale=4096.0)
+    same_loss, same_grad = softmax_ce_c.softmax_cross_entropy(x[:64], y[:64], reduction="none", grad_scale=4096.0)
+    assert np.array_equal(same_loss, loss[:64]) and np.array_equal(same_grad, grad[:64])
+
+
+@pytest.mark.parametrize("kind", ["spread 250", "-inf masks"])
+def test_rows_shared_over_threads_by_classes_keep_the_contract(kind):
+    """Fewer rows than threads, each longer than a segment: the class axis is shared out, and the
+    row's min combined over its segments."""
+    rng = np.random.default_rng(8)
+    x = rows_of_kind(kind, (1, 70000), np.float32, rng)
+    x = np.concatenate([x, x[:, ::-1]])
+    y = np.array([0, 69999])
+    loss, grad = check_cross_entropy(x, y, num_threads=2)
+    one_loss, one_grad = softmax_ce_c.softmax_cross_entropy(x, y, reduction="none", num_threads=1)
+    assert np.array_equal(one_loss, loss) and np.array_equal(one_grad, grad)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_half_precision_rows_are_the_exact_ones_rounded(kind):
+    rng = np.random.default_rng(9)
+    x = rows_of_kind(kind, (40, 300), np.float16, rng)
+    y = np.zeros(40, np.int64)
+    loss, grad = softmax_ce_c.softmax_cross_entropy(x, y, reduction="none")
+    want_loss, want_grad = exact("softmax_cross_entropy", x.astype(np.float32), y, reduction="none")
+    assert_within_ulps(loss, want_loss, LOSS_ULPS)
+    assert_within_ulps(grad, want_grad, 1)
