@@ -44,11 +44,11 @@ def main():
     names = list(rows[0][2])
     print("\nns per logit, float32, one thread, medians (out= against the normal logits of its K; "
           "torch / ours: allocating against allocating)\n")
-    print("| K | logits | " + " | ".join(names) + " | out= / normal |" + (" torch / ours |" if torch is not None else ""))
+    torch_header = " torch / ours |" if torch is not None else ""
+    print("| K | logits | " + " | ".join(names) + " | out= / normal |" + torch_header)
     print("|---:|---|" + "---:|" * (len(names) + 1 + (torch is not None)))
-    normal = {}
+    normal = {n_classes: ns["out="] for n_classes, kind, ns in rows if kind == "normal"}
     for n_classes, kind, ns in rows:
-        normal.setdefault(n_classes, ns["out="])
         cells = [f"{ns[name]:.2f}" for name in names] + [f"{ns['out='] / normal[n_classes]:.2f}"]
         if torch is not None:
             cells.append(f"{ns['torch fwd+bwd'] / ns['allocating']:.1f}x")

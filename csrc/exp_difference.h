@@ -49,7 +49,7 @@ static inline float exp_difference_in_float(float x, float m) {
 #define EXP2F_C6 1.532106e-04f
 
 typedef struct {
-    float zero_below, floor, shift_hi, shift_lo; /* logits below zero_below are taken as floor */
+    float zero_below, zero_at, shift_hi, shift_lo; /* logits below zero_below are taken as zero_at */
     int careful; /* whether results may be subnormal: see expf_of_row_with */
 } expf_row;
 
@@ -70,7 +70,7 @@ static inline int expf_row_of(expf_row *row, float m) {
  * subnormal result once, as vexpf_times_power_of_2 does, but without the microcode assist that
  * Intel's multipliers take for one (about 45 ns per vector instruction) */
 static inline float expf_of_row_with(float x, const expf_row *row, int in_double) {
-    x = x < row->zero_below ? row->floor : x; /* exp rounds to 0; NaN passes through */
+    x = x < row->zero_below ? row->zero_at : x; /* exp rounds to 0; NaN passes through */
     const float shifted = VEXPF_FMA(x, EXP2F_LOG2E_HI, -row->shift_hi) + VEXPF_ROUND;
     const float k = shifted - VEXPF_ROUND;
     const float r =

@@ -432,17 +432,28 @@ typedef struct {
  *     expf_of_row_with then apply 2^k in double, rounded once to float by the conversion, the same
  *     bits as before;
  *   tiny_products: some e_k factor (e_k >= exp(min - max), but for the zeros of -inf) may be below
- *     2^-100, where scaled()'s low product (2^-24 of it) or the gradient itself is subnormal: such
+ *     2^-100, where scaled()'s low product (2^-24 of it, or less) or the gradient is subnormal: such
  *     rows take the double loops for the gradient (15-25% slower than the float ones). Masks of
  *     -inf leave a row as it is; masks of -1e4 make it one of these.
  * The few-classes groups (kernel_few_classes.h) take neither yet: their rows spread over more than
  * about 87 still meet the assists. */
 SPECIALISED int careful_exps(double min, double max) { return FLOAT_EXP && min - max < -87.0; }
 
+/* floor(log2 |x|) for x below 1 (ilogb's, not its call), else 0: what bounds e x from below for the
+ * exps e <= 1, or a subnormal e itself */
+SPECIALISED int binary_exponent_below_1(double x) {
+    const int exponent = (int)(vexp_to_bits(x) >> 52 & 0x7FF) - 1023;
+    return exponent < 0 ? exponent : 0;
+}
+
+/* factor's low part in scaled() is usually 2^-24 of it, but may be far smaller (a factor 1 - 1e-20,
+ * as with reduction "sum" and a confident row, has a low part of -1e-20): its product is checked too */
 SPECIALISED int tiny_products(double min, double max, double factor) {
     if (!FLOAT_EXP || factor == 0) return 0;
-    const int exponent = (int)(vexp_to_bits(factor) >> 52 & 0x7FF) - 1023; /* ilogb's, not its call */
-    return (min - max) * VEXP_LOG2E + (exponent < 0 ? exponent : 0) < -100;
+    const double smallest_exp = (min - max) * VEXP_LOG2E; /* log2 of the smallest e_k but the zeros */
+    const double low = factor - (float)factor;
+    return smallest_exp + binary_exponent_below_1(factor) < -100 ||
+           (low != 0 && smallest_exp + binary_exponent_below_1(low) < -124);
 }
 
 /* FLOAT_EXP logits: their exps are floats, and runs of up to FLOAT_RUN blocks of them (count
@@ -767,7 +778,9 @@ static double sum_exp(SCRATCH *restrict scratch, const STORAGE *x, const STORAGE
                       int64_t n_classes, int64_t begin, int64_t end, int64_t skip, double max, double min,
                       double softcap, row_smoothing *smoothing) {
     SCRATCH *slope = scratch ? scratch + n_classes : NULL;
-    if (softcap > 0) /* x' - max' >= -2 softcap, and capped_exp8 rounds in double: no careful exps */
+    /* with a softcap x' - max' >= -2 softcap; AVX-512's capped_exp8 rounds in double (no careful exps
+     * there; the portable expf_of_double meets the assists for softcaps above about 43) */
+    if (softcap > 0)
         return scratch ? exp_sum_blocks(scratch, slope, x, next_row, NULL, begin, end, skip, max, 0, softcap, NULL, 1)
                        : exp_sum_blocks(scratch, slope, x, next_row, NULL, begin, end, skip, max, 0, softcap, NULL, 0);
     const int careful = careful_exps(min, max);
@@ -1209,17 +1222,13 @@ SPECIALISED void write_gradient_with(STORAGE *grad, const SCRATCH *restrict scra
     gradient_values(grad + k, scratch, target, argmax, factors, n_classes, k, end - k, with_softcap, target_kind, spread_weights);
 }
 
-/* whether the float products of scaled() can take the factors (the loop for any target computes in
- * double) */
-static inline int factors_fit_float(gradient_factors factors) { return factors.float_products; }
-
 static void write_gradient(STORAGE *grad, const SCRATCH *restrict scratch, const row_target *target, int64_t argmax,
                            gradient_factors factors, const call_constants *call, int64_t begin, int64_t end) {
     const int64_t n = call->n_classes;
     const int streaming = call->stream_gradient;
     if (call->softcap > 0)
         write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 1, ANY_TARGET, streaming, NULL);
-    else if (!factors_fit_float(factors))
+    else if (!factors.float_products) /* the loop for any target computes in double */
         write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, ANY_TARGET, streaming, NULL);
     else if (target->prob)
         write_gradient_with(grad, scratch, target, argmax, factors, n, begin, end, 0, PROB_TARGET, streaming, NULL);
@@ -1269,7 +1278,7 @@ static streamed_lines lines_of_row(const waiting_gradient *waiting) {
     const int smoothed = target->spread != 0;
     const SCRATCH *minus = smoothed ? waiting->call->spread_weights : NULL;
     const double minus_constant = smoothed && !minus ? target->spread * factors.target : 0.0;
-    if (waiting->call->softcap > 0 || target->prob || !factors_fit_float(factors) ||
+    if (waiting->call->softcap > 0 || target->prob || !factors.float_products ||
         isnan(factors.probability) || isnan(factors.target) || (uintptr_t)grad % sizeof(STORAGE) != 0 ||
         (smoothed && !minus && (target->weight || !fits_float(minus_constant))))
         return (streamed_lines){.grad = NULL};

@@ -130,9 +130,9 @@ static inline uint32_t vexpf_to_bits(float value) {
     return bits;
 }
 
-/* value 2^k for k >= -160, in two normal halves so that a subnormal result is rounded once */
+/* value 2^k for k >= -250, in two normal halves so that a subnormal result is rounded once */
 static inline float vexpf_times_power_of_2(float value, int32_t k) {
-    const int32_t low = k >> 1, high = k - low; /* each >= -80: 2^each is normal */
+    const int32_t low = k >> 1, high = k - low; /* each >= -125: 2^each is normal */
     return value * vexpf_from_bits((uint32_t)(low + 127) << 23) * vexpf_from_bits((uint32_t)(high + 127) << 23);
 }
 

@@ -176,8 +176,8 @@ static logit_max vector_row_max(const STORAGE *x, int64_t n_classes) {
     }
     const float max = largest_lane(chains[0]);
     if (max == -INFINITY) return (logit_max){-INFINITY, 0, INFINITY};
-    float min = smallest_lane(min_chains[0]);
-    if (min == -INFINITY) min = smallest_finite(x, n_classes);
+    float min = FLOAT_EXP ? smallest_lane(min_chains[0]) : -INFINITY; /* see logit_max */
+    if (FLOAT_EXP && min == -INFINITY) min = smallest_finite(x, n_classes);
     const floats16 target = all_lanes(max);
     for (k = 0; k < n_classes; k += 16) {
         const int64_t start = k + 16 <= n_classes ? k : n_classes - 16;

@@ -11,6 +11,13 @@ from helpers import LOSS_ULPS, assert_grad_within_contract, assert_loss_accurate
 KINDS = ["spread 64", "spread 120", "spread 250", "-inf masks", "-1e4 masks", "lowest masks"]  # lowest: the dtype's
 
 
+def lowest(dtype):
+    """The most negative finite value of dtype (bfloat16's from ml_dtypes, which NumPy's finfo lacks)"""
+    if dtype in (np.float16, np.float32, np.float64):
+        return float(np.finfo(dtype).min)
+    return float(pytest.importorskip("ml_dtypes").finfo(dtype).min)
+
+
 def rows_of_kind(kind, shape, dtype, rng):
     """Logits of one kind, every other row an ordinary one (normal, scale 3), the targets' classes
     (column 0) never masked."""
@@ -19,21 +26,23 @@ def rows_of_kind(kind, shape, dtype, rng):
         spread = float(kind.split()[1])
         x[::2] = rng.uniform(-spread / 2, spread / 2, x[::2].shape)
     else:
-        mask = {"-inf masks": -np.inf, "-1e4 masks": -1e4, "lowest masks": np.finfo(dtype).min}[kind]
+        mask = {"-inf masks": -np.inf, "-1e4 masks": -1e4, "lowest masks": lowest(dtype)}[kind]
         masked = rng.random(x[::2].shape) < 0.2
         masked[..., 0] = False
         x[::2][masked] = mask
     return x.astype(dtype)
 
 
-def check_cross_entropy(x, y, **options):
-    loss, grad = softmax_ce_c.softmax_cross_entropy(x, y, reduction="none", **options)
+def check_cross_entropy(x, target, **options):
+    """target: class indices, or probabilities (float)"""
+    loss, grad = softmax_ce_c.softmax_cross_entropy(x, target, reduction="none", **options)
     reference_options = {key: value for key, value in options.items() if key != "num_threads"}
-    want_loss, want_grad = exact("softmax_cross_entropy", x, y, reduction="none", **reference_options)
+    want_loss, want_grad = exact("softmax_cross_entropy", x, target, reduction="none", **reference_options)
     assert_loss_accurate(loss, want_loss)
     n_classes = x.shape[-1]
     smoothing = options.get("label_smoothing", 0.0)
-    target = (1 - smoothing) * one_hot(y, n_classes) + smoothing / n_classes
+    probabilities = target if target.dtype.kind == "f" else one_hot(target, n_classes)
+    target = (1 - smoothing) * probabilities + smoothing / n_classes
     scale = abs(options.get("grad_scale", 1.0))
     # an exp that is subnormal is right to its last unit only (README, Accuracy), times what scales it
     subnormal_exp = np.finfo(np.float32 if x.dtype != np.float64 else np.float64).smallest_subnormal * scale
@@ -53,9 +62,13 @@ def test_cross_entropy_and_softmax_keep_the_contract(dtype, kind, n_classes):
     if kind != "lowest masks":  # smoothing takes eps / K of every distance to the max, 1e308 there
         check_cross_entropy(x, y, label_smoothing=0.1)
     assert_within_ulps(softmax_ce_c.cross_entropy(x, y, reduction="none"), loss, 0)
+    on_finite = np.where(x > -1e3, rng.random(x.shape), 0.0)  # probabilities, none on a masked class
+    check_cross_entropy(x, (on_finite / on_finite.sum(axis=1, keepdims=True)).astype(dtype))
     softmax, want = softmax_ce_c.softmax(x), exact("softmax", x)
     info = np.finfo(dtype)
     assert np.all(np.abs(softmax - want) <= 4 * info.eps * want + 2 * info.smallest_subnormal)
+    assert_within_ulps(softmax_ce_c.log_softmax(x), exact("log_softmax", x), LOSS_ULPS)
+    assert_within_ulps(softmax_ce_c.logsumexp(x), exact("logsumexp", x), LOSS_ULPS)
     for n in (0, 1, 2):  # each row as it is alone
         row_loss, row_grad = softmax_ce_c.softmax_cross_entropy(x[n:n + 1], y[n:n + 1], reduction="none")
         assert row_loss[0] == loss[n] and np.array_equal(row_grad[0], grad[n])
@@ -76,23 +89,25 @@ def test_streamed_gradients_keep_the_contract(kind):
 
 @pytest.mark.parametrize("kind", ["spread 250", "-inf masks"])
 def test_rows_shared_over_threads_by_classes_keep_the_contract(kind):
-    """Fewer rows than threads, each longer than a segment: the class axis is shared out, and the
-    row's min combined over its segments."""
+    """A row alone on two threads, longer than a segment: its class axis is shared out, and its min
+    combined over its segments; the same bits as on one thread, where it is not."""
     rng = np.random.default_rng(8)
     x = rows_of_kind(kind, (1, 70000), np.float32, rng)
-    x = np.concatenate([x, x[:, ::-1]])
-    y = np.array([0, 69999])
-    loss, grad = check_cross_entropy(x, y, num_threads=2)
-    one_loss, one_grad = softmax_ce_c.softmax_cross_entropy(x, y, reduction="none", num_threads=1)
-    assert np.array_equal(one_loss, loss) and np.array_equal(one_grad, grad)
+    for row, y in [(x, np.array([0])), (x[:, ::-1].copy(), np.array([69999]))]:
+        loss, grad = check_cross_entropy(row, y, num_threads=2)
+        one_loss, one_grad = softmax_ce_c.softmax_cross_entropy(row, y, reduction="none", num_threads=1)
+        assert np.array_equal(one_loss, loss) and np.array_equal(one_grad, grad)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_half_precision_rows_are_the_exact_ones_rounded(kind):
+@pytest.mark.parametrize("name", ["float16", "bfloat16"])
+def test_half_precision_rows_are_the_exact_ones_rounded(name, kind):
+    dtype = np.float16 if name == "float16" else pytest.importorskip("ml_dtypes").bfloat16
     rng = np.random.default_rng(9)
-    x = rows_of_kind(kind, (40, 300), np.float16, rng)
+    x = rows_of_kind(kind, (40, 300), dtype, rng)
     y = np.zeros(40, np.int64)
     loss, grad = softmax_ce_c.softmax_cross_entropy(x, y, reduction="none")
     want_loss, want_grad = exact("softmax_cross_entropy", x.astype(np.float32), y, reduction="none")
     assert_within_ulps(loss, want_loss, LOSS_ULPS)
     assert_within_ulps(grad, want_grad, 1)
+    assert_within_ulps(softmax_ce_c.softmax(x), exact("softmax", x.astype(np.float32)), 1)
