@@ -449,7 +449,8 @@ SPECIALISED int binary_exponent_below_1(double x) {
 /* factor's low part in scaled() is usually 2^-24 of it, but may be far smaller (a factor 1 - 1e-20,
  * as with reduction "sum" and a confident row, has a low part of -1e-20): its product is checked too */
 SPECIALISED int tiny_products(double min, double max, double factor) {
-    if (!FLOAT_EXP || factor == 0) return 0;
+    /* a factor beyond float's range (or NaN) takes the double loops anyway, and has no float part */
+    if (!FLOAT_EXP || factor == 0 || !fits_float(factor)) return 0;
     const double smallest_exp = (min - max) * VEXP_LOG2E; /* log2 of the smallest e_k but the zeros */
     const double low = factor - (float)factor;
     return smallest_exp + binary_exponent_below_1(factor) < -100 ||

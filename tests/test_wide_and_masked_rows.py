@@ -111,3 +111,19 @@ def test_half_precision_rows_are_the_exact_ones_rounded(name, kind):
     assert_within_ulps(loss, want_loss, LOSS_ULPS)
     assert_within_ulps(grad, want_grad, 1)
     assert_within_ulps(softmax_ce_c.softmax(x), exact("softmax", x.astype(np.float32)), 1)
+
+
+def test_a_grad_scale_beyond_float_range_rounds_the_exact_gradient():
+    """Factors beyond float's range take the double loops before a row's kind is looked at (where
+    converting them to float would be undefined, which the sanitizer run catches): each element the
+    exact one rounded, inf included. (Spread rows would not do: their exps below float's range are 0,
+    an error of a subnormal unit times 1e300; see README, Accuracy.)"""
+    rng = np.random.default_rng(10)
+    x = rows_of_kind("-inf masks", (8, 1000), np.float32, rng)
+    y = np.zeros(8, np.int64)
+    with np.errstate(over="ignore"):
+        grad = softmax_ce_c.softmax_cross_entropy(x, y, reduction="sum", grad_scale=1e300)[1]
+        want = exact("softmax_cross_entropy", x, y, reduction="sum", grad_scale=1e300)[1].astype(np.float32)
+    assert np.isinf(grad).any() and np.array_equal(np.isinf(grad), np.isinf(want))
+    finite = np.isfinite(want)
+    assert_within_ulps(grad[finite], want[finite], 1)
