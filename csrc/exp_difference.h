@@ -18,11 +18,11 @@ static inline double exp_difference_of_floats(double x, double m) { return exp_o
  * 1.15 without (measured against expl over 2e7 differences up to 110, logits up to 1e6). Used for
  * float32 logits, whose contract has room for it; half precision, rounded bit-exactly, keeps the
  * double. */
-static inline float exp_difference_in_float(float x, float m) {
+static inline float exp_difference_in_float(float x, float m, int in_double) {
     const float hi = x - m;
     const float x_part = hi + m;
     const float lo = (x - x_part) - (m + (hi - x_part));
-    return expf_of_nonpositive_sum(hi, lo);
+    return expf_of_nonpositive_sum(hi, lo, in_double);
 }
 
 /* The same exps for the float logits x <= m of one row with |m| < EXPF_ROW_LIMIT, with FMA (AVX2,
@@ -66,9 +66,7 @@ static inline int expf_row_of(expf_row *row, float m) {
 #endif
 }
 
-/* in_double (a constant; for a careful row): 2^k applied in double, whose conversion rounds a
- * subnormal result once, as vexpf_times_power_of_2 does, but without the microcode assist that
- * Intel's multipliers take for one (about 45 ns per vector instruction) */
+/* in_double: a constant, for a careful row (vexpf_times_power_of_2) */
 static inline float expf_of_row_with(float x, const expf_row *row, int in_double) {
     x = x < row->zero_below ? row->zero_at : x; /* exp rounds to 0; NaN passes through */
     const float shifted = VEXPF_FMA(x, EXP2F_LOG2E_HI, -row->shift_hi) + VEXPF_ROUND;
@@ -83,8 +81,7 @@ static inline float expf_of_row_with(float x, const expf_row *row, int in_double
     p = VEXPF_FMA(p, r, EXP2F_C1);
     p = VEXPF_FMA(p, r, 1.0f);
     const int32_t power = (int32_t)(vexpf_to_bits(shifted) - vexpf_to_bits(VEXPF_ROUND));
-    if (in_double) return (float)((double)p * vexp_from_bits((uint64_t)(power + 1023) << 52));
-    return vexpf_times_power_of_2(p, power);
+    return vexpf_times_power_of_2(p, power, in_double);
 }
 
 static inline float expf_of_row(float x, const expf_row *row) { return expf_of_row_with(x, row, 0); }
@@ -93,7 +90,7 @@ static inline float expf_of_row(float x, const expf_row *row) { return expf_of_r
  * split into floats hi + lo, the part hi rounds off; as accurate as exp_difference_in_float. */
 static inline float expf_of_double(double d) {
     const float hi = (float)d;
-    return expf_of_nonpositive_sum(hi, (float)(d - hi));
+    return expf_of_nonpositive_sum(hi, (float)(d - hi), 0);
 }
 
 /* double logits: split x - m into hi + lo exactly (Knuth's TwoSum) and use exp(hi + lo) =

@@ -179,14 +179,20 @@ static void group_logits_to_lanes(SCRATCH *value, const STORAGE *x, const group_
 }
 
 /* Each row's max, as find_max: the first index of the largest x (0 when none is above -inf); and
- * x_at_argmax, what row_rest needs: the max, unless no x is above -inf (then x_0, maybe NaN). */
-SPECIALISED void group_max(SCRATCH max[ROW_GROUP], int argmax[ROW_GROUP], SCRATCH x_at_argmax[ROW_GROUP],
-                           const SCRATCH *value, int n_classes) {
+ * x_at_argmax, what row_rest needs: the max, unless no x is above -inf (then x_0, maybe NaN); and
+ * min, for careful_exps and subnormal_products: for FLOAT_EXP types the smallest x (a NaN left out;
+ * AVX-512 leaves -inf out too), or where that is more than 87 below the max, the smallest x whose
+ * exp is not 0 (x >= max - 104):
+ * masks of -inf or -1e4 leave a row as it is, their exps are 0 (the row path, whose rows may be
+ * split, cannot tell them from logits spread wide); -inf for the other types. */
+SPECIALISED void group_max(SCRATCH max[ROW_GROUP], SCRATCH min[ROW_GROUP], int argmax[ROW_GROUP],
+                           SCRATCH x_at_argmax[ROW_GROUP], const SCRATCH *value, int n_classes) {
 #ifdef TRANSPOSE_16
-    group_max_16(max, argmax, x_at_argmax, value, n_classes);
+    group_max_16(max, min, argmax, x_at_argmax, value, n_classes);
 #else
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
         max[r] = -INFINITY;
+        min[r] = FLOAT_EXP ? INFINITY : -INFINITY;
         argmax[r] = 0;
     }
     /* argmax by arithmetic, not a select that may keep the old value: GCC makes that a masked store,
@@ -197,8 +203,23 @@ SPECIALISED void group_max(SCRATCH max[ROW_GROUP], int argmax[ROW_GROUP], SCRATC
             const int larger = x_k > old;
             max[r] = larger ? x_k : old;
             argmax[r] += larger * (k - argmax[r]);
+            if (FLOAT_EXP) min[r] = x_k < min[r] ? x_k : min[r]; /* a min instruction */
         }
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) x_at_argmax[r] = max[r] > -INFINITY ? max[r] : value[AT(0, r)];
+    int spread = 0;
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) spread |= FLOAT_EXP && min[r] - max[r] < -87.0f;
+    if (!spread) return;
+    /* again for the exps that are not 0 (rare): the same min for the rows that are not spread */
+    SCRATCH zero_below[ROW_GROUP];
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+        zero_below[r] = max[r] + VEXPF_FLOOR;
+        min[r] = INFINITY;
+    }
+    for (int k = 0; k < n_classes; k++)
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            const SCRATCH x_k = value[AT(k, r)];
+            min[r] = x_k < min[r] && x_k >= zero_below[r] ? x_k : min[r];
+        }
 #endif
 }
 
@@ -222,30 +243,45 @@ SPECIALISED void group_logits_at_index(double x_y[ROW_GROUP], const SCRATCH *val
         x_y[r] = group_logit(value, capped, GATHER_AT(index[r] < 0 ? 0 : index[r], r), with_softcap);
 }
 
-/* e = exp(x' - top) of every lane (in e, or with_softcap in capped_e), and each row's rest: the sum
- * of its e but the argmax's, in class order (the gradient reads no e at the argmax) */
-SPECIALISED void group_exps(double rest[ROW_GROUP], double rest_carry[ROW_GROUP], SCRATCH *e, double *capped_e,
-                            const SCRATCH *value, const double *capped, const double top[ROW_GROUP],
-                            const int argmax[ROW_GROUP], int n_classes, int with_softcap) {
-    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) rest[r] = rest_carry[r] = 0.0;
-#ifdef TRANSPOSE_16
-    if (!with_softcap) {
-        SCRATCH max[ROW_GROUP]; /* top is the float max */
-        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) max[r] = (SCRATCH)top[r];
-        group_exps_16(rest, e, value, max, argmax, n_classes);
-        return;
-    }
-#endif
+/* group_exps' loop; careful (uncapped only) a constant */
+SPECIALISED void group_exp_terms(double rest[ROW_GROUP], double rest_carry[ROW_GROUP], SCRATCH *e, double *capped_e,
+                                 const SCRATCH *value, const double *capped, const double top[ROW_GROUP],
+                                 const int argmax[ROW_GROUP], int n_classes, int with_softcap, int careful) {
     for (int k = 0; k < n_classes; k++)
         ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
             const double x_k = group_logit(value, capped, AT(k, r), with_softcap);
-            const double term = exp_term(x_k, top[r], with_softcap);
+            const double term = exp_term(x_k, top[r], with_softcap, careful);
             add_to_sum(&rest[r], &rest_carry[r], k == argmax[r] ? 0.0 : term);
             if (with_softcap)
                 capped_e[AT(k, r)] = term;
             else
                 e[AT(k, r)] = (SCRATCH)term;
         }
+}
+
+/* e = exp(x' - top) of every lane (in e, or with_softcap in capped_e), and each row's rest: the sum
+ * of its e but the argmax's, in class order (the gradient reads no e at the argmax). Without a
+ * softcap, a group with a row whose exps may be subnormal (careful_exps, from min: group_max) has
+ * all its exps scaled in double, which gives the others the same bits. */
+SPECIALISED void group_exps(double rest[ROW_GROUP], double rest_carry[ROW_GROUP], SCRATCH *e, double *capped_e,
+                            const SCRATCH *value, const double *capped, const double top[ROW_GROUP],
+                            const SCRATCH min[ROW_GROUP], const int argmax[ROW_GROUP], int n_classes,
+                            int with_softcap) {
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) rest[r] = rest_carry[r] = 0.0;
+#ifdef TRANSPOSE_16
+    if (!with_softcap) {
+        SCRATCH max[ROW_GROUP]; /* top is the float max */
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) max[r] = (SCRATCH)top[r];
+        group_exps_16(rest, e, value, max, min, argmax, n_classes);
+        return;
+    }
+#endif
+    int careful = 0;
+    if (!with_softcap) ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) careful |= careful_exps(min[r], top[r]);
+    if (careful)
+        group_exp_terms(rest, rest_carry, e, capped_e, value, capped, top, argmax, n_classes, with_softcap, 1);
+    else
+        group_exp_terms(rest, rest_carry, e, capped_e, value, capped, top, argmax, n_classes, with_softcap, 0);
 }
 
 /* a row's rest from its sums, NaN for a NaN row (row_rest) */
@@ -315,6 +351,15 @@ SPECIALISED double group_coefficient(const group_constants *constants, const gro
     return coefficient_of(w_k, constants->keep, t[at], constants->spread, at_index, targets->on_target[r]);
 }
 
+/* whether the float gradient of a group's row, one product e_k p (p the factor, no low part as in
+ * scaled()), may meet a subnormal e_k or product: min and max the row's (group_max). The bound
+ * 2^-125 takes in the exps that may be subnormal (careful_exps: below 2^-125.5) for any p below 2;
+ * a p that is not finite or too large for a float takes the double pass anyway. */
+SPECIALISED int subnormal_products(double min, double max, double factor) {
+    const double smallest_exp = (min - max) * VEXP_LOG2E; /* log2 of the smallest e_k but the zeros */
+    return FLOAT_EXP & (factor != 0) & (smallest_exp + binary_exponent_below_1(factor) < -125);
+}
+
 /* grad_k / slope_k, in the precision of its operands (factors_of's gradient_factors, and c_k) */
 #define LANE_GRADIENT(is_argmax, at_argmax, e, probability, c, target) \
     ((is_argmax) ? (at_argmax) : (e) * (probability) - (c) * (target))
@@ -348,9 +393,9 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
             for (int i = 0; i < n_classes * ROW_GROUP; i++) t[i] = 0;
     }
 
-    SCRATCH max[ROW_GROUP], x_at_argmax[ROW_GROUP];
+    SCRATCH max[ROW_GROUP], min[ROW_GROUP], x_at_argmax[ROW_GROUP];
     int argmax[ROW_GROUP];
-    group_max(max, argmax, x_at_argmax, value, n_classes);
+    group_max(max, min, argmax, x_at_argmax, value, n_classes);
     double top[ROW_GROUP]; /* the max of x' */
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) top[r] = with_softcap ? softcapped(max[r], softcap).value : max[r];
     if (with_softcap)
@@ -362,7 +407,7 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
             }
 
     double rest[ROW_GROUP], rest_carry[ROW_GROUP];
-    group_exps(rest, rest_carry, e, capped_e, value, capped, top, argmax, n_classes, with_softcap);
+    group_exps(rest, rest_carry, e, capped_e, value, capped, top, min, argmax, n_classes, with_softcap);
 
     /* target_sums */
     double total[ROW_GROUP], total_carry[ROW_GROUP], distance[ROW_GROUP], distance_carry[ROW_GROUP];
@@ -431,6 +476,16 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
         if (lone_index)
             fit[r] &= (!targets.counted[r]) | (fits_float(on_target) & fits_float(on_target * target_factor_d[r]));
     }
+    /* Rows whose exps or products e_k p may be subnormal would meet Intel's assists in the float pass
+     * (see careful_exps): they take the double one, and a p of 0 in the float pass (a subnormal times
+     * 0 takes no assist). A test across the rows: a row at a time, it cost a third of the time of
+     * ordinary rows of 10 classes. */
+    if (!with_softcap)
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            const int subnormal = targets.counted[r] & subnormal_products(min[r], top[r], probability_d[r]);
+            fit[r] &= !subnormal;
+            probability[r] = subnormal ? 0 : probability[r];
+        }
 
     /* In the precision of e: SCRATCH, floats for float32 (whose exps are floats; its factors rounded
      * to float add about an ulp to the error of e); with a softcap in double, as the exps of capped

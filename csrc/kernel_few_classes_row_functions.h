@@ -17,12 +17,12 @@ SPECIALISED void row_function_group_with(STORAGE *out, const STORAGE *x, const g
                                          int n_rows, int64_t total_rows, int n_classes, group_function_kind kind) {
     SCRATCH value[lanes_length(n_classes)], e[n_classes * ROW_GROUP];
     group_logits_to_lanes(value, x, layout, first, n_rows, total_rows, n_classes);
-    SCRATCH max[ROW_GROUP], x_at_argmax[ROW_GROUP];
+    SCRATCH max[ROW_GROUP], min[ROW_GROUP], x_at_argmax[ROW_GROUP];
     int argmax[ROW_GROUP];
-    group_max(max, argmax, x_at_argmax, value, n_classes);
+    group_max(max, min, argmax, x_at_argmax, value, n_classes);
     double top[ROW_GROUP], rest[ROW_GROUP], rest_carry[ROW_GROUP];
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) top[r] = max[r];
-    group_exps(rest, rest_carry, e, NULL, value, NULL, top, argmax, n_classes, 0);
+    group_exps(rest, rest_carry, e, NULL, value, NULL, top, min, argmax, n_classes, 0);
     double log_sum[ROW_GROUP], inverse_sum[ROW_GROUP];
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
         const double rest_r = group_rest(rest[r], rest_carry[r], top[r], x_at_argmax[r]);

@@ -218,10 +218,11 @@ static logit_max find_max(const STORAGE *x, int64_t n_classes) {
     return (logit_max){max, argmax < n_classes ? argmax : 0, FLOAT_EXP ? min : -INFINITY};
 }
 
-/* exp(x' - max); for FLOAT_EXP types in float (for uncapped logits, max is a float too) */
-SPECIALISED double exp_term(double value, double max, int with_softcap) {
+/* exp(x' - max); for FLOAT_EXP types in float (for uncapped logits, max is a float too), careful
+ * (uncapped only; careful_exps) with 2^k applied in double */
+SPECIALISED double exp_term(double value, double max, int with_softcap, int careful) {
     if (!FLOAT_EXP) return EXP_DIFFERENCE(value, max);
-    return with_softcap ? expf_of_double(value - max) : exp_difference_in_float((float)value, (float)max);
+    return with_softcap ? expf_of_double(value - max) : exp_difference_in_float((float)value, (float)max, careful);
 }
 
 /* With COMPENSATED_SUMS, runs of COMPENSATED_RUN blocks are added per lane in plain double before
@@ -271,7 +272,7 @@ SPECIALISED void exp_blocks(partial_sums *sums, SCRATCH *restrict e, SCRATCH *re
             const int i = b * PARTIAL_SUMS + j;
             const double value = block_logit(x[i]);
             const capped_logit logit = softcap > 0 ? softcapped(value, softcap) : (capped_logit){value, 1.0};
-            const double term = exp_term(logit.value, max, softcap > 0);
+            const double term = exp_term(logit.value, max, softcap > 0, 0);
             if (store) e[i] = term;
             if (store && softcap > 0) slope[i] = logit.slope * SLOPE_SCALE;
             lane_sum += i == skip ? 0.0 : term;
@@ -435,8 +436,10 @@ typedef struct {
  *     2^-100, where scaled()'s low product (2^-24 of it, or less) or the gradient is subnormal: such
  *     rows take the double loops for the gradient (15-25% slower than the float ones). Masks of
  *     -inf leave a row as it is; masks of -1e4 make it one of these.
- * The few-classes groups (kernel_few_classes.h) take neither yet: their rows spread over more than
- * about 87 still meet the assists. */
+ * The few-classes groups (kernel_few_classes.h) tell them apart in the same way, a group (or 16 rows
+ * on AVX-512) for the exps, a row for the gradient. Not covered: the exps of rows whose max is 2^14
+ * or more, or of any row on baseline x86-64, which has no FMA (exp_difference_in_float, not
+ * expf_of_row), and softcaps above about 43 (expf_of_double; AVX-512's capped_exp8 is double). */
 SPECIALISED int careful_exps(double min, double max) { return FLOAT_EXP && min - max < -87.0; }
 
 /* floor(log2 |x|) for x below 1 (ilogb's, not its call), else 0: what bounds e x from below for the
@@ -547,7 +550,7 @@ SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const 
         const __mmask16 valid = lanes_before(count - k);
         const __m512 term = capped ? capped_exp16(capped + k, capped_max)
                             : row  ? exp16_of_row(LOAD_16_AS_FLOATS_MASKED(valid, x + k), row)
-                                   : exp16_difference(LOAD_16_AS_FLOATS_MASKED(valid, x + k), m);
+                                   : exp16_difference(LOAD_16_AS_FLOATS_MASKED(valid, x + k), m, 0);
         if (store) _mm512_mask_storeu_ps(e + k, valid, term);
         if (smoothing) add_smoothing_block_at(smoothing, weights, x + k, k, count - k, capped_max);
         const __mmask16 at_skip = skip >= k && skip < k + PARTIAL_SUMS ? (__mmask16)(1u << (skip - k)) : 0;
@@ -595,7 +598,7 @@ SPECIALISED void exp_float_run_with(float_run_sums *sums, SCRATCH *restrict e, c
                 term = expf_of_double(capped[k + j] - max);
             } else {
                 const float logit = (float)LOAD(x[k + j]);
-                term = row ? expf_of_row_with(logit, row, careful) : exp_difference_in_float(logit, (float)max);
+                term = row ? expf_of_row_with(logit, row, careful) : exp_difference_in_float(logit, (float)max, 0);
             }
             if (store) e[k + j] = term;
             run[j] += k + j == skip ? 0.0f : term;

@@ -11,7 +11,19 @@
 
 #include "exp_difference.h"
 
-static inline __m512 exp16_difference(__m512 x, __m512 m) {
+/* p 2^k for the lanes kept, else 0, as vscalefps rounds it (once, subnormal results too) but in
+ * double, converted to float: without the microcode assist vscalefps takes on Intel for a result
+ * that is subnormal (about 80 ns for each instruction) */
+static inline __m512 exp16_scaled_in_double(__mmask16 kept, __m512 p, __m512 k) {
+    const __m512d low = _mm512_maskz_scalef_pd((__mmask8)kept, _mm512_cvtps_pd(_mm512_castps512_ps256(p)),
+                                               _mm512_cvtps_pd(_mm512_castps512_ps256(k)));
+    const __m512d high = _mm512_maskz_scalef_pd((__mmask8)(kept >> 8), _mm512_cvtps_pd(_mm512_extractf32x8_ps(p, 1)),
+                                                _mm512_cvtps_pd(_mm512_extractf32x8_ps(k, 1)));
+    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(low)), _mm512_cvtpd_ps(high), 1);
+}
+
+/* careful (for results that may be subnormal) scales in double, as exp16_of_row */
+static inline __m512 exp16_difference(__m512 x, __m512 m, int careful) {
     const __m512 hi = _mm512_sub_ps(x, m);
     const __m512 x_part = _mm512_add_ps(hi, m);
     const __m512 lo = _mm512_sub_ps(_mm512_sub_ps(x, x_part), _mm512_add_ps(m, _mm512_sub_ps(hi, x_part)));
@@ -29,7 +41,7 @@ static inline __m512 exp16_difference(__m512 x, __m512 m) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(VEXPF_C2));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_maskz_scalef_ps(~underflows, p, k); /* see exp16_of_row */
+    return careful ? exp16_scaled_in_double(~underflows, p, k) : _mm512_maskz_scalef_ps(~underflows, p, k);
 }
 
 /* expf_of_row (exp_difference.h) for 16 lanes: the exps of a row whose max expf_row_of takes, in 14
@@ -65,17 +77,6 @@ static inline __mmask16 exp16_rows_of(exp16_row *rows, __m512 m) {
     rows->zero_below = _mm512_add_ps(m, _mm512_set1_ps(VEXPF_FLOOR));
     rows->careful = 0;
     return _mm512_cmp_ps_mask(_mm512_abs_ps(m), _mm512_set1_ps(EXPF_ROW_LIMIT), _CMP_LT_OQ); /* not NaN either */
-}
-
-/* p 2^k for the lanes kept, else 0, as vscalefps rounds it (once, subnormal results too) but in
- * double, converted to float: without the microcode assist vscalefps takes on Intel for a result
- * that is subnormal (about 80 ns for each instruction) */
-static inline __m512 exp16_scaled_in_double(__mmask16 kept, __m512 p, __m512 k) {
-    const __m512d low = _mm512_maskz_scalef_pd((__mmask8)kept, _mm512_cvtps_pd(_mm512_castps512_ps256(p)),
-                                               _mm512_cvtps_pd(_mm512_castps512_ps256(k)));
-    const __m512d high = _mm512_maskz_scalef_pd((__mmask8)(kept >> 8), _mm512_cvtps_pd(_mm512_extractf32x8_ps(p, 1)),
-                                                _mm512_cvtps_pd(_mm512_extractf32x8_ps(k, 1)));
-    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(low)), _mm512_cvtpd_ps(high), 1);
 }
 
 /* Lanes below zero_below (exp rounds to 0) are zeroed by the mask of vscalefps, not clamped to a
