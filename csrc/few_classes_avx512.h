@@ -16,8 +16,8 @@
 
 /* group_max's loop: the first index of the largest x, x_at_argmax, and min: the smallest x above
  * -inf (a row's NaN left out), and where that is more than 87 below the max (rare), a second loop
- * the smallest x whose exp is not 0. Leaving -inf out takes a comparison per class and 16 rows;
- * the second loop for every row holding -inf (masked classes) cost 5-8% there at K = 64. */
+ * takes the smallest x whose exp is not 0. Leaving -inf out takes a comparison per class and 16
+ * rows; the second loop for every row holding -inf (masked classes) cost 5-10% there at K = 64. */
 static inline void group_max_16(float *max, float *min, int *argmax, float *x_at_argmax, const float *value,
                                 int n_classes) {
     for (int r = 0; r < ROW_GROUP; r += LANES_16) {
@@ -28,8 +28,8 @@ static inline void group_max_16(float *max, float *min, int *argmax, float *x_at
             const __mmask16 larger = _mm512_cmp_ps_mask(x, m, _CMP_GT_OQ);
             m = _mm512_mask_mov_ps(m, larger, x);
             a = _mm512_mask_mov_epi32(a, larger, _mm512_set1_epi32(k));
-            const __mmask16 finite = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ); /* nor NaN */
-            smallest = _mm512_mask_min_ps(smallest, finite, x, smallest);
+            const __mmask16 above_minus_infinity = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_GT_OQ);
+            smallest = _mm512_mask_min_ps(smallest, above_minus_infinity, x, smallest);
         }
         if (_mm512_cmp_ps_mask(_mm512_sub_ps(smallest, m), _mm512_set1_ps(-87.0f), _CMP_LT_OQ)) {
             const __m512 zero_below = _mm512_add_ps(m, _mm512_set1_ps(VEXPF_FLOOR));
@@ -56,20 +56,20 @@ static inline void group_max_16(float *max, float *min, int *argmax, float *x_at
  * the row path's. */
 #define EXP16_ROW_MIN_CLASSES 8
 
-/* careful: exp16_of_row's (rows->careful), for exp16_difference */
-static inline __m512 group_exp16(__m512 x, __m512 m, const exp16_row *rows, __mmask16 by_row, int careful) {
+/* rows->careful for both forms */
+static inline __m512 group_exp16(__m512 x, __m512 m, const exp16_row *rows, __mmask16 by_row) {
     if (by_row == 0xFFFF) return exp16_of_row(x, rows);
     /* few classes, or rows with a max of 2^14 or more, inf or NaN */
-    const __m512 e = exp16_difference(x, m, careful);
+    const __m512 e = exp16_difference(x, m, rows->careful);
     return by_row ? _mm512_mask_mov_ps(e, by_row, exp16_of_row(x, rows)) : e;
 }
 
-/* the exps of 16 rows (from r), and their rest in low and high; careful a constant (the rows' too) */
+/* the exps of 16 rows (from r), and their rest in low and high; careful, a constant, made the rows' */
 static inline void group_exps_of_16(__m512d *low, __m512d *high, float *e, const float *value, __m512 m, __m512i a,
                                     exp16_row rows, __mmask16 by_row, int r, int n_classes, int careful) {
     rows.careful = careful;
     for (int k = 0; k < n_classes; k++) {
-        const __m512 e_k = group_exp16(_mm512_loadu_ps(value + AT(k, r)), m, &rows, by_row, careful);
+        const __m512 e_k = group_exp16(_mm512_loadu_ps(value + AT(k, r)), m, &rows, by_row);
         _mm512_storeu_ps(e + AT(k, r), e_k);
         const __m512 term = _mm512_maskz_mov_ps(_mm512_cmpneq_epi32_mask(a, _mm512_set1_epi32(k)), e_k);
         *low = _mm512_add_pd(*low, _mm512_cvtps_pd(_mm512_castps512_ps256(term)));
@@ -87,7 +87,7 @@ static inline void group_exps_16(double *rest, float *e, const float *value, con
         const __m512i a = _mm512_loadu_si512(argmax + r);
         const int careful =
             _mm512_cmp_ps_mask(_mm512_sub_ps(_mm512_loadu_ps(min + r), m), _mm512_set1_ps(-87.0f), _CMP_LT_OQ) != 0;
-        exp16_row rows;
+        exp16_row rows = {0}; /* only careful is read with few classes */
         const __mmask16 by_row = n_classes >= EXP16_ROW_MIN_CLASSES ? exp16_rows_of(&rows, m) : 0;
         __m512d low = _mm512_setzero_pd(), high = _mm512_setzero_pd(); /* rows r.. r + 7, r + 8.. r + 15 */
         if (careful)

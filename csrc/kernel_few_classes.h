@@ -180,11 +180,11 @@ static void group_logits_to_lanes(SCRATCH *value, const STORAGE *x, const group_
 
 /* Each row's max, as find_max: the first index of the largest x (0 when none is above -inf); and
  * x_at_argmax, what row_rest needs: the max, unless no x is above -inf (then x_0, maybe NaN); and
- * min, for careful_exps and subnormal_products: for FLOAT_EXP types the smallest x (a NaN left out;
- * AVX-512 leaves -inf out too), or where that is more than 87 below the max, the smallest x whose
- * exp is not 0 (x >= max - 104):
- * masks of -inf or -1e4 leave a row as it is, their exps are 0 (the row path, whose rows may be
- * split, cannot tell them from logits spread wide); -inf for the other types. */
+ * min, for careful_exps and subnormal_products. For FLOAT_EXP types min is the smallest x (a NaN
+ * left out; AVX-512 leaves -inf out too), or where that is more than 87 below the max, the smallest
+ * x whose exp is not 0 (x >= max - 104), so that masks of -inf or -1e4, whose exps are 0, are not
+ * taken for logits spread wide (the row path, whose rows may be split, cannot tell them apart). For
+ * the other types min is -inf. */
 SPECIALISED void group_max(SCRATCH max[ROW_GROUP], SCRATCH min[ROW_GROUP], int argmax[ROW_GROUP],
                            SCRATCH x_at_argmax[ROW_GROUP], const SCRATCH *value, int n_classes) {
 #ifdef TRANSPOSE_16
@@ -353,8 +353,9 @@ SPECIALISED double group_coefficient(const group_constants *constants, const gro
 
 /* whether the float gradient of a group's row, one product e_k p (p the factor, no low part as in
  * scaled()), may meet a subnormal e_k or product: min and max the row's (group_max). The bound
- * 2^-125 takes in the exps that may be subnormal (careful_exps: below 2^-125.5) for any p below 2;
- * a p that is not finite or too large for a float takes the double pass anyway. */
+ * 2^-125 takes in every row whose exps may be subnormal (careful_exps: below 2^-125.5), whatever p
+ * (from 1 on, its exponent counts as 0); a p that is not finite or too large for a float takes the
+ * double pass anyway. */
 SPECIALISED int subnormal_products(double min, double max, double factor) {
     const double smallest_exp = (min - max) * VEXP_LOG2E; /* log2 of the smallest e_k but the zeros */
     return FLOAT_EXP & (factor != 0) & (smallest_exp + binary_exponent_below_1(factor) < -125);
@@ -478,8 +479,8 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
     }
     /* Rows whose exps or products e_k p may be subnormal would meet Intel's assists in the float pass
      * (see careful_exps): they take the double one, and a p of 0 in the float pass (a subnormal times
-     * 0 takes no assist). A test across the rows: a row at a time, it cost a third of the time of
-     * ordinary rows of 10 classes. */
+     * 0 takes no assist). The test runs across the rows, vectorised: in a loop of a row at a time
+     * it cost a third of the time of ordinary rows of 10 classes. */
     if (!with_softcap)
         ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
             const int subnormal = targets.counted[r] & subnormal_products(min[r], top[r], probability_d[r]);

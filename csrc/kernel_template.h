@@ -437,9 +437,10 @@ typedef struct {
  *     rows take the double loops for the gradient (15-25% slower than the float ones). Masks of
  *     -inf leave a row as it is; masks of -1e4 make it one of these.
  * The few-classes groups (kernel_few_classes.h) tell them apart in the same way, a group (or 16 rows
- * on AVX-512) for the exps, a row for the gradient. Not covered: the exps of rows whose max is 2^14
- * or more, or of any row on baseline x86-64, which has no FMA (exp_difference_in_float, not
- * expf_of_row), and softcaps above about 43 (expf_of_double; AVX-512's capped_exp8 is double). */
+ * on AVX-512) for the exps, a row for the gradient. Not covered: on the row path, the exps of rows
+ * whose max is 2^14 or more, or of any row on baseline x86-64, which has no FMA (both take
+ * exp_difference_in_float, not expf_of_row); and softcaps above about 43 (expf_of_double;
+ * AVX-512's capped_exp8 is double). */
 SPECIALISED int careful_exps(double min, double max) { return FLOAT_EXP && min - max < -87.0; }
 
 /* floor(log2 |x|) for x below 1 (ilogb's, not its call), else 0: what bounds e x from below for the

@@ -69,7 +69,7 @@ def test_cross_entropy_and_softmax_keep_the_contract(dtype, kind, n_classes):
     assert np.all(np.abs(softmax - want) <= 4 * info.eps * want + 2 * info.smallest_subnormal)
     assert_within_ulps(softmax_ce_c.log_softmax(x), exact("log_softmax", x), LOSS_ULPS)
     assert_within_ulps(softmax_ce_c.logsumexp(x), exact("logsumexp", x), LOSS_ULPS)
-    for n in (0, 1, 2):  # each row as it is alone
+    for n in (0, 1, 2, 17, 38, 39):  # each row as it is alone (rows 32 on: the few-classes path's second group)
         row_loss, row_grad = softmax_ce_c.softmax_cross_entropy(x[n:n + 1], y[n:n + 1], reduction="none")
         assert row_loss[0] == loss[n] and np.array_equal(row_grad[0], grad[n])
 
@@ -99,18 +99,35 @@ def test_rows_shared_over_threads_by_classes_keep_the_contract(kind):
         assert np.array_equal(one_loss, loss) and np.array_equal(one_grad, grad)
 
 
+@pytest.mark.parametrize("n_classes", [10, 300])
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("name", ["float16", "bfloat16"])
-def test_half_precision_rows_are_the_exact_ones_rounded(name, kind):
+def test_half_precision_rows_are_the_exact_ones_rounded(name, kind, n_classes):
     dtype = np.float16 if name == "float16" else pytest.importorskip("ml_dtypes").bfloat16
     rng = np.random.default_rng(9)
-    x = rows_of_kind(kind, (40, 300), dtype, rng)
+    x = rows_of_kind(kind, (40, n_classes), dtype, rng)
     y = np.zeros(40, np.int64)
     loss, grad = softmax_ce_c.softmax_cross_entropy(x, y, reduction="none")
     want_loss, want_grad = exact("softmax_cross_entropy", x.astype(np.float32), y, reduction="none")
     assert_within_ulps(loss, want_loss, LOSS_ULPS)
     assert_within_ulps(grad, want_grad, 1)
     assert_within_ulps(softmax_ce_c.softmax(x), exact("softmax", x.astype(np.float32)), 1)
+
+
+@pytest.mark.parametrize("n_classes", [2, 10, 1000])
+def test_subnormal_exps_are_rounded_once(n_classes):
+    """exp(d) for d from -103.9 to -95 is a float32 subnormal, which the careful exps (2^k applied in
+    double) round once: within half a unit of the smallest subnormal. Rows [0, d] (classes past the
+    second masked with -1e4) sum to 1 in double, so that their softmax and their gradient (reduction
+    sum, target 0) at d are that exp itself."""
+    d = np.linspace(-103.9, -95.0, 4001).astype(np.float32)
+    x = np.full((d.size, n_classes), -1e4, np.float32)
+    x[:, 0], x[:, 1] = 0.0, d
+    want = np.exp(d.astype(np.float64))
+    grad = softmax_ce_c.softmax_cross_entropy(x, np.zeros(d.size, np.int64), reduction="sum")[1]
+    unit = float(np.finfo(np.float32).smallest_subnormal)
+    for got in (softmax_ce_c.softmax(x)[:, 1], grad[:, 1]):
+        assert np.max(np.abs(got.astype(np.float64) - want)) <= 0.5001 * unit
 
 
 def test_a_grad_scale_beyond_float_range_rounds_the_exact_gradient():
