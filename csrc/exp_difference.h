@@ -87,10 +87,11 @@ static inline float expf_of_row_with(float x, const expf_row *row, int in_double
 static inline float expf_of_row(float x, const expf_row *row) { return expf_of_row_with(x, row, 0); }
 
 /* exp(d) for a double d <= 0 (a softcapped float32 logit minus its max) in float arithmetic: d
- * split into floats hi + lo, the part hi rounds off; as accurate as exp_difference_in_float. */
-static inline float expf_of_double(double d) {
+ * split into floats hi + lo, the part hi rounds off; as accurate as exp_difference_in_float.
+ * in_double: vexpf_times_power_of_2's */
+static inline float expf_of_double(double d, int in_double) {
     const float hi = (float)d;
-    return expf_of_nonpositive_sum(hi, (float)(d - hi), 0);
+    return expf_of_nonpositive_sum(hi, (float)(d - hi), in_double);
 }
 
 /* double logits: split x - m into hi + lo exactly (Knuth's TwoSum) and use exp(hi + lo) =

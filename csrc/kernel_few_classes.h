@@ -243,7 +243,7 @@ SPECIALISED void group_logits_at_index(double x_y[ROW_GROUP], const SCRATCH *val
         x_y[r] = group_logit(value, capped, GATHER_AT(index[r] < 0 ? 0 : index[r], r), with_softcap);
 }
 
-/* group_exps' loop; careful (uncapped only) a constant */
+/* group_exps' loop; careful a constant */
 SPECIALISED void group_exp_terms(double rest[ROW_GROUP], double rest_carry[ROW_GROUP], SCRATCH *e, double *capped_e,
                                  const SCRATCH *value, const double *capped, const double top[ROW_GROUP],
                                  const int argmax[ROW_GROUP], int n_classes, int with_softcap, int careful) {
@@ -260,9 +260,9 @@ SPECIALISED void group_exp_terms(double rest[ROW_GROUP], double rest_carry[ROW_G
 }
 
 /* e = exp(x' - top) of every lane (in e, or with_softcap in capped_e), and each row's rest: the sum
- * of its e but the argmax's, in class order (the gradient reads no e at the argmax). Without a
- * softcap, a group with a row whose exps may be subnormal (careful_exps, from min: group_max) has
- * all its exps scaled in double, which gives the others the same bits. */
+ * of its e but the argmax's, in class order (the gradient reads no e at the argmax). A group with a
+ * row whose exps may be subnormal (careful_exps, from min: group_max's, or -softcap) has all its
+ * exps scaled in double, which gives the others the same bits. */
 SPECIALISED void group_exps(double rest[ROW_GROUP], double rest_carry[ROW_GROUP], SCRATCH *e, double *capped_e,
                             const SCRATCH *value, const double *capped, const double top[ROW_GROUP],
                             const SCRATCH min[ROW_GROUP], const int argmax[ROW_GROUP], int n_classes,
@@ -277,7 +277,7 @@ SPECIALISED void group_exps(double rest[ROW_GROUP], double rest_carry[ROW_GROUP]
     }
 #endif
     int careful = 0;
-    if (!with_softcap) ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) careful |= careful_exps(min[r], top[r]);
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) careful |= careful_exps(min[r], top[r]);
     if (careful)
         group_exp_terms(rest, rest_carry, e, capped_e, value, capped, top, argmax, n_classes, with_softcap, 1);
     else
@@ -399,6 +399,10 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
     group_max(max, min, argmax, x_at_argmax, value, n_classes);
     double top[ROW_GROUP]; /* the max of x' */
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) top[r] = with_softcap ? softcapped(max[r], softcap).value : max[r];
+    if (with_softcap) { /* x' - top >= -softcap - top, for careful_exps (the gradient is double) */
+        const SCRATCH lowest = (SCRATCH)(softcap < 0x1p100 ? -softcap : -0x1p100); /* within float's range */
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) min[r] = lowest;
+    }
     if (with_softcap)
         for (int k = 0; k < n_classes; k++)
             ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {

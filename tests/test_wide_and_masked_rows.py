@@ -114,20 +114,26 @@ def test_half_precision_rows_are_the_exact_ones_rounded(name, kind, n_classes):
     assert_within_ulps(softmax_ce_c.softmax(x), exact("softmax", x.astype(np.float32)), 1)
 
 
+@pytest.mark.parametrize("softcap", [None, 1000.0])
 @pytest.mark.parametrize("n_classes", [2, 10, 1000])
-def test_subnormal_exps_are_rounded_once(n_classes):
+def test_subnormal_exps_are_rounded_once(n_classes, softcap):
     """exp(d) for d from -103.9 to -95 is a float32 subnormal, which the careful exps (2^k applied in
     double) round once: within half a unit of the smallest subnormal. Rows [0, d] (classes past the
-    second masked with -1e4) sum to 1 in double, so that their softmax and their gradient (reduction
-    sum, target 0) at d are that exp itself."""
+    second masked with -1e4) sum to 1 in double, so that their loss (target 0) is that exp itself, and
+    without a softcap so are their softmax and their gradient (reduction sum) at d. A softcap of 1000
+    moves d a little: x' = 1000 tanh(d / 1000)."""
     d = np.linspace(-103.9, -95.0, 4001).astype(np.float32)
     x = np.full((d.size, n_classes), -1e4, np.float32)
     x[:, 0], x[:, 1] = 0.0, d
-    want = np.exp(d.astype(np.float64))
-    grad = softmax_ce_c.softmax_cross_entropy(x, np.zeros(d.size, np.int64), reduction="sum")[1]
+    want = np.exp(d.astype(np.float64) if softcap is None else softcap * np.tanh(d.astype(np.float64) / softcap))
+    target = np.zeros(d.size, np.int64)
+    loss = softmax_ce_c.softmax_cross_entropy(x, target, reduction="none", softcap=softcap)[0]
+    got = [loss]
+    if softcap is None:
+        got += [softmax_ce_c.softmax(x)[:, 1], softmax_ce_c.softmax_cross_entropy(x, target, reduction="sum")[1][:, 1]]
     unit = float(np.finfo(np.float32).smallest_subnormal)
-    for got in (softmax_ce_c.softmax(x)[:, 1], grad[:, 1]):
-        assert np.max(np.abs(got.astype(np.float64) - want)) <= 0.5001 * unit
+    for values in got:
+        assert np.max(np.abs(values.astype(np.float64) - want)) <= 0.5001 * unit
 
 
 def test_a_grad_scale_beyond_float_range_rounds_the_exact_gradient():
