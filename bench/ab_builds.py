@@ -1,7 +1,7 @@
 """Two (or more) builds of softmax_ce_c side by side in one process: the A/B behind the kernel's
 measured changes.
 
-    python bench/ab_builds.py TREE_A TREE_B [--shape 65536x10 ...] [--rounds 120]
+    python bench/ab_builds.py TREE_A TREE_B [--shape 65536x10 ...] [--kind "-1e4 masks"] [--rounds 120]
 
 A TREE is a source tree with its kernel built in place (`python softmax_ce_c/_build.py` run in it).
 Each is imported under a name of its own, and the builds' calls are interleaved as compare.py's
@@ -10,7 +10,8 @@ that the drift of a shared, noisy machine (frequency, neighbours) hits them alik
 separate processes moved 20-40% here, more than most changes they were to measure. Float32, class
 indices; per shape the cases are the gradient into out= on one and on two threads, the loss alone
 and softmax, each printed as the medians (and minima) of every build and the ratio of the last
-build's median to the first's.
+build's median to the first's. --kind takes the logits of one of logit_kinds.py's kinds (masked
+classes, logits spread wide) instead of normal ones.
 """
 import argparse
 import importlib.util
@@ -19,6 +20,7 @@ import sys
 
 import numpy as np
 
+from logit_kinds import KINDS, logits_of_kind
 from machine import describe_machine
 from timing import Method, RepPolicy, benchmark
 
@@ -34,13 +36,13 @@ def load_build(tree, alias):
     return module
 
 
-def cases(shape, rng):
-    """(name, call of a build) for each case of an N x K shape."""
+def cases(shape, kind, rng):
+    """(name, call of a build) for each case of an N x K shape of logits of a kind."""
     n_rows, n_classes = shape
-    x = rng.standard_normal(shape, dtype=np.float32)
     y = rng.integers(0, n_classes, n_rows)
+    x = logits_of_kind(kind, n_rows, n_classes, y, rng)
     out = np.empty_like(x)
-    name = f"{n_rows}x{n_classes}"
+    name = f"{n_rows}x{n_classes}" + ("" if kind == "normal" else f" {kind}")
     return [
         (f"{name} out=, 1 thread", lambda m: m.softmax_cross_entropy(x, y, out=out, num_threads=1)),
         (f"{name} out=, 2 threads", lambda m: m.softmax_cross_entropy(x, y, out=out, num_threads=2)),
@@ -60,6 +62,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("trees", nargs="+", help="source trees with their kernels built in place")
     parser.add_argument("--shape", action="append", help="N x K, e.g. 65536x10 (repeatable; default 65536x10)")
+    parser.add_argument("--kind", choices=KINDS, default="normal", help="the logits (logit_kinds.py)")
     parser.add_argument("--rounds", type=int, default=120)
     args = parser.parse_args()
     if len(args.trees) < 2:
@@ -73,12 +76,12 @@ def main():
     print("builds: " + ", ".join(f"{i} = {tree}" for i, tree in enumerate(args.trees)))
     rng = np.random.default_rng(0)
     for shape in shapes:
-        for name, call in cases(shape, rng):
+        for name, call in cases(shape, args.kind, rng):
             timings = build_timings(builds, call, args.rounds)
             medians = [timing.median_s for timing in timings]
             columns = "  ".join(f"{i}: {timing.median_s * 1e6:9.1f} ({min(timing.samples) * 1e6:9.1f}) us"
                                 for i, timing in enumerate(timings))
-            print(f"{name:32s} {columns}  last/first {medians[-1] / medians[0]:.3f}")
+            print(f"{name:44s} {columns}  last/first {medians[-1] / medians[0]:.3f}")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ floats (where Intel cores take a microcode assist per vector instruction unless 
 
     python bench/input_sweep.py [--logits 4194304] [--classes 10,1000,32000]
 
-Each K has about the same number of logits (N = logits // K rows). Masks hit a tenth of the classes
-of every row (never its target); a spread of S draws the logits uniformly from [-S/2, S/2]. PyTorch's
+Each K has about the same number of logits (N = logits // K rows), of each kind of logit_kinds.py:
+masks hit a tenth of the classes of every row (never its target); a spread of S draws the logits
+uniformly from [-S/2, S/2]. PyTorch's
 F.cross_entropy forward+backward and np.copyto run beside it, as in class_sweep.py. Like compare.py,
 this imports the installed softmax_ce_c.
 """
@@ -13,21 +14,9 @@ import numpy as np
 
 from class_sweep import ns_per_logit, start_sweep, sweep_arguments
 from compare import torch
+from logit_kinds import KINDS, logits_of_kind
 
 CLASSES = [10, 1000, 32000]
-KINDS = ["normal", "-inf masks", "-1e4 masks", "spread 64", "spread 128"]
-
-
-def logits_of_kind(kind, n_rows, n_classes, target, rng):
-    if kind.startswith("spread"):
-        spread = float(kind.split()[1])
-        return rng.uniform(-spread / 2, spread / 2, (n_rows, n_classes)).astype(np.float32)
-    x = rng.standard_normal((n_rows, n_classes), dtype=np.float32)
-    if kind.endswith("masks"):
-        masked = rng.random(x.shape) < 0.1
-        masked[np.arange(n_rows), target] = False
-        x[masked] = -np.inf if kind == "-inf masks" else -1e4
-    return x
 
 
 def main():

@@ -31,7 +31,7 @@ static inline void group_max_16(float *max, float *min, int *argmax, float *x_at
             const __mmask16 above_minus_infinity = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_GT_OQ);
             smallest = _mm512_mask_min_ps(smallest, above_minus_infinity, x, smallest);
         }
-        if (_mm512_cmp_ps_mask(_mm512_sub_ps(smallest, m), _mm512_set1_ps(-87.0f), _CMP_LT_OQ)) {
+        if (_mm512_cmp_ps_mask(_mm512_sub_ps(smallest, m), _mm512_set1_ps(VEXPF_SUBNORMAL_BELOW), _CMP_LT_OQ)) {
             const __m512 zero_below = _mm512_add_ps(m, _mm512_set1_ps(VEXPF_FLOOR));
             smallest = _mm512_set1_ps(INFINITY);
             for (int k = 0; k < n_classes; k++) {
@@ -85,8 +85,8 @@ static inline void group_exps_16(double *rest, float *e, const float *value, con
     for (int r = 0; r < ROW_GROUP; r += LANES_16) {
         const __m512 m = _mm512_loadu_ps(max + r);
         const __m512i a = _mm512_loadu_si512(argmax + r);
-        const int careful =
-            _mm512_cmp_ps_mask(_mm512_sub_ps(_mm512_loadu_ps(min + r), m), _mm512_set1_ps(-87.0f), _CMP_LT_OQ) != 0;
+        const __m512 spread = _mm512_sub_ps(_mm512_loadu_ps(min + r), m);
+        const int careful = _mm512_cmp_ps_mask(spread, _mm512_set1_ps(VEXPF_SUBNORMAL_BELOW), _CMP_LT_OQ) != 0;
         exp16_row rows = {0}; /* only careful is read with few classes */
         const __mmask16 by_row = n_classes >= EXP16_ROW_MIN_CLASSES ? exp16_rows_of(&rows, m) : 0;
         __m512d low = _mm512_setzero_pd(), high = _mm512_setzero_pd(); /* rows r.. r + 7, r + 8.. r + 15 */

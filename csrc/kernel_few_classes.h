@@ -183,8 +183,7 @@ static void group_logits_to_lanes(SCRATCH *value, const STORAGE *x, const group_
  * min, for careful_exps and subnormal_products. For FLOAT_EXP types min is the smallest x (a NaN
  * left out; AVX-512 leaves -inf out too), or where that is more than 87 below the max, the smallest
  * x whose exp is not 0 (x >= max - 104), so that masks of -inf or -1e4, whose exps are 0, are not
- * taken for logits spread wide (the row path, whose rows may be split, cannot tell them apart). For
- * the other types min is -inf. */
+ * taken for logits spread wide (logit_max's min likewise). For the other types min is -inf. */
 SPECIALISED void group_max(SCRATCH max[ROW_GROUP], SCRATCH min[ROW_GROUP], int argmax[ROW_GROUP],
                            SCRATCH x_at_argmax[ROW_GROUP], const SCRATCH *value, int n_classes) {
 #ifdef TRANSPOSE_16
@@ -207,7 +206,7 @@ SPECIALISED void group_max(SCRATCH max[ROW_GROUP], SCRATCH min[ROW_GROUP], int a
         }
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) x_at_argmax[r] = max[r] > -INFINITY ? max[r] : value[AT(0, r)];
     int spread = 0;
-    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) spread |= FLOAT_EXP && min[r] - max[r] < -87.0f;
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) spread |= FLOAT_EXP && min[r] - max[r] < VEXPF_SUBNORMAL_BELOW;
     if (!spread) return;
     /* again for the exps that are not 0 (rare): the same min for the rows that are not spread */
     SCRATCH zero_below[ROW_GROUP];

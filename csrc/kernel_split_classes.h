@@ -70,17 +70,34 @@ static void segment_gradient_task(void *context, int worker, int64_t task) {
     if (job->call.stream_gradient) stream_fence();
 }
 
-/* Combines the segments' maxima of each row in order: the first index of the largest x. */
+/* The row's min from its segments', which find_max took from each segment's own max (exp_floor): a
+ * segment whose min is below the row's exp_floor is searched again from that, as one thread searches
+ * the row (rarely: a segment far below the row's max, or masked), so that the flags are one thread's. */
+static double min_of_segments(const class_split *split, int64_t n, double row_max) {
+    const int64_t n_classes = split->job->params->n_classes;
+    double min = INFINITY;
+    for (int64_t s = 0; s < split->n_segments; s++) {
+        double segment_min = split->segment_max[n * split->n_segments + s].min;
+        if (FLOAT_EXP && segment_min < exp_floor(row_max)) {
+            const int64_t begin = s * SEGMENT;
+            const int64_t length = segment_end(begin, n_classes) - begin;
+            segment_min = smallest_with_exp(row_of(split->job, n) + begin, length, row_max);
+        }
+        min = segment_min < min ? segment_min : min;
+    }
+    return min;
+}
+
+/* Combines the segments' maxima of each row in order: the first index of the largest x; and their
+ * mins (min_of_segments). */
 static void combine_maxima(class_split *split, int64_t n_rows) {
     for (int64_t n = 0; n < n_rows; n++) {
         logit_max max = {-INFINITY, 0, INFINITY};
-        double min = INFINITY;
         for (int64_t s = 0; s < split->n_segments && split->counted[n]; s++) {
             const logit_max segment = split->segment_max[n * split->n_segments + s];
             if (segment.value > max.value) max = segment;
-            min = segment.min < min ? segment.min : min;
         }
-        max.min = min;
+        max.min = split->counted[n] ? min_of_segments(split, n, max.value) : INFINITY;
         split->segment_max[n * split->n_segments] = max; /* the row's, kept for combine_sums */
         split->stats[n].max = capped_value(max.value, split->job->call.softcap);
         split->stats[n].argmax = max.index;

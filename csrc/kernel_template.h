@@ -167,9 +167,24 @@ SPECIALISED void max_block(double lane_max[PARTIAL_SUMS], int64_t lane_block[PAR
 typedef struct {
     double value;  /* the max of x (before the softcap) */
     int64_t index; /* the first index holding it; 0 when no x is larger than -inf */
-    double min;    /* FLOAT_EXP types: the smallest x above -inf (+inf if none), for tiny_products and
-                      careful_exps; -inf for the others, which do not need it */
+    double min;    /* FLOAT_EXP types, for tiny_products and careful_exps: the smallest x above -inf
+                      (+inf if none), or where that is more than 87 below the max the smallest x of
+                      exp_floor or more (masks of -inf or -1e4 are not taken for logits spread wide),
+                      or any of those below spread_floor (the row is spread: both flags are set
+                      whatever the min); -inf for the others, which do not need it */
 } logit_max;
+
+/* The smallest logit whose exp(x - max) may not be 0 (exp(-104) rounds to 0 in float), rounded to
+ * float as the logits are (no logit lies between the two); any above -inf for a max of +inf (a NaN
+ * row). A row split over threads takes each segment's min from the segment's own max, then again
+ * from the row's where the segment's is below the row's exp_floor (min_of_segments): the flags,
+ * which choose loops that differ in some last bits and signs of zeros, must be one thread's. */
+static inline float exp_floor(double max) { return max < INFINITY ? (float)(max + VEXPF_FLOOR) : -FLT_MAX; }
+
+/* A float below it is more than 87 below the max, so its row is spread: careful_exps and
+ * tiny_products hold whatever the row's min. (float)(max - 87) itself would not do: for a max of 87
+ * it is 0, and -1e-30 - 87 rounds to -87 in double. */
+static inline float spread_floor(double max) { return (float)(max + VEXPF_SUBNORMAL_BELOW - 1.0); }
 
 /* The classes before the first address in x that is a multiple of a vector of lanes logits (0 if x
  * is not aligned to its elements): fewer than lanes, so a row's first vector covers them. The row max
@@ -189,6 +204,21 @@ static inline int64_t classes_before_aligned(const STORAGE *x, int lanes) {
 #include "vector_row_max_double.h"
 #endif
 #endif
+
+/* logit_max's min for a row whose smallest logit is more than 87 below its max: the smallest x of
+ * exp_floor(max) or more, or once one is below spread_floor(max) any such */
+static double smallest_with_exp(const STORAGE *x, int64_t n_classes, double max) {
+    const float floor = exp_floor(max), spread_below = spread_floor(max);
+#if defined(VECTOR_ROW_MAX) && defined(LOAD_16_AS_FLOATS)
+    if (n_classes >= 16) return smallest_at_least(x, n_classes, floor, spread_below);
+#endif
+    double min = INFINITY;
+    for (int64_t k = 0; k < n_classes && !(min < spread_below); k++) {
+        const double value = LOAD(x[k]);
+        min = value >= floor && value < min ? value : min;
+    }
+    return min;
+}
 
 static logit_max find_max(const STORAGE *x, int64_t n_classes) {
 #ifdef VECTOR_ROW_MAX
@@ -215,6 +245,7 @@ static logit_max find_max(const STORAGE *x, int64_t n_classes) {
         const int64_t index = lane_block[j] + j;
         if (lane_max[j] == max && index < argmax) argmax = index;
     }
+    if (FLOAT_EXP && min - max < VEXPF_SUBNORMAL_BELOW) min = smallest_with_exp(x, n_classes, max);
     return (logit_max){max, argmax < n_classes ? argmax : 0, FLOAT_EXP ? min : -INFINITY};
 }
 
@@ -433,10 +464,11 @@ typedef struct {
  *   careful_exps: some exps may be subnormal (x - max < -87.3): exp16_of_row (AVX-512) and
  *     expf_of_row_with then apply 2^k in double, rounded once to float by the conversion, the same
  *     bits as before;
- *   tiny_products: some e_k factor (e_k >= exp(min - max), but for the zeros of -inf) may be below
- *     2^-100, where scaled()'s low product (2^-24 of it, or less) or the gradient is subnormal: such
- *     rows take the double loops for the gradient (15-25% slower than the float ones). Masks of
- *     -inf leave a row as it is; masks of -1e4 make it one of these.
+ *   tiny_products: some e_k factor (e_k >= exp(min - max) but for the exps that are 0, unless
+ *     min only shows the row spread: see logit_max) may be below 2^-100, where scaled()'s low
+ *     product (2^-24 of it, or less) or the gradient is subnormal: such rows take the double loops
+ *     for the gradient (15-25% slower than the float ones). Masks of -inf or -1e4 leave a row as
+ *     it is (logit_max's min leaves them out).
  * The few-classes groups (kernel_few_classes.h) tell them apart in the same way, a group (or 16 rows
  * on AVX-512) for the exps, a row for the gradient, and softcapped logits there (x' - max' >=
  * -softcap - max') from softcaps above about 43. Not covered, on the row path: the exps of rows
@@ -444,7 +476,7 @@ typedef struct {
  * exp_difference_in_float, not expf_of_row), and softcaps above about 43 in the portable loop
  * (expf_of_double; AVX-512's capped_exp8 is double). Passing the flag to those made GCC vectorise
  * the portable exp loop 16 bytes wide, for plain rows too (AVX2 out= 25-35% slower). */
-SPECIALISED int careful_exps(double min, double max) { return FLOAT_EXP && min - max < -87.0; }
+SPECIALISED int careful_exps(double min, double max) { return FLOAT_EXP && min - max < VEXPF_SUBNORMAL_BELOW; }
 
 /* floor(log2 |x|) for x below 1 (ilogb's, not its call), else 0: what bounds e x from below for the
  * exps e <= 1, or a subnormal e itself */

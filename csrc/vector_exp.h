@@ -100,6 +100,9 @@ static inline vexp_pair exp_and_expm1_of_nonpositive(double d) {
 #define VEXPF_LN2_LO 1.42860677e-06f
 #define VEXPF_ROUND 12582912.0f /* 1.5 * 2^23 */
 #define VEXPF_FLOOR (-104.0f)   /* exp(-104) rounds to 0 in float */
+/* Differences below this may give subnormal exps (exp(-87.34) is FLT_MIN): the kernels' test for
+ * rows that take careful exps (careful_exps, group_max) */
+#define VEXPF_SUBNORMAL_BELOW (-87.0f)
 /* What a difference below VEXPF_FLOOR is replaced with: its 2^k (k = -167) in two normal halves
  * whose product lies far below the subnormals. Intel's multipliers round such a product to 0 at full
  * speed, but one near the subnormals (2^-150 from the floor itself) takes a microcode assist of about

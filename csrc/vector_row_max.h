@@ -11,9 +11,9 @@
  * that starts inside a vector's alignment has its first 16 read as they come, the rest from the
  * first aligned block (see classes_before_aligned). A max of
  * -inf (no logit larger) is at index 0, as in find_max. The first pass also takes the min (NaN
- * skipped as for the max), and where that is -inf a third the min of the logits above -inf
- * (logit_max's). The loaders also widen 16-bit logits for kernel_template.h's
- * block_values. */
+ * skipped as for the max), and where that is more than 87 below the max a pass between the two
+ * takes logit_max's min instead (the smallest logit of exp_floor or more, or one that shows the row
+ * spread). The loaders also widen 16-bit logits for kernel_template.h's block_values. */
 #include <immintrin.h>
 
 #define CHAINS 4
@@ -59,11 +59,14 @@ static inline float largest_lane(floats16 max) { return _mm512_reduce_max_ps(max
 
 static inline floats16 smaller_of(floats16 value, floats16 min) { return _mm512_min_ps(value, min); }
 
-/* the smaller of value and min in each lane, value taken only if it is above -inf (NaN neither) */
-static inline floats16 smaller_finite_of(floats16 value, floats16 min) {
-    return _mm512_mask_min_ps(min, _mm512_cmp_ps_mask(value, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ), value, min);
+/* the smaller of value and min in each lane, value taken only if it is floor or more (NaN never) */
+static inline floats16 smaller_at_least_of(floats16 value, floats16 min, floats16 floor) {
+    return _mm512_mask_min_ps(min, _mm512_cmp_ps_mask(value, floor, _CMP_GE_OQ), value, min);
 }
 static inline float smallest_lane(floats16 min) { return _mm512_reduce_min_ps(min); }
+static inline int any_lane_below(floats16 value, floats16 bound) {
+    return _mm512_cmp_ps_mask(value, bound, _CMP_LT_OQ) != 0;
+}
 
 /* the mask of the lanes equal to value */
 static inline unsigned lanes_equal(floats16 x, floats16 value) { return _mm512_cmp_ps_mask(x, value, _CMP_EQ_OQ); }
@@ -115,14 +118,14 @@ static inline floats16 smaller_of(floats16 value, floats16 min) {
     return (floats16){{_mm256_min_ps(value.half[0], min.half[0]), _mm256_min_ps(value.half[1], min.half[1])}};
 }
 
-static inline __m256 smaller_finite_of_8(__m256 value, __m256 min) {
-    const __m256 minus_infinity = _mm256_set1_ps(-INFINITY);
-    return _mm256_min_ps(_mm256_blendv_ps(value, min, _mm256_cmp_ps(value, minus_infinity, _CMP_EQ_OQ)), min);
+/* (a NaN value is kept by the blend, and minps then returns its second operand, min) */
+static inline __m256 smaller_at_least_of_8(__m256 value, __m256 min, __m256 floor) {
+    return _mm256_min_ps(_mm256_blendv_ps(value, min, _mm256_cmp_ps(value, floor, _CMP_LT_OQ)), min);
 }
 
-static inline floats16 smaller_finite_of(floats16 value, floats16 min) {
-    const __m256 low = smaller_finite_of_8(value.half[0], min.half[0]);
-    return (floats16){{low, smaller_finite_of_8(value.half[1], min.half[1])}};
+static inline floats16 smaller_at_least_of(floats16 value, floats16 min, floats16 floor) {
+    const __m256 low = smaller_at_least_of_8(value.half[0], min.half[0], floor.half[0]);
+    return (floats16){{low, smaller_at_least_of_8(value.half[1], min.half[1], floor.half[1])}};
 }
 
 static inline float smallest_lane(floats16 min) {
@@ -131,6 +134,11 @@ static inline float smallest_lane(floats16 min) {
     float smallest = lanes[0];
     for (int j = 1; j < 16; j++) smallest = lanes[j] < smallest ? lanes[j] : smallest;
     return smallest;
+}
+
+static inline int any_lane_below(floats16 value, floats16 bound) {
+    const __m256 low = _mm256_cmp_ps(value.half[0], bound.half[0], _CMP_LT_OQ);
+    return _mm256_movemask_ps(_mm256_or_ps(low, _mm256_cmp_ps(value.half[1], bound.half[1], _CMP_LT_OQ))) != 0;
 }
 
 static inline unsigned lanes_equal(floats16 x, floats16 value) {
@@ -147,14 +155,24 @@ static inline void take_16(floats16 *max, floats16 *min, const STORAGE *x) {
     *min = smaller_of(value, *min);
 }
 
-/* the min of the logits above -inf, for a row whose min is -inf (masked classes): a pass of its own,
- * so that the others' first pass takes one operation for it per 16 logits, not two */
-static float smallest_finite(const STORAGE *x, int64_t n_classes) {
-    floats16 min = all_lanes(INFINITY);
+/* the min of the logits of floor or more (NaN left out), for a row whose min is far below its max
+ * (masked classes, or logits spread wide), in a pass of its own (so that the others' first pass takes
+ * one operation for it per 16 logits, not two), in CHAINS registers; it returns the first's min
+ * once that is below spread_below (a row spread wide: any such min will do, see logit_max) */
+static float smallest_at_least(const STORAGE *x, int64_t n_classes, float floor, float spread_below) {
+    const floats16 floors = all_lanes(floor), spread = all_lanes(spread_below);
+    floats16 chains[CHAINS];
+    for (int c = 0; c < CHAINS; c++) chains[c] = all_lanes(INFINITY);
     int64_t k = 0;
-    for (; k + 16 <= n_classes; k += 16) min = smaller_finite_of(LOAD_16_AS_FLOATS(x + k), min);
-    if (k < n_classes) min = smaller_finite_of(LOAD_16_AS_FLOATS(x + n_classes - 16), min);
-    return smallest_lane(min);
+    for (; k + 16 * CHAINS <= n_classes; k += 16 * CHAINS) {
+        if (any_lane_below(chains[0], spread)) return smallest_lane(chains[0]);
+        for (int c = 0; c < CHAINS; c++)
+            chains[c] = smaller_at_least_of(LOAD_16_AS_FLOATS(x + k + 16 * c), chains[c], floors);
+    }
+    for (; k + 16 <= n_classes; k += 16) chains[0] = smaller_at_least_of(LOAD_16_AS_FLOATS(x + k), chains[0], floors);
+    if (k < n_classes) chains[0] = smaller_at_least_of(LOAD_16_AS_FLOATS(x + n_classes - 16), chains[0], floors);
+    for (int c = 1; c < CHAINS; c++) chains[0] = smaller_of(chains[c], chains[0]);
+    return smallest_lane(chains[0]);
 }
 
 /* n >= 16 */
@@ -177,7 +195,8 @@ static logit_max vector_row_max(const STORAGE *x, int64_t n_classes) {
     const float max = largest_lane(chains[0]);
     if (max == -INFINITY) return (logit_max){-INFINITY, 0, INFINITY};
     float min = FLOAT_EXP ? smallest_lane(min_chains[0]) : -INFINITY; /* see logit_max */
-    if (FLOAT_EXP && min == -INFINITY) min = smallest_finite(x, n_classes);
+    if (FLOAT_EXP && min - max < VEXPF_SUBNORMAL_BELOW)
+        min = smallest_at_least(x, n_classes, exp_floor(max), spread_floor(max)); /* as smallest_with_exp */
     const floats16 target = all_lanes(max);
     for (k = 0; k < n_classes; k += 16) {
         const int64_t start = k + 16 <= n_classes ? k : n_classes - 16;

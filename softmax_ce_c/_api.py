@@ -4,15 +4,20 @@ import numpy as np
 from . import _reused_memory, _validate
 from ._kernel import ffi, lib
 
+# Bound once: a small call spends about 0.1 us on each lookup of ffi's attributes or C types by name
+_from_buffer, _NULL = ffi.from_buffer, ffi.NULL
+_FLOATS, _DOUBLES, _INT64S = ffi.typeof("float[]"), ffi.typeof("double[]"), ffi.typeof("int64_t[]")
+_RESULT = ffi.typeof("sce_result *")
+
 
 class _Kernels:
     """The C functions for one logit dtype, and how its arrays are handed to them."""
 
     def __init__(self, c_type, suffix, loss_dtype):
-        self.c_array = c_type + "[]"
+        self.c_array = ffi.typeof(c_type + "[]")
         # half precision goes as its bits: NumPy cannot export bfloat16 through the buffer protocol
         self.as_bits = c_type == "uint16_t"
-        self.loss_dtype = np.dtype(loss_dtype)
+        self.loss_type = np.dtype(loss_dtype).type
         self.cross_entropy = getattr(lib, "sce_cross_entropy_" + suffix)
         # float32 and float64, the dtypes of a plain call, have one
         self.plain_cross_entropy = getattr(lib, "sce_cross_entropy_plain_" + suffix, None)
@@ -21,7 +26,7 @@ class _Kernels:
         self.softmax = getattr(lib, "sce_softmax_plain_" + suffix)
 
     def pointer(self, array):
-        return ffi.from_buffer(self.c_array, array.view(np.uint16) if self.as_bits else array)
+        return _from_buffer(self.c_array, array.view(np.uint16) if self.as_bits else array)
 
 
 _KERNELS = {
@@ -32,19 +37,21 @@ _KERNELS = {
 }
 _PLAIN_KERNELS = {dtype: _KERNELS[dtype.name] for dtype in _validate.PLAIN_LOGIT_DTYPES}
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_NAN = float("nan")
 _REDUCTION_CODES = {"mean": lib.SCE_MEAN, "sum": lib.SCE_SUM, "none": lib.SCE_NONE}
+_OK = lib.SCE_OK
 _STATUS_MESSAGES = {
     lib.SCE_ERR_SHAPE: "the kernel was given a negative row count or no classes",
     lib.SCE_ERR_ARGUMENT: "the kernel was given a missing buffer or an option out of range",
 }
 
 
-def _buffer(c_type, array):
-    return ffi.NULL if array is None else ffi.from_buffer(c_type + "[]", array)
+def _buffer(c_array, array):
+    return _NULL if array is None else _from_buffer(c_array, array)
 
 
 def _check(status, result=None, row_shape=None, n_classes=None):
-    if status == lib.SCE_OK:
+    if status == _OK:
         return
     if status == lib.SCE_ERR_TARGET_RANGE:
         raise IndexError(_validate.out_of_range_message(row_shape, n_classes, result.bad_row, result.bad_value))
@@ -58,32 +65,34 @@ def _scalar_or_array(array):
     return array[()] if array.ndim == 0 else array
 
 
-def _reduce(row_loss, row_z_loss, result, reduction, dtype, nonnegative=False):
+def _reduce(row_loss, row_z_loss, result, reduction, loss_type, nonnegative=False):
     """Row losses (of the row shape), and the kernel's sums of them, are float64: nothing is lost
-    before the one rounding to dtype. A mean divides the cross-entropy and the z-loss by their own
-    denominators (PyTorch's total weight, and the rows not ignored). nonnegative: no row loss can be
-    negative and there is no z-loss (a plain call: each row loss is max - x_y + log1p(rest))."""
+    before the one rounding to loss_type (np.float32 or np.float64). A mean divides the
+    cross-entropy and the z-loss by their own denominators (PyTorch's total weight, and the rows not
+    ignored). nonnegative: no row loss can be negative and there is no z-loss (a plain call: each row
+    loss is max - x_y + log1p(rest))."""
     if reduction == "none":
         total = row_loss if row_z_loss is None else row_loss + row_z_loss
         if nonnegative and result.loss_sum <= _FLOAT32_MAX:
             # the sum bounds every row loss: the cast cannot overflow, and np.errstate (0.9 us) is spared
-            return _scalar_or_array(total.astype(dtype))
+            return _scalar_or_array(total.astype(loss_type))
         with np.errstate(over="ignore"):  # a loss beyond float32's range is inf, not an error
-            return _scalar_or_array(total.astype(dtype))
+            return _scalar_or_array(total.astype(loss_type))
     ce, z = result.loss_sum, result.z_loss_sum
     if reduction == "mean":
         ce = _mean(ce, result.ce_denominator)
-        z = _mean(z, result.z_denominator) if row_z_loss is not None else z
+        if row_z_loss is not None:
+            z = _mean(z, result.z_denominator)
     total = ce + z
     if abs(total) <= _FLOAT32_MAX or total != total:  # np.errstate costs more than the rest of _reduce
-        return dtype.type(total)
+        return loss_type(total)
     with np.errstate(over="ignore"):
-        return dtype.type(total)
+        return loss_type(total)
 
 
 def _mean(total, count):
     """NaN for a mean over nothing, whatever the total (as PyTorch)."""
-    return total / count if count != 0 else np.nan
+    return total / count if count != 0 else _NAN
 
 
 def _index_copy_space(target_index):
@@ -103,10 +112,10 @@ def _cross_entropy(problem, n_threads, grad_rows=None, grad_scale=1.0, row_grad_
     row_z_loss = _reused_memory.work_array(rows.row_shape, np.float64) if options.z_loss else None
     target_copy = _index_copy_space(problem.target_index)
     # the cdata buffers below must stay referenced until the call returns
-    row_loss_buffer, row_z_loss_buffer = _buffer("double", row_loss), _buffer("double", row_z_loss)
-    weight, row_grad_scale_buffer = _buffer("double", options.weight), _buffer("double", row_grad_scale)
-    target_copy_buffer = _buffer("int64_t", target_copy)
-    result = ffi.new("sce_result *", {"row_loss": row_loss_buffer, "row_z_loss": row_z_loss_buffer})
+    row_loss_buffer, row_z_loss_buffer = _buffer(_DOUBLES, row_loss), _buffer(_DOUBLES, row_z_loss)
+    weight, row_grad_scale_buffer = _buffer(_DOUBLES, options.weight), _buffer(_DOUBLES, row_grad_scale)
+    target_copy_buffer = _buffer(_INT64S, target_copy)
+    result = ffi.new(_RESULT, {"row_loss": row_loss_buffer, "row_z_loss": row_z_loss_buffer})
     params = ffi.new(
         "sce_params *",
         {
@@ -125,17 +134,17 @@ def _cross_entropy(problem, n_threads, grad_rows=None, grad_scale=1.0, row_grad_
         },
     )
     with_grad = grad_rows is not None
-    prob_type = "double" if rows.data.dtype == np.float64 else "float"
+    prob_array = _DOUBLES if rows.data.dtype == np.float64 else _FLOATS
     status = kernels.cross_entropy(
-        kernels.pointer(grad_rows) if with_grad else ffi.NULL,
+        kernels.pointer(grad_rows) if with_grad else _NULL,
         result,
         params,
         kernels.pointer(rows.data),
-        _buffer("int64_t", problem.target_index),
-        _buffer(prob_type, problem.target_prob),
+        _buffer(_INT64S, problem.target_index),
+        _buffer(prob_array, problem.target_prob),
     )
     _check(status, result, rows.row_shape, rows.n_classes)
-    loss = _reduce(row_loss, row_z_loss, result, problem.reduction, kernels.loss_dtype)
+    loss = _reduce(row_loss, row_z_loss, result, problem.reduction, kernels.loss_type)
     _reused_memory.give_back(row_loss, row_z_loss, target_copy)
     return loss
 
@@ -148,16 +157,16 @@ def _plain_cross_entropy(logits, target, reduction, n_threads, grad=None, grad_s
     large = target_copy is not None
     # a small call's sums need no row losses from here: the kernel mallocs them, as the copy
     row_loss = _reused_memory.work_array(target.shape, np.float64) if large or reduction == "none" else None
-    result = ffi.new("sce_result *")
-    n_classes = logits.shape[-1]
+    result = ffi.new(_RESULT)
+    n_classes, c_array = logits.shape[-1], kernels.c_array
     status = kernels.plain_cross_entropy(  # float32/float64 arrays: no need for kernels.pointer
-        ffi.NULL if grad is None else ffi.from_buffer(kernels.c_array, grad), result,
-        _buffer("double", row_loss), ffi.from_buffer(kernels.c_array, logits), ffi.from_buffer("int64_t[]", target),
-        _buffer("int64_t", target_copy), target.size, n_classes, _REDUCTION_CODES[reduction],
-        _validate.DEFAULT_IGNORE_INDEX, float(grad_scale), n_threads,
+        _buffer(c_array, grad), result, _buffer(_DOUBLES, row_loss), _from_buffer(c_array, logits),
+        _from_buffer(_INT64S, target), _buffer(_INT64S, target_copy), target.size, n_classes,
+        _REDUCTION_CODES[reduction], _validate.DEFAULT_IGNORE_INDEX, float(grad_scale), n_threads,
     )
-    _check(status, result, target.shape, n_classes)
-    loss = _reduce(row_loss, None, result, reduction, kernels.loss_dtype, nonnegative=True)
+    if status != _OK:
+        _check(status, result, target.shape, n_classes)
+    loss = _reduce(row_loss, None, result, reduction, kernels.loss_type, nonnegative=True)
     if large:
         _reused_memory.give_back(target_copy, row_loss)
     return loss

@@ -87,7 +87,7 @@ def test_streamed_gradients_keep_the_contract(kind):
     assert np.array_equal(same_loss, loss[:64]) and np.array_equal(same_grad, grad[:64])
 
 
-@pytest.mark.parametrize("kind", ["spread 250", "-inf masks"])
+@pytest.mark.parametrize("kind", ["spread 250", "-inf masks", "-1e4 masks"])
 def test_rows_shared_over_threads_by_classes_keep_the_contract(kind):
     """A row alone on two threads, longer than a segment: its class axis is shared out, and its min
     combined over its segments; the same bits as on one thread, where it is not."""
@@ -97,6 +97,37 @@ def test_rows_shared_over_threads_by_classes_keep_the_contract(kind):
         loss, grad = check_cross_entropy(row, y, num_threads=2)
         one_loss, one_grad = softmax_ce_c.softmax_cross_entropy(row, y, reduction="none", num_threads=1)
         assert np.array_equal(one_loss, loss) and np.array_equal(one_grad, grad)
+
+
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1}, {"z_loss": 1e-3}, {"probabilities": True}],
+                         ids=["plain", "smoothing", "z_loss", "probabilities"])
+@pytest.mark.parametrize("tail", ["150 below", "95 below", "-1e4", "lowest"])
+@pytest.mark.parametrize("name", ["float32", "bfloat16"])
+def test_a_row_split_over_threads_takes_the_loops_of_one_thread(name, tail, options):
+    """A row of 70000 classes whose last 30000 lie far below the rest (150 or 95 below) or are masked
+    (-1e4, the dtype's lowest): on two threads its class axis is shared out by segments, each taking
+    its min from its own max, then again from the row's. The flags that min sets choose loops whose
+    last bits and signs of zero differ (smoothing, probabilities, z-loss: thousands of elements
+    differed when the segments kept their own mins); they, and so the bits, must be one thread's."""
+    dtype = np.float32 if name == "float32" else pytest.importorskip("ml_dtypes").bfloat16
+    rng = np.random.default_rng(10)
+    x = 3.0 * rng.standard_normal((1, 70000))
+    x[:, 40000:] = {"150 below": x[:, 40000:] - 150, "95 below": x[:, 40000:] - 95, "-1e4": -1e4,
+                    "lowest": lowest(dtype)}[tail]
+    x = x.astype(dtype)
+    options = dict(options)
+    if options.pop("probabilities", False):
+        on_finite = np.where(x > -1e3, rng.random(x.shape), 0.0)
+        y = (on_finite / on_finite.sum()).astype(np.float32)
+    else:
+        y = np.array([5])
+    if name == "float32" and tail != "lowest":  # smoothing takes eps / K of 1e38 distances there
+        check_cross_entropy(x, y, num_threads=2, **options)
+    two = softmax_ce_c.softmax_cross_entropy(x, y, reduction="none", num_threads=2, **options)
+    one = softmax_ce_c.softmax_cross_entropy(x, y, reduction="none", num_threads=1, **options)
+    assert np.array_equal(one[0], two[0])
+    assert np.array_equal(one[1].view(np.uint16 if name == "bfloat16" else np.uint32),
+                          two[1].view(np.uint16 if name == "bfloat16" else np.uint32))  # signs of zero too
 
 
 @pytest.mark.parametrize("n_classes", [10, 300])
