@@ -36,6 +36,10 @@ _Static_assert(sizeof(STORAGE) == sizeof(float) && sizeof(SCRATCH) == sizeof(flo
 #define TRANSPOSE_16 1
 #include "transpose_16.h"
 #include "few_classes_avx512.h"
+#elif defined(__AVX2__) && defined(STORAGE_IS_FLOAT)
+_Static_assert(sizeof(SCRATCH) == sizeof(float) && sizeof(TARGET) == sizeof(float), "transpose_4_avx2.h moves floats");
+#define TRANSPOSE_4 1
+#include "transpose_4_avx2.h"
 #endif
 
 /* The length of an array of a group's logits or targets in lanes: the 16 x 16 register transpose
@@ -141,6 +145,12 @@ static void logits_to_lanes(SCRATCH *lanes, const STORAGE *rows, const group_lay
     (void)readable;
     STORAGE padded[n_classes * ROW_GROUP], transposed[n_classes * ROW_GROUP];
     const STORAGE *x = group_rows(padded, rows, n_rows, n_classes * sizeof(STORAGE));
+#ifdef TRANSPOSE_4
+    if (n_classes >= 4) {
+        rows_to_lanes_4(lanes, x, n_classes);
+        return;
+    }
+#endif
     /* moved, then converted in a loop of its own: half precision has no gathers, but converts in vectors */
     for (int i = 0; i < n_classes * ROW_GROUP; i++) transposed[i] = x[layout->of_rows[i]];
     for (int i = 0; i < n_classes * ROW_GROUP; i++) lanes[i] = (SCRATCH)LOAD(transposed[i]);
@@ -151,16 +161,35 @@ static void targets_to_lanes(TARGET *lanes, const TARGET *rows, const group_layo
     (void)readable;
     TARGET padded[n_classes * ROW_GROUP];
     const TARGET *t = group_rows(padded, rows, n_rows, n_classes * sizeof(TARGET));
+#ifdef TRANSPOSE_4
+    if (n_classes >= 4) {
+        rows_to_lanes_4(lanes, t, n_classes);
+        return;
+    }
+#endif
     for (int i = 0; i < n_classes * ROW_GROUP; i++) lanes[i] = t[layout->of_rows[i]];
 }
 
+/* (rows past n_rows are not written: a group of fewer rows takes the gathers) */
 static void lanes_to_rows(STORAGE *rows, const STORAGE *lanes, const group_layout *layout, int n_rows,
                           int n_classes) {
+#ifdef TRANSPOSE_4
+    if (n_rows == ROW_GROUP && n_classes >= 4) {
+        lanes_to_rows_4(rows, lanes, n_classes);
+        return;
+    }
+#endif
     for (int i = 0; i < n_rows * n_classes; i++) rows[i] = lanes[layout->of_transposed[i]];
 }
 
 static void gradient_to_rows(STORAGE *rows, const SCRATCH *lanes, const group_layout *layout, int n_rows,
                              int n_classes) {
+#ifdef TRANSPOSE_4
+    if (n_rows == ROW_GROUP && n_classes >= 4) {
+        lanes_to_rows_4(rows, lanes, n_classes);
+        return;
+    }
+#endif
     for (int i = 0; i < n_rows * n_classes; i++) rows[i] = STORE(lanes[layout->of_transposed[i]]);
 }
 #endif

@@ -295,9 +295,12 @@ SPECIALISED const STORAGE *block_values(STORAGE *buffer, const STORAGE *x, int l
 #endif
 
 /* The blocks below leave the term of the argmax, at offset skip, out of the sums (it is the 1 of
- * 1 + rest); a compare per element is cheaper than cutting the row in two there. */
+ * 1 + rest); a compare per element is cheaper than cutting the row in two there, once skip is an
+ * int of the blocks' range: AVX2 has no 64-bit compares of 8 lanes, and GCC compared the int64
+ * offsets 4 at a time and packed the results (on Zen 2 a fifth of the exp pass's samples). */
 SPECIALISED void exp_blocks(partial_sums *sums, SCRATCH *restrict e, SCRATCH *restrict slope, const block_value *x,
                             int lanes, int blocks, int64_t skip, double max, double softcap, int store) {
+    const int skip_at = skip >= 0 && skip < blocks * PARTIAL_SUMS ? (int)skip : -1;
     for (int j = 0; j < lanes; j++) {
         double lane_sum = 0.0; /* of the lane's terms in these blocks: see COMPENSATED_RUN */
         for (int b = 0; b < blocks; b++) {
@@ -307,7 +310,7 @@ SPECIALISED void exp_blocks(partial_sums *sums, SCRATCH *restrict e, SCRATCH *re
             const double term = exp_term(logit.value, max, softcap > 0, 0);
             if (store) e[i] = term;
             if (store && softcap > 0) slope[i] = logit.slope * SLOPE_SCALE;
-            lane_sum += i == skip ? 0.0 : term;
+            lane_sum += i == skip_at ? 0.0 : term;
         }
         add_to_lane(sums, j, lane_sum);
     }
@@ -532,6 +535,7 @@ static inline int float_exp_row_of(float_exp_row *row, float m, int careful) { r
 typedef struct {
     __m512d low, high; /* lanes 0-7, 8-15 */
 } float_run_sums;
+#define NO_FLOAT_RUN_SUMS {_mm512_setzero_pd(), _mm512_setzero_pd()}
 
 /* the lanes added pairwise, a fixed tree: 4 additions' latency where total_of's order takes 16 */
 static inline double float_run_total(const float_run_sums *sums) {
@@ -606,9 +610,83 @@ static inline int float_exp_row_of(float_exp_row *row, float m, int careful) {
     return 1;
 }
 
+#if FLOAT_EXP && defined(__AVX2__) && defined(__FMA__)
+#include "vector_exp_avx2.h"
+
+/* the lanes' double sums in registers, lanes 4j to 4j + 3 in lane[j] (as partial_sums they went
+ * through memory after every run) */
+typedef struct {
+    __m256d lane[PARTIAL_SUMS / 4];
+} float_run_sums;
+
+/* (as {0} it was a memset, and rep stosq: see isa_avx2.h) */
+#define NO_FLOAT_RUN_SUMS {{_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()}}
+
+/* a run's float sums added to the lanes' double sums, each as add_to_lane adds it */
+static inline void add_run(float_run_sums *sums, const float run[PARTIAL_SUMS]) {
+    for (int half = 0; half < 2; half++) {
+        const __m256 floats = _mm256_loadu_ps(run + 8 * half);
+        sums->lane[2 * half] = _mm256_add_pd(sums->lane[2 * half], _mm256_cvtps_pd(_mm256_castps256_ps128(floats)));
+        sums->lane[2 * half + 1] =
+            _mm256_add_pd(sums->lane[2 * half + 1], _mm256_cvtps_pd(_mm256_extractf128_ps(floats, 1)));
+    }
+}
+
+static inline double float_run_total(const float_run_sums *sums) {
+    partial_sums lanes = {{0.0}, {0.0}};
+    for (int j = 0; j < PARTIAL_SUMS / 4; j++) _mm256_storeu_pd(lanes.sum + 4 * j, sums->lane[j]);
+    return total_of(&lanes);
+}
+
+/* exp_float_run_with's run for a row exp8_of_row takes (not careful, no softcap), the same bits:
+ * blocks of 16 lanes in two registers, the row's last partial block through a buffer */
+SPECIALISED void exp_float_run_of_row(float_run_sums *sums, SCRATCH *restrict e, const STORAGE *x,
+                                      const STORAGE *next_row, int64_t count, int64_t skip, const exp8_row *row,
+                                      int store) {
+    const __m256i lane_of = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256 run[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t k = 0; k < count; k += PARTIAL_SUMS) {
+        if (next_row) prefetch_block(next_row + k);
+        const int lanes = count - k < PARTIAL_SUMS ? (int)(count - k) : PARTIAL_SUMS;
+        const int skip_lane = skip >= k && skip < k + PARTIAL_SUMS ? (int)(skip - k) : -1;
+        floats16 logits;
+        if (lanes == PARTIAL_SUMS) {
+            logits = LOAD_16_AS_FLOATS(x + k);
+        } else {
+            float block[PARTIAL_SUMS] = {0.0f};
+            for (int j = 0; j < lanes; j++) block[j] = (float)LOAD(x[k + j]);
+            logits = load_16_floats(block);
+        }
+        float terms[PARTIAL_SUMS];
+        for (int half = 0; half < 2; half++) {
+            __m256 term = exp8_of_row(logits.half[half], row);
+            if (lanes < PARTIAL_SUMS || skip_lane >= 0) { /* lanes past the row's end add 0, as the skipped one */
+                const __m256i lane = _mm256_add_epi32(lane_of, _mm256_set1_epi32(8 * half));
+                const __m256i kept = _mm256_andnot_si256(_mm256_cmpeq_epi32(lane, _mm256_set1_epi32(skip_lane)),
+                                                         _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), lane));
+                if (store && lanes < PARTIAL_SUMS) _mm256_storeu_ps(terms + 8 * half, term);
+                term = _mm256_and_ps(term, _mm256_castsi256_ps(kept));
+            }
+            if (store && lanes == PARTIAL_SUMS) _mm256_storeu_ps(e + k + 8 * half, term);
+            run[half] = _mm256_add_ps(run[half], term);
+        }
+        for (int j = 0; j < lanes && store && lanes < PARTIAL_SUMS; j++) e[k + j] = terms[j];
+    }
+    float sums_of_run[PARTIAL_SUMS];
+    _mm256_storeu_ps(sums_of_run, run[0]);
+    _mm256_storeu_ps(sums_of_run + 8, run[1]);
+    add_run(sums, sums_of_run);
+}
+#else
 typedef partial_sums float_run_sums;
+#define NO_FLOAT_RUN_SUMS {{0.0}, {0.0}}
+
+static inline void add_run(float_run_sums *sums, const float run[PARTIAL_SUMS]) {
+    for (int j = 0; j < PARTIAL_SUMS; j++) add_to_lane(sums, j, run[j]);
+}
 
 static inline double float_run_total(const float_run_sums *sums) { return total_of(sums); }
+#endif
 
 /* x' of x[0, count) into capped, and with store their slopes, times SLOPE_SCALE, into slope */
 SPECIALISED void cap_batch(double *capped, SCRATCH *restrict slope, const STORAGE *x, int64_t count, double softcap,
@@ -628,6 +706,7 @@ SPECIALISED void exp_float_run_with(float_run_sums *sums, SCRATCH *restrict e, c
     for (int64_t k = 0; k < count; k += PARTIAL_SUMS) {
         if (next_row) prefetch_block(next_row + k);
         const int lanes = count - k < PARTIAL_SUMS ? (int)(count - k) : PARTIAL_SUMS;
+        const int skip_lane = skip >= k && skip < k + PARTIAL_SUMS ? (int)(skip - k) : -1; /* see exp_blocks */
         for (int j = 0; j < lanes; j++) {
             float term;
             if (capped) {
@@ -637,10 +716,10 @@ SPECIALISED void exp_float_run_with(float_run_sums *sums, SCRATCH *restrict e, c
                 term = row ? expf_of_row_with(logit, row, careful) : exp_difference_in_float(logit, (float)max, 0);
             }
             if (store) e[k + j] = term;
-            run[j] += k + j == skip ? 0.0f : term;
+            run[j] += j == skip_lane ? 0.0f : term;
         }
     }
-    for (int j = 0; j < PARTIAL_SUMS; j++) add_to_lane(sums, j, run[j]);
+    add_run(sums, run);
 }
 
 SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const STORAGE *x, const STORAGE *next_row,
@@ -648,6 +727,13 @@ SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const 
                                const double *capped, smoothing_sums *smoothing, class_weights weights,
                                streamed_lines *lines, int store) {
     (void)smoothing, (void)weights, (void)lines; /* NULL: FLOAT_EXP types stream no lines without AVX-512 */
+#if FLOAT_EXP && defined(__AVX2__) && defined(__FMA__)
+    if (row && !row->careful && !capped) {
+        const exp8_row lanes = exp8_row_of(row);
+        exp_float_run_of_row(sums, e, x, next_row, count, skip, &lanes, store);
+        return;
+    }
+#endif
     if (row && row->careful)
         exp_float_run_with(sums, e, x, next_row, count, skip, max, row, capped, 1, store);
     else
@@ -674,7 +760,7 @@ SPECIALISED double exp_float_runs(SCRATCH *restrict e, SCRATCH *restrict slope, 
                                   int64_t skip, double max, const float_exp_row *row, double softcap,
                                   row_smoothing *smoothing, int store) {
     _Static_assert(FLOAT_RUN == 2, "runs of an even and an odd block");
-    float_run_sums sums = {0};
+    float_run_sums sums = NO_FLOAT_RUN_SUMS;
     /* the smoothing sums in registers meanwhile (through smoothing, in memory, they made a chain of
      * loads and stores) */
     smoothing_sums smoothing_here = smoothing ? smoothing->sums : (smoothing_sums)SMOOTHING_SUMS_ZERO;
