@@ -638,10 +638,10 @@ static inline double float_run_total(const float_run_sums *sums) {
     return total_of(&lanes);
 }
 
-/* exp_float_run_with's run for a row exp8_of_row takes (not careful, no softcap), the same bits:
+/* exp_float_run_with's run for a row expf8_of_row takes (not careful, no softcap), the same bits:
  * blocks of 16 lanes in two registers, the row's last partial block through a buffer */
 SPECIALISED void exp_float_run_of_row(float_run_sums *sums, SCRATCH *restrict e, const STORAGE *x,
-                                      const STORAGE *next_row, int64_t count, int64_t skip, const exp8_row *row,
+                                      const STORAGE *next_row, int64_t count, int64_t skip, const expf8_row *row,
                                       int store) {
     const __m256i lane_of = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     __m256 run[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -659,7 +659,7 @@ SPECIALISED void exp_float_run_of_row(float_run_sums *sums, SCRATCH *restrict e,
         }
         float terms[PARTIAL_SUMS];
         for (int half = 0; half < 2; half++) {
-            __m256 term = exp8_of_row(logits.half[half], row);
+            __m256 term = expf8_of_row(logits.half[half], row);
             if (lanes < PARTIAL_SUMS || skip_lane >= 0) { /* lanes past the row's end add 0, as the skipped one */
                 const __m256i lane = _mm256_add_epi32(lane_of, _mm256_set1_epi32(8 * half));
                 const __m256i kept = _mm256_andnot_si256(_mm256_cmpeq_epi32(lane, _mm256_set1_epi32(skip_lane)),
@@ -729,7 +729,7 @@ SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const 
     (void)smoothing, (void)weights, (void)lines; /* NULL: FLOAT_EXP types stream no lines without AVX-512 */
 #if FLOAT_EXP && defined(__AVX2__) && defined(__FMA__)
     if (row && !row->careful && !capped) {
-        const exp8_row lanes = exp8_row_of(row);
+        const expf8_row lanes = expf8_row_of(row);
         exp_float_run_of_row(sums, e, x, next_row, count, skip, &lanes, store);
         return;
     }
