@@ -787,23 +787,28 @@ SPECIALISED double exp_float_runs(SCRATCH *restrict e, SCRATCH *restrict slope, 
     return float_run_total(&sums);
 }
 
+/* Double logits without a softcap, where the vector exps take the row (its max below 2^14):
+ * exp_blocks in intrinsics, runs of DOUBLE_RUN blocks added per lane in plain double before TwoSum
+ * (within 3 2^-53 of their sum; 6% faster at 8192x1000 on AVX-512 than runs of COMPENSATED_RUN), the
+ * lanes' sums and carries in registers. AVX-512 and AVX2 give the same bits. */
 #if defined(STORAGE_IS_DOUBLE) && defined(__AVX512F__)
 #include "vector_exp_double_avx512.h"
+#define DOUBLE_ROW_EXPS 1
 
-/* Double logits without a softcap, where exp8_of_row takes the row: exp_blocks in AVX-512
- * intrinsics, runs of EXP8_RUN blocks added per lane in plain double before TwoSum (within 3 2^-53
- * of their sum; 6% faster at 8192x1000 than runs of COMPENSATED_RUN), lanes 0-7 and 8-15 of the
- * partial sums in a register each. */
-#define EXP8_ROWS 1
-#define EXP8_RUN 4
+typedef exp8_row double_exp_row;
+
+static inline int double_exp_row_of(double_exp_row *row, double m) { return exp8_row_of(row, m); }
 
 typedef struct {
-    __m512d sum[2], carry[2];
+    __m512d sum[2], carry[2]; /* lanes 0-7, 8-15 */
 } double_run_sums;
 
-/* count <= EXP8_RUN * PARTIAL_SUMS logits from x; lines (or NULL) takes a line per 8 exps */
+#define NO_DOUBLE_RUN_SUMS {{_mm512_setzero_pd(), _mm512_setzero_pd()}, {_mm512_setzero_pd(), _mm512_setzero_pd()}}
+
+/* count <= DOUBLE_RUN * PARTIAL_SUMS logits from x; lines (or NULL) takes a line per 8 exps */
 SPECIALISED void exp_double_run(double_run_sums *sums, double *restrict e, const double *x, const double *next_row,
-                                int64_t count, int64_t skip, const exp8_row *row, streamed_lines *lines, int store) {
+                                int64_t count, int64_t skip, const double_exp_row *row, streamed_lines *lines,
+                                int store) {
     for (int half = 0; half < 2; half++) {
         __m512d lane_sum = _mm512_setzero_pd();
         for (int64_t k = half * 8; k < count; k += PARTIAL_SUMS) {
@@ -825,13 +830,82 @@ SPECIALISED void exp_double_run(double_run_sums *sums, double *restrict e, const
     }
 }
 
+static inline double double_run_total(const double_run_sums *sums) {
+    partial_sums lanes;
+    for (int half = 0; half < 2; half++) {
+        _mm512_storeu_pd(lanes.sum + 8 * half, sums->sum[half]);
+        _mm512_storeu_pd(lanes.carry + 8 * half, sums->carry[half]);
+    }
+    return total_of(&lanes);
+}
+#elif defined(STORAGE_IS_DOUBLE) && defined(__AVX2__) && defined(__FMA__)
+#include "vector_exp_double_avx2.h"
+#define DOUBLE_ROW_EXPS 1
+
+typedef exp4_row double_exp_row;
+
+static inline int double_exp_row_of(double_exp_row *row, double m) { return exp4_row_of(row, m); }
+
+typedef struct {
+    __m256d sum[4], carry[4]; /* lanes 4j to 4j + 3 in [j] */
+} double_run_sums;
+
+#define NO_DOUBLE_RUN_SUMS                                                                                     \
+    {{_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()},                     \
+     {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()}}
+
+/* the AVX-512 exp_double_run's additions: a lane past the row's end or at skip adds 0, which leaves
+ * its sum of terms >= 0 as it is */
+SPECIALISED void exp_double_run(double_run_sums *sums, double *restrict e, const double *x, const double *next_row,
+                                int64_t count, int64_t skip, const double_exp_row *row, streamed_lines *lines,
+                                int store) {
+    (void)lines; /* NULL: lines are streamed on AVX-512 only */
+    const __m256i lane_of = _mm256_setr_epi64x(0, 1, 2, 3);
+    for (int quarter = 0; quarter < 4; quarter++) {
+        __m256d lane_sum = _mm256_setzero_pd();
+        for (int64_t k = quarter * 4; k < count; k += PARTIAL_SUMS) {
+            if (next_row && quarter == 0) prefetch_block(next_row + k);
+            const int whole = count - k >= 4;
+            /* lanes past the row's end: not read (a masked load does not fault), stored or summed */
+            const __m256i valid = _mm256_cmpgt_epi64(_mm256_set1_epi64x(count - k), lane_of);
+            __m256d term = exp4_of_row(whole ? _mm256_loadu_pd(x + k) : _mm256_maskload_pd(x + k, valid), row);
+            if (store && whole) _mm256_storeu_pd(e + k, term);
+            if (store && !whole) _mm256_maskstore_pd(e + k, valid, term);
+            if (!whole) term = _mm256_and_pd(term, _mm256_castsi256_pd(valid));
+            if (skip >= k && skip < k + 4)
+                term = _mm256_andnot_pd(_mm256_castsi256_pd(_mm256_cmpeq_epi64(lane_of, _mm256_set1_epi64x(skip - k))),
+                                        term);
+            lane_sum = _mm256_add_pd(lane_sum, term);
+        }
+        /* add_with_carry, lane by lane */
+        const __m256d old = sums->sum[quarter], sum = _mm256_add_pd(old, lane_sum), term_part = _mm256_sub_pd(sum, old);
+        const __m256d error =
+            _mm256_add_pd(_mm256_sub_pd(old, _mm256_sub_pd(sum, term_part)), _mm256_sub_pd(lane_sum, term_part));
+        sums->carry[quarter] = _mm256_add_pd(sums->carry[quarter], error);
+        sums->sum[quarter] = sum;
+    }
+}
+
+static inline double double_run_total(const double_run_sums *sums) {
+    partial_sums lanes;
+    for (int quarter = 0; quarter < 4; quarter++) {
+        _mm256_storeu_pd(lanes.sum + 4 * quarter, sums->sum[quarter]);
+        _mm256_storeu_pd(lanes.carry + 4 * quarter, sums->carry[quarter]);
+    }
+    return total_of(&lanes);
+}
+#endif
+
+#ifdef DOUBLE_ROW_EXPS
+#define DOUBLE_RUN 4
+
 SPECIALISED double exp_double_runs(double *restrict e, const double *x, const double *next_row,
                                    waiting_gradient *waiting, int64_t begin, int64_t end, int64_t skip,
-                                   const exp8_row *row, int store) {
-    double_run_sums sums = {{_mm512_setzero_pd(), _mm512_setzero_pd()}, {_mm512_setzero_pd(), _mm512_setzero_pd()}};
-    streamed_lines lines = waiting ? lines_to_stream(waiting) : (streamed_lines){.grad = NULL};
+                                   const double_exp_row *row, int store) {
+    double_run_sums sums = NO_DOUBLE_RUN_SUMS;
+    streamed_lines lines = LINES_IN_EXP_PASS && waiting ? lines_to_stream(waiting) : (streamed_lines){.grad = NULL};
     streamed_lines *lines_of = lines.grad ? &lines : NULL;
-    const int64_t run = EXP8_RUN * PARTIAL_SUMS; /* runs, blocks, then what is left */
+    const int64_t run = DOUBLE_RUN * PARTIAL_SUMS; /* runs, blocks, then what is left */
     int64_t k = begin;
     for (; k + run <= end; k += run) {
         exp_double_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, run, skip - k, row, lines_of,
@@ -845,12 +919,7 @@ SPECIALISED double exp_double_runs(double *restrict e, const double *x, const do
         exp_double_run(&sums, store ? e + k : NULL, x + k, next_row ? next_row + k : NULL, end - k, skip - k, row,
                        lines_of, store);
     if (lines_of) lines_streamed_until(waiting, lines.next);
-    partial_sums lanes;
-    for (int half = 0; half < 2; half++) {
-        _mm512_storeu_pd(lanes.sum + 8 * half, sums.sum[half]);
-        _mm512_storeu_pd(lanes.carry + 8 * half, sums.carry[half]);
-    }
-    return total_of(&lanes);
+    return double_run_total(&sums);
 }
 #endif
 
@@ -858,9 +927,9 @@ SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, 
                                   const STORAGE *next_row, waiting_gradient *waiting, int64_t begin, int64_t end,
                                   int64_t skip, double max, int careful, double softcap, row_smoothing *smoothing,
                                   int store) {
-#ifdef EXP8_ROWS
-    exp8_row row;
-    if (softcap == 0 && exp8_row_of(&row, max))
+#ifdef DOUBLE_ROW_EXPS
+    double_exp_row row;
+    if (softcap == 0 && double_exp_row_of(&row, max))
         return store ? exp_double_runs(e, x, next_row, waiting, begin, end, skip, &row, 1)
                      : exp_double_runs(e, x, next_row, waiting, begin, end, skip, &row, 0);
 #endif
@@ -1764,7 +1833,7 @@ static void cross_entropy_finish(void *context, int worker) {
  * 34.6 -> 28.4, 20.1 -> 18.3; 65536x256 39.6 -> 36.9, 22.2 -> 20.1; but 131072x64 39.5 -> 43.4 on
  * one thread. Rows whose lines are not streamed then wait one row (probability targets at
  * 8192x1000: the same speed). */
-#if FLOAT_EXP || defined(EXP8_ROWS)
+#if FLOAT_EXP || defined(DOUBLE_ROW_EXPS)
 #define EXP_PASS_WRITES_WAITING 1
 #else
 #define EXP_PASS_WRITES_WAITING 0

@@ -1,0 +1,60 @@
+/* vector_exp_double_avx2.h: exp8_of_row (vector_exp_double_avx512.h) for 4 double lanes in AVX2 and
+ * FMA intrinsics, the same bits: the same reduction and polynomial, k rounded by vroundpd, and 2^k
+ * applied as two normal factors, the first product exact and the second the one rounding, as
+ * vscalefpd's (subnormal results included). The portable exps it replaces took the difference by
+ * TwoSum and a correction exp(hi) (1 + lo), about twice the operations. */
+#ifndef VECTOR_EXP_DOUBLE_AVX2_H
+#define VECTOR_EXP_DOUBLE_AVX2_H
+
+#include <immintrin.h>
+
+#include "vector_exp_double_row.h"
+
+typedef struct {
+    __m256d zero_below, shift_hi, shift_lo;
+} exp4_row;
+
+/* whether exp4_of_row takes the row of max m, and if so its constants */
+static inline int exp4_row_of(exp4_row *row, double m) {
+    exp_double_row scalar;
+    if (!exp_double_row_of(&scalar, m)) return 0;
+    *row = (exp4_row){_mm256_set1_pd(scalar.zero_below), _mm256_set1_pd(scalar.shift_hi), _mm256_set1_pd(scalar.shift_lo)};
+    return 1;
+}
+
+/* 2^j for integral j in [-1022, 1023] (else some other number): j + 1023 in the low bits of j + 1023 +
+ * 2^52, moved to the exponent */
+static inline __m256d power_of_2_4(__m256d j) {
+    const __m256d biased = _mm256_add_pd(j, _mm256_set1_pd(0x1p52 + 1023.0));
+    return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(biased), 52));
+}
+
+/* the exps of 4 logits of the row; NaN passes through */
+static inline __m256d exp4_of_row(__m256d x, const exp4_row *row) {
+    const __m256d zero = _mm256_cmp_pd(x, row->zero_below, _CMP_LT_OQ); /* as exp8_of_row's mask */
+    const __m256d log2e_hi = _mm256_set1_pd(EXP2_LOG2E_HI);
+    const __m256d k =
+        _mm256_round_pd(_mm256_fmsub_pd(x, log2e_hi, row->shift_hi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256d r = _mm256_add_pd(_mm256_fmsub_pd(x, log2e_hi, _mm256_add_pd(k, row->shift_hi)),
+                                    _mm256_fmsub_pd(x, _mm256_set1_pd(EXP2_LOG2E_LO), row->shift_lo));
+    __m256d p = _mm256_set1_pd(EXP2_T13);
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T12));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T11));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T10));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T9));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T8));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T7));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T6));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T5));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T4));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T3));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T2));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T1));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T0));
+    /* kept lanes have -1077 <= k <= 0: halves of -539 or more, p 2^low normal */
+    const __m256d low = _mm256_round_pd(_mm256_mul_pd(k, _mm256_set1_pd(0.5)), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const __m256d scaled = _mm256_mul_pd(_mm256_mul_pd(p, power_of_2_4(low)), power_of_2_4(_mm256_sub_pd(k, low)));
+    return _mm256_andnot_pd(zero, scaled);
+}
+
+#endif
