@@ -184,13 +184,11 @@ static void lanes_to_rows(STORAGE *rows, const STORAGE *lanes, const group_layou
 
 static void gradient_to_rows(STORAGE *rows, const SCRATCH *lanes, const group_layout *layout, int n_rows,
                              int n_classes) {
-#ifdef TRANSPOSE_4
-    if (n_rows == ROW_GROUP && n_classes >= 4) {
-        lanes_to_rows_4(rows, lanes, n_classes);
-        return;
-    }
-#endif
+#ifdef TRANSPOSE_4 /* SCRATCH is STORAGE (float) */
+    lanes_to_rows(rows, lanes, layout, n_rows, n_classes);
+#else
     for (int i = 0; i < n_rows * n_classes; i++) rows[i] = STORE(lanes[layout->of_transposed[i]]);
+#endif
 }
 #endif
 
