@@ -26,10 +26,11 @@
 #define AT(k, r) ((ptrdiff_t)(k) * ROW_GROUP + (r))
 #define GATHER_AT(k, r) ((k) * ROW_GROUP + (r))
 
-/* Float32 logits on AVX-512 go to lanes and back by a transpose in registers; others by gathers,
- * through index tables, so that the rows are read and the gradient written in memory order. The
- * same build takes the class loops of the max, the exps and a lone index's gradient in registers
- * too (few_classes_avx512.h). */
+/* Float32 logits on AVX-512 and AVX2 go to lanes and back by transposes in registers (AVX2: rows of
+ * at least 4 classes, and groups of fewer rows back by gathers); others by gathers, through index
+ * tables, so that the rows are read and the gradient written in memory order. The AVX-512 build
+ * takes the class loops of the max, the exps and a lone index's gradient in registers too
+ * (few_classes_avx512.h). */
 #if defined(__AVX512F__) && defined(STORAGE_IS_FLOAT)
 _Static_assert(sizeof(STORAGE) == sizeof(float) && sizeof(SCRATCH) == sizeof(float) && sizeof(TARGET) == sizeof(float),
                "transpose_16.h moves floats");
@@ -143,7 +144,7 @@ static void gradient_to_rows(STORAGE *rows, const SCRATCH *lanes, const group_la
 static void logits_to_lanes(SCRATCH *lanes, const STORAGE *rows, const group_layout *layout, int n_rows,
                             int n_classes, int64_t readable) {
     (void)readable;
-    STORAGE padded[n_classes * ROW_GROUP], transposed[n_classes * ROW_GROUP];
+    STORAGE padded[n_classes * ROW_GROUP];
     const STORAGE *x = group_rows(padded, rows, n_rows, n_classes * sizeof(STORAGE));
 #ifdef TRANSPOSE_4
     if (n_classes >= 4) {
@@ -151,6 +152,7 @@ static void logits_to_lanes(SCRATCH *lanes, const STORAGE *rows, const group_lay
         return;
     }
 #endif
+    STORAGE transposed[n_classes * ROW_GROUP];
     /* moved, then converted in a loop of its own: half precision has no gathers, but converts in vectors */
     for (int i = 0; i < n_classes * ROW_GROUP; i++) transposed[i] = x[layout->of_rows[i]];
     for (int i = 0; i < n_classes * ROW_GROUP; i++) lanes[i] = (SCRATCH)LOAD(transposed[i]);

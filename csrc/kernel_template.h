@@ -660,17 +660,17 @@ SPECIALISED void exp_float_run_of_row(float_run_sums *sums, SCRATCH *restrict e,
         float terms[PARTIAL_SUMS];
         for (int half = 0; half < 2; half++) {
             __m256 term = expf8_of_row(logits.half[half], row);
+            if (store) _mm256_storeu_ps(lanes == PARTIAL_SUMS ? e + k + 8 * half : terms + 8 * half, term);
             if (lanes < PARTIAL_SUMS || skip_lane >= 0) { /* lanes past the row's end add 0, as the skipped one */
                 const __m256i lane = _mm256_add_epi32(lane_of, _mm256_set1_epi32(8 * half));
                 const __m256i kept = _mm256_andnot_si256(_mm256_cmpeq_epi32(lane, _mm256_set1_epi32(skip_lane)),
                                                          _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), lane));
-                if (store && lanes < PARTIAL_SUMS) _mm256_storeu_ps(terms + 8 * half, term);
                 term = _mm256_and_ps(term, _mm256_castsi256_ps(kept));
             }
-            if (store && lanes == PARTIAL_SUMS) _mm256_storeu_ps(e + k + 8 * half, term);
             run[half] = _mm256_add_ps(run[half], term);
         }
-        for (int j = 0; j < lanes && store && lanes < PARTIAL_SUMS; j++) e[k + j] = terms[j];
+        if (store && lanes < PARTIAL_SUMS)
+            for (int j = 0; j < lanes; j++) e[k + j] = terms[j];
     }
     float sums_of_run[PARTIAL_SUMS];
     _mm256_storeu_ps(sums_of_run, run[0]);
@@ -729,7 +729,7 @@ SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const 
     (void)smoothing, (void)weights, (void)lines; /* NULL: FLOAT_EXP types stream no lines without AVX-512 */
 #if FLOAT_EXP && defined(__AVX2__) && defined(__FMA__)
     if (row && !row->careful && !capped) {
-        const expf8_row lanes = expf8_row_of(row);
+        const expf8_row lanes = expf8_row_of(row, (float)max);
         exp_float_run_of_row(sums, e, x, next_row, count, skip, &lanes, store);
         return;
     }

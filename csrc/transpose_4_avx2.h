@@ -9,6 +9,8 @@
  * the one before (rows of at least 4 classes): the same values loaded or stored again. */
 #include <immintrin.h>
 
+_Static_assert(ROW_GROUP % 8 == 0, "whole blocks of 8 rows");
+
 /* in each 128-bit half: v[j] float i becomes v[i] float j */
 static inline void transpose_4x4_in_halves(__m256 v[4]) {
     const __m256d t0 = _mm256_castps_pd(_mm256_unpacklo_ps(v[0], v[1])), /* pairs interleaved: 2 x 2 */

@@ -7,9 +7,9 @@
  * k is rounded by vroundps (k = round(d), as d + 1.5 2^23 - 1.5 2^23 rounds it, one addition
  * fewer), and 2^k is one factor: in a row that is not careful every logit whose exp is not 0 is at
  * least max - 87 (careful_exps), so k >= -126, 2^k is normal and so is the result, which the two
- * halves of vexpf_times_power_of_2 give exactly too; the others (x < zero_below, -inf) are zeroed
- * by their mask rather than taken to zero_at. A/B on Zen 2, 8192x1000 float32 one thread: the loss
- * alone 0.84-0.86 for the intrinsics and vroundps, then 0.91 for the one factor. */
+ * halves of vexpf_times_power_of_2 give exactly too; the logits below max - 87 (-inf too) are
+ * zeroed by their mask rather than taken to zero_at. A/B on Zen 2, 8192x1000 float32 one thread:
+ * the loss alone 0.84-0.86 for the intrinsics and vroundps, then 0.91 for the one factor. */
 #ifndef VECTOR_EXP_AVX2_H
 #define VECTOR_EXP_AVX2_H
 
@@ -21,13 +21,22 @@ typedef struct {
     __m256 zero_below, shift_hi, shift_lo;
 } expf8_row;
 
-static inline expf8_row expf8_row_of(const expf_row *row) {
-    return (expf8_row){_mm256_set1_ps(row->zero_below), _mm256_set1_ps(row->shift_hi), _mm256_set1_ps(row->shift_lo)};
+/* Lanes below m + EXPF8_FLOOR are zeroed (not below expf_row's m - 104): in a row that is not careful
+ * no logit lies between the two (careful_exps), so the bits are the same, and every lane kept has
+ * k >= -126 even in a row wrongly taken for not careful, which would then lose only subnormal exps.
+ * m + EXPF8_FLOOR rounds to below m - 87 for |m| < 2^14 (by at most 2^-10), and exps from there up are
+ * normal: k >= round(-87.011 log2(e)) = -126. */
+#define EXPF8_FLOOR (-87.01f)
+
+static inline expf8_row expf8_row_of(const expf_row *row, float m) {
+    return (expf8_row){_mm256_set1_ps(m + EXPF8_FLOOR), _mm256_set1_ps(row->shift_hi), _mm256_set1_ps(row->shift_lo)};
 }
 
-/* 2^k as a float's bits, for -126 <= k <= 127 (else some other number) */
+/* 2^k as a float's bits for -126 <= k <= 127, and 0 below: a masked lane's garbage exponent makes no
+ * subnormal factor (Intel's multipliers take a microcode assist for one) */
 static inline __m256 power_of_2_8(__m256i k) {
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23));
+    const __m256i biased = _mm256_max_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), _mm256_setzero_si256());
+    return _mm256_castsi256_ps(_mm256_slli_epi32(biased, 23));
 }
 
 /* the exps of 8 logits of a row that is not careful; NaN passes through */

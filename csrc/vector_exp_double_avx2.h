@@ -18,7 +18,8 @@ typedef struct {
 static inline int exp4_row_of(exp4_row *row, double m) {
     exp_double_row scalar;
     if (!exp_double_row_of(&scalar, m)) return 0;
-    *row = (exp4_row){_mm256_set1_pd(scalar.zero_below), _mm256_set1_pd(scalar.shift_hi), _mm256_set1_pd(scalar.shift_lo)};
+    *row = (exp4_row){_mm256_set1_pd(scalar.zero_below), _mm256_set1_pd(scalar.shift_hi),
+                      _mm256_set1_pd(scalar.shift_lo)};
     return 1;
 }
 
@@ -51,9 +52,13 @@ static inline __m256d exp4_of_row(__m256d x, const exp4_row *row) {
     p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T2));
     p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T1));
     p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T0));
-    /* kept lanes have -1077 <= k <= 0: halves of -539 or more, p 2^low normal */
-    const __m256d low = _mm256_round_pd(_mm256_mul_pd(k, _mm256_set1_pd(0.5)), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    const __m256d scaled = _mm256_mul_pd(_mm256_mul_pd(p, power_of_2_4(low)), power_of_2_4(_mm256_sub_pd(k, low)));
+    /* kept lanes have -1076 <= k <= 0: halves of -538 or more, p 2^low normal. Masked lanes' k taken
+     * to -1100 or more (NaN to -1100: maxpd returns its second operand), whose factors are normal
+     * too: no subnormal factor, for which Intel's multipliers take a microcode assist */
+    const __m256d scale = _mm256_max_pd(k, _mm256_set1_pd(-1100.0));
+    const __m256d low =
+        _mm256_round_pd(_mm256_mul_pd(scale, _mm256_set1_pd(0.5)), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const __m256d scaled = _mm256_mul_pd(_mm256_mul_pd(p, power_of_2_4(low)), power_of_2_4(_mm256_sub_pd(scale, low)));
     return _mm256_andnot_pd(zero, scaled);
 }
 

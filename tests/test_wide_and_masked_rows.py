@@ -74,17 +74,17 @@ def test_cross_entropy_and_softmax_keep_the_contract(dtype, kind, n_classes):
         assert row_loss[0] == loss[n] and np.array_equal(row_grad[0], grad[n])
 
 
-@pytest.mark.parametrize("n_classes", [17, 100, 1000])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_rows_stepping_down_through_the_subnormal_exps(dtype, n_classes):
-    """Logits from each row's max down past where its exps round to 0 (float64: 770 below; float32:
-    110), so that the exps pass through the subnormals, on the vector exps' side of their limit (a max
-    below 2^14) and beyond it; a mutant that took the exps of the last 10 below float64's underflow as 0
-    passed every other test."""
+@pytest.mark.parametrize("n_classes", [17, 100, 1003])
+@pytest.mark.parametrize("dtype, depth", [(np.float32, 87.0), (np.float32, 110.0), (np.float64, 770.0)])
+def test_rows_stepping_down_through_the_subnormal_exps(dtype, depth, n_classes):
+    """Logits from each row's max down to depth below it: for float64 past where its exps round to 0,
+    through the subnormals; for float32 to 87 below (rows that are not careful, down to their smallest
+    normal exps) or past its underflow. Maxima on both sides of the vector exps' limit (2^14). A mutant
+    of the AVX2 float64 exps that took the last 10 below the underflow as 0 passed every other test."""
     rng = np.random.default_rng(n_classes)
-    depth = 770.0 if dtype == np.float64 else 110.0
     steps = np.linspace(0.0, depth, n_classes)
-    x = np.stack([top - rng.permutation(steps) for top in (0.0, 123.4, -5000.0, 2.0**14 + 7.0)] * 10)
+    tops = (0.0, 123.4, -5000.0, 2.0**14 - 1.5, 2.0**14 + 7.0)
+    x = np.stack([top - rng.permutation(steps) for top in tops] * 8)
     y = rng.integers(0, n_classes, len(x))
     check_cross_entropy(x.astype(dtype), y)
     check_cross_entropy(x.astype(dtype), y, grad_scale=1e300 if dtype == np.float64 else 1e30)
