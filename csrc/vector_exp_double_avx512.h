@@ -25,7 +25,8 @@ typedef struct {
 static inline int exp8_row_of(exp8_row *row, double m) {
     exp_double_row scalar;
     if (!exp_double_row_of(&scalar, m)) return 0;
-    *row = (exp8_row){_mm512_set1_pd(scalar.zero_below), _mm512_set1_pd(scalar.shift_hi), _mm512_set1_pd(scalar.shift_lo)};
+    *row = (exp8_row){_mm512_set1_pd(scalar.zero_below), _mm512_set1_pd(scalar.shift_hi),
+                      _mm512_set1_pd(scalar.shift_lo)};
     return 1;
 }
 
