@@ -528,7 +528,9 @@ _Static_assert(!COMPENSATED_SUMS, "FLOAT_EXP types' sums are not compensated");
 
 typedef exp16_row float_exp_row;
 
-static inline int float_runs_take_softcap(double softcap) { return softcap >= SOFTCAP8_MIN && softcap <= SOFTCAP8_MAX; }
+static inline int float_runs_take_softcap(double softcap) {
+    return softcap >= SOFTCAP_VECTOR_MIN && softcap <= SOFTCAP_VECTOR_MAX;
+}
 
 static inline int float_exp_row_of(float_exp_row *row, float m, int careful) { return exp16_row_of(row, m, careful); }
 
@@ -602,8 +604,6 @@ SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const 
 #else
 typedef expf_row float_exp_row;
 
-static inline int float_runs_take_softcap(double softcap) { return (void)softcap, 1; }
-
 static inline int float_exp_row_of(float_exp_row *row, float m, int careful) {
     if (!expf_row_of(row, m)) return 0;
     row->careful = careful;
@@ -612,6 +612,12 @@ static inline int float_exp_row_of(float_exp_row *row, float m, int careful) {
 
 #if FLOAT_EXP && defined(__AVX2__) && defined(__FMA__)
 #include "vector_exp_avx2.h"
+
+#include "vector_softcap_avx2.h"
+
+static inline int float_runs_take_softcap(double softcap) {
+    return softcap >= SOFTCAP_VECTOR_MIN && softcap <= SOFTCAP_VECTOR_MAX;
+}
 
 /* the lanes' double sums in registers, lanes 4j to 4j + 3 in lane[j] (as partial_sums they went
  * through memory after every run) */
@@ -638,28 +644,60 @@ static inline double float_run_total(const float_run_sums *sums) {
     return total_of(&lanes);
 }
 
-/* exp_float_run_with's run for a row expf8_of_row takes (not careful, no softcap), the same bits:
- * blocks of 16 lanes in two registers, the row's last partial block through a buffer */
-SPECIALISED void exp_float_run_of_row(float_run_sums *sums, SCRATCH *restrict e, const STORAGE *x,
-                                      const STORAGE *next_row, int64_t count, int64_t skip, const expf8_row *row,
-                                      int store) {
+/* the logits of a block of x, lanes of them (lanes past them 0) */
+SPECIALISED floats16 load_block(const STORAGE *x, int lanes) {
+    if (lanes == PARTIAL_SUMS) return LOAD_16_AS_FLOATS(x);
+    float block[PARTIAL_SUMS] = {0.0f};
+    for (int j = 0; j < lanes; j++) block[j] = (float)LOAD(x[j]);
+    return load_16_floats(block);
+}
+
+/* x' of x[0, count) into capped, 16 at a time (lanes past count: x' of 0), and with store their
+ * slopes, times SLOPE_SCALE, into slope */
+SPECIALISED void cap_batch(double *capped, SCRATCH *restrict slope, const STORAGE *x, int64_t count, double softcap,
+                           int store) {
+    const softcap4 cap = softcap4_of(softcap, SLOPE_SCALE);
+    for (int64_t k = 0; k < count; k += PARTIAL_SUMS) {
+        const int lanes = count - k < PARTIAL_SUMS ? (int)(count - k) : PARTIAL_SUMS;
+        const floats16 logits = load_block(x + k, lanes);
+        float slopes[PARTIAL_SUMS];
+        for (int quarter = 0; quarter < 4; quarter++) {
+            const __m256 half = logits.half[quarter / 2];
+            const __m128 four = quarter % 2 ? _mm256_extractf128_ps(half, 1) : _mm256_castps256_ps128(half);
+            const capped4 logit = softcapped4(_mm256_cvtps_pd(four), &cap);
+            _mm256_storeu_pd(capped + k + 4 * quarter, logit.value);
+            _mm_storeu_ps(slopes + 4 * quarter, _mm256_cvtpd_ps(logit.slope));
+        }
+        if (store)
+            for (int j = 0; j < lanes; j++) slope[k + j] = slopes[j];
+    }
+}
+
+/* the exps of 8 softcapped logits from their x' */
+static inline __m256 capped_exp8(const double *capped, __m256d max) {
+    return _mm256_set_m128(capped_exp4(_mm256_sub_pd(_mm256_loadu_pd(capped + 4), max)),
+                           capped_exp4(_mm256_sub_pd(_mm256_loadu_pd(capped), max)));
+}
+
+/* exp_float_run_with's run in intrinsics, the same bits, for a row expf8_of_row takes (not careful,
+ * no softcap; row) or, with a softcap, for x' (capped, as AVX-512's capped_exp16 takes it): blocks of
+ * 16 lanes in two registers, the row's last partial block through a buffer */
+SPECIALISED void exp_float_run_in_lanes(float_run_sums *sums, SCRATCH *restrict e, const STORAGE *x,
+                                        const STORAGE *next_row, int64_t count, int64_t skip, const expf8_row *row,
+                                        const double *capped, double max, int store) {
     const __m256i lane_of = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256d capped_max = _mm256_set1_pd(max);
     __m256 run[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t k = 0; k < count; k += PARTIAL_SUMS) {
         if (next_row) prefetch_block(next_row + k);
         const int lanes = count - k < PARTIAL_SUMS ? (int)(count - k) : PARTIAL_SUMS;
         const int skip_lane = skip >= k && skip < k + PARTIAL_SUMS ? (int)(skip - k) : -1;
-        floats16 logits;
-        if (lanes == PARTIAL_SUMS) {
-            logits = LOAD_16_AS_FLOATS(x + k);
-        } else {
-            float block[PARTIAL_SUMS] = {0.0f};
-            for (int j = 0; j < lanes; j++) block[j] = (float)LOAD(x[k + j]);
-            logits = load_16_floats(block);
-        }
+        /* (with a softcap, x' of the lanes past count are there too: cap_batch) */
+        const floats16 logits = capped ? all_lanes(0.0f) : load_block(x + k, lanes);
         float terms[PARTIAL_SUMS];
         for (int half = 0; half < 2; half++) {
-            __m256 term = expf8_of_row(logits.half[half], row);
+            __m256 term =
+                capped ? capped_exp8(capped + k + 8 * half, capped_max) : expf8_of_row(logits.half[half], row);
             if (store) _mm256_storeu_ps(lanes == PARTIAL_SUMS ? e + k + 8 * half : terms + 8 * half, term);
             if (lanes < PARTIAL_SUMS || skip_lane >= 0) { /* lanes past the row's end add 0, as the skipped one */
                 const __m256i lane = _mm256_add_epi32(lane_of, _mm256_set1_epi32(8 * half));
@@ -678,6 +716,8 @@ SPECIALISED void exp_float_run_of_row(float_run_sums *sums, SCRATCH *restrict e,
     add_run(sums, sums_of_run);
 }
 #else
+static inline int float_runs_take_softcap(double softcap) { return (void)softcap, 1; }
+
 typedef partial_sums float_run_sums;
 #define NO_FLOAT_RUN_SUMS {{0.0}, {0.0}}
 
@@ -686,7 +726,6 @@ static inline void add_run(float_run_sums *sums, const float run[PARTIAL_SUMS]) 
 }
 
 static inline double float_run_total(const float_run_sums *sums) { return total_of(sums); }
-#endif
 
 /* x' of x[0, count) into capped, and with store their slopes, times SLOPE_SCALE, into slope */
 SPECIALISED void cap_batch(double *capped, SCRATCH *restrict slope, const STORAGE *x, int64_t count, double softcap,
@@ -697,6 +736,7 @@ SPECIALISED void cap_batch(double *capped, SCRATCH *restrict slope, const STORAG
         if (store) slope[k] = logit.slope * SLOPE_SCALE;
     }
 }
+#endif
 
 /* careful: row's (a constant, so that the loop is vectorised for one kind of exp) */
 SPECIALISED void exp_float_run_with(float_run_sums *sums, SCRATCH *restrict e, const STORAGE *x,
@@ -728,9 +768,13 @@ SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const 
                                streamed_lines *lines, int store) {
     (void)smoothing, (void)weights, (void)lines; /* NULL: FLOAT_EXP types stream no lines without AVX-512 */
 #if FLOAT_EXP && defined(__AVX2__) && defined(__FMA__)
-    if (row && !row->careful && !capped) {
+    if (capped) { /* (float_runs_take_softcap) */
+        exp_float_run_in_lanes(sums, e, x, next_row, count, skip, NULL, capped, max, store);
+        return;
+    }
+    if (row && !row->careful) {
         const expf8_row lanes = expf8_row_of(row, (float)max);
-        exp_float_run_of_row(sums, e, x, next_row, count, skip, &lanes, store);
+        exp_float_run_in_lanes(sums, e, x, next_row, count, skip, &lanes, NULL, max, store);
         return;
     }
 #endif

@@ -30,6 +30,18 @@ static inline __m256d power_of_2_4(__m256d j) {
     return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(biased), 52));
 }
 
+/* p 2^k for p in [0.5, 2] (or NaN) and integral k >= -1100, rounded once as vscalefpd rounds it (a
+ * subnormal result too): k in halves of -550 or more, p 2^low normal and exact, the second product the
+ * one rounding. Smaller k, and NaN, are taken to -1100 (maxpd returns its second operand), for lanes
+ * the caller masks: their factors stay normal too (Intel's multipliers take a microcode assist for a
+ * subnormal factor). */
+static inline __m256d times_power_of_2_4(__m256d p, __m256d k) {
+    const __m256d scale = _mm256_max_pd(k, _mm256_set1_pd(-1100.0));
+    const __m256d low =
+        _mm256_round_pd(_mm256_mul_pd(scale, _mm256_set1_pd(0.5)), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    return _mm256_mul_pd(_mm256_mul_pd(p, power_of_2_4(low)), power_of_2_4(_mm256_sub_pd(scale, low)));
+}
+
 /* the exps of 4 logits of the row; NaN passes through */
 static inline __m256d exp4_of_row(__m256d x, const exp4_row *row) {
     const __m256d zero = _mm256_cmp_pd(x, row->zero_below, _CMP_LT_OQ); /* as exp8_of_row's mask */
@@ -52,14 +64,7 @@ static inline __m256d exp4_of_row(__m256d x, const exp4_row *row) {
     p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T2));
     p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T1));
     p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T0));
-    /* kept lanes have -1076 <= k <= 0: halves of -538 or more, p 2^low normal. Masked lanes' k taken
-     * to -1100 or more (NaN to -1100: maxpd returns its second operand), whose factors are normal
-     * too: no subnormal factor, for which Intel's multipliers take a microcode assist */
-    const __m256d scale = _mm256_max_pd(k, _mm256_set1_pd(-1100.0));
-    const __m256d low =
-        _mm256_round_pd(_mm256_mul_pd(scale, _mm256_set1_pd(0.5)), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    const __m256d scaled = _mm256_mul_pd(_mm256_mul_pd(p, power_of_2_4(low)), power_of_2_4(_mm256_sub_pd(scale, low)));
-    return _mm256_andnot_pd(zero, scaled);
+    return _mm256_andnot_pd(zero, times_power_of_2_4(p, k)); /* kept lanes have -1076 <= k <= 0 */
 }
 
 #endif

@@ -1,32 +1,13 @@
-/* vector_softcap_avx512.h: the softcap of float logits, 8 double lanes in AVX-512 intrinsics.
- *
- * softcapped8 is softcapped (kernel_template.h) cut to what float results need: x' = softcap tanh(u),
- * u = x / softcap, and its slope 1 - tanh^2(u), from e = exp(-2 |u|) and m = expm1(-2 |u|) as
- * tanh |u| = -m / (2 + m) and 1 - tanh^2 = 4 e / (2 + m)^2. The reduction is vexp_reduce's (2^k by
- * vscalefpd), the polynomial its Taylor series to degree 10, not 13, evaluated by Estrin's scheme
- * (the latency of a Horner chain left the lanes waiting). Measured against long double: x' within
- * 2^-40 relative, the slope 2^-41. For the exps x' feeds that is an absolute error, at most
- * softcap 2^-40: up to SOFTCAP8_MAX = 2^10 a 2^-6 part of a float ulp. 2 / softcap is rounded once
- * more than 2 (x / softcap), which the same bound takes.
- *
- * capped_exp8 is exp(x' - m'), m' the row's max x', rounded to float: the reduction of the float
- * exp and expf_of_nonpositive_sum's polynomial, in double: its fit (4e-9 relative) and one rounding
- * to float, at most 0.55 float ulp measured against expl over 3.2e8 differences (expf_of_double
- * 0.91), and no split of the difference into floats (six conversions per 16 logits).
- *
- * Per 16 float logits about 100 operations, where the portable loop, which GCC vectorised a block
- * at a time, took 235 instructions: the softcapped exp pass at 8192x1000 20 -> 14 ms. */
+/* vector_softcap_avx512.h: the softcap of float logits, 8 double lanes in AVX-512 intrinsics (the
+ * method and its error: vector_softcap.h). Per 16 float logits about 100 operations, where the
+ * portable loop, which GCC vectorised a block at a time, took 235 instructions: the softcapped exp
+ * pass at 8192x1000 20 -> 14 ms. */
 #ifndef VECTOR_SOFTCAP_AVX512_H
 #define VECTOR_SOFTCAP_AVX512_H
 
 #include <immintrin.h>
 
-#include "exp_difference.h"
-
-/* other softcaps take the portable loop: above, x' would be off by more than 2^-30; below, 2 /
- * softcap nears overflow (from 2^-1023 it is inf, and a zero logit would give 0 inf = NaN) */
-#define SOFTCAP8_MIN 0x1p-1000
-#define SOFTCAP8_MAX 0x1p10
+#include "vector_softcap.h"
 
 typedef struct {
     __m512d softcap, two_over_softcap, slope_scale;
@@ -56,9 +37,7 @@ static inline capped8 softcapped8(__m512d x, const softcap8 *cap) {
     const __m512d q89 = _mm512_fmadd_pd(r, _mm512_set1_pd(1.0 / 3628800.0), _mm512_set1_pd(1.0 / 362880.0));
     const __m512d q4_9 = _mm512_fmadd_pd(q89, r4, _mm512_fmadd_pd(q67, r2, q45));
     const __m512d q = _mm512_fmadd_pd(q4_9, r4, _mm512_fmadd_pd(q23, r2, q01));
-    /* e underflows to 0 below -746 (the floor, for x = -inf), zeroed by the mask: a vscalefpd whose
-     * result underflows takes a microcode assist on Intel (exp16_of_row) */
-    const __mmask8 kept = _mm512_cmp_pd_mask(d, _mm512_set1_pd(-746.0), _CMP_NLT_UQ);
+    const __mmask8 kept = _mm512_cmp_pd_mask(d, _mm512_set1_pd(SOFTCAP_E_ZERO_BELOW), _CMP_NLT_UQ);
     const __m512d e = _mm512_maskz_scalef_pd(kept, _mm512_fmadd_pd(r, q, _mm512_set1_pd(1.0)), k);
     /* expm1: r q itself where k = 0, free of the cancellation of e - 1 */
     const __mmask8 k_is_0 = _mm512_cmp_pd_mask(k, _mm512_setzero_pd(), _CMP_EQ_OQ);

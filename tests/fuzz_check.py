@@ -14,9 +14,9 @@ contract (helpers.py holds its constants):
   and the loss by DELTA sum_k |p_k T - c_k| (more than the float64 contract for large softcaps).
   Its slope 1 - tanh^2(u) = 4 exp(-2|u|) / (1 + exp(-2|u|))^2 has a relative error of about
   (2|u| + 4) eps64: exp's conditioning times the rounding of u = x / softcap. For float logits the
-  AVX-512 kernel computes x' and the slope within FLOAT_SOFTCAP_RTOL relative (a shorter
+  AVX-512 and AVX2 kernels compute x' and the slope within FLOAT_SOFTCAP_RTOL relative (a shorter
   polynomial) for softcaps in FLOAT_SOFTCAP_RANGE: DELTA is then at least FLOAT_SOFTCAP_RTOL softcap,
-  the slope's error that much more (vector_softcap_avx512_takes).
+  the slope's error that much more (vector_softcap_takes).
 - z_loss: z lse^2 is as accurate as lse, which is max + log1p(rest) and so has an absolute error of
   a few eps64 (|max| + 1) plus, for FLOAT_EXP_DTYPES (whose exps run in float lanes, 1.13 ulp), a
   couple of float32 eps: where lse is near 0 that is a large relative error of the z-loss (README's
@@ -32,14 +32,14 @@ import numpy as np
 from helpers import FLOAT64_RTOL, GRAD_EPS, LOSS_ULPS, ulp_error
 from softmax_ce_c import instruction_set, reference
 
-FLOAT_SOFTCAP_RTOL = 2.0**-40  # csrc/vector_softcap_avx512.h
-FLOAT_SOFTCAP_RANGE = (2.0**-1000, 2.0**10)  # its SOFTCAP8_MIN and SOFTCAP8_MAX
+FLOAT_SOFTCAP_RTOL = 2.0**-40  # csrc/vector_softcap.h
+FLOAT_SOFTCAP_RANGE = (2.0**-1000, 2.0**10)  # its SOFTCAP_VECTOR_MIN and SOFTCAP_VECTOR_MAX
 
 
-def vector_softcap_avx512_takes(softcap, float_exps):
-    """Whether the kernel running now softcaps these logits in vector_softcap_avx512.h."""
+def vector_softcap_takes(softcap, float_exps):
+    """Whether the kernel running now softcaps these logits in its vector softcap (AVX-512 or AVX2)."""
     low, high = FLOAT_SOFTCAP_RANGE
-    return float_exps and instruction_set().startswith("avx512") and low <= softcap <= high
+    return float_exps and instruction_set() != "baseline" and low <= softcap <= high
 
 HALF_NAMES = ("float16", "bfloat16")
 
@@ -130,7 +130,7 @@ def tolerance_terms(x, target, options, reduction, grad_scale, axis, float_exps)
         size = (p * total + np.abs(c)) * scale / ce_denominator + 2 * z_loss * lse * p * scale / z_denominator
         unsloped_size = size
         size = np.where(counted, size * slope, 0.0)
-        slope_rtol = FLOAT_SOFTCAP_RTOL if softcap and vector_softcap_avx512_takes(softcap, float_exps) else 0.0
+        slope_rtol = FLOAT_SOFTCAP_RTOL if softcap and vector_softcap_takes(softcap, float_exps) else 0.0
         delta = max(4 * EPS64, slope_rtol) * softcap if softcap else 0.0
         lse_delta = lse_error(np.max(np.where(np.isnan(x_capped), -np.inf, x_capped), axis=-1, keepdims=True), float_exps) + delta
         extra = delta * slope * scale * p * 2 * total / ce_denominator

@@ -60,8 +60,8 @@ def test_rows_on_both_sides_of_the_exps_switch(dtype, n_classes):
 
 @pytest.mark.parametrize("softcap", [1e-301, 1e-302, 1000.0, 1024.0, 1025.0, 1e7])
 def test_softcaps_on_both_sides_of_the_vector_softcaps_bounds(softcap):
-    """AVX-512 softcaps float logits in its own loop for softcaps in [2^-1000, 2^10], where x' is within
-    2^-40 relative (vector_softcap_avx512.h), and in the portable one outside. Large softcaps: rows
+    """AVX-512 and AVX2 softcap float logits in their own loops for softcaps in [2^-1000, 2^10], where x' is within
+    2^-40 relative (vector_softcap.h), and in the portable one outside. Large softcaps: rows
     whose max x / softcap is ln(2) / 4, where the Taylor polynomial of exp is furthest from exp, and
     a loss near 1e-6 in row 0 (exps 22 to 42 below the max; an x' off by 2^-40 relative at 1e7 moved
     them 20 ulp); tiny ones: every float32 logit saturates. Within the contract on both sides."""

@@ -1,0 +1,73 @@
+/* vector_softcap_avx2.h: softcapped8 and capped_exp8 (vector_softcap_avx512.h) for 4 double lanes in
+ * AVX2 and FMA intrinsics, the same bits (the method and its error: vector_softcap.h): the same
+ * reduction and polynomials, k rounded by vroundpd and 2^k applied as vscalefpd applies it
+ * (times_power_of_2_4, or for capped_exp4's normal results one exact product). The portable loop it
+ * replaces, vectorised by GCC, took 5.2-5.4x the plain pass at 8192x1000 on Zen 2. */
+#ifndef VECTOR_SOFTCAP_AVX2_H
+#define VECTOR_SOFTCAP_AVX2_H
+
+#include <immintrin.h>
+
+#include "vector_exp_double_avx2.h"
+#include "vector_softcap.h"
+
+typedef struct {
+    __m256d softcap, two_over_softcap, slope_scale;
+} softcap4;
+
+static inline softcap4 softcap4_of(double softcap, double slope_scale) {
+    return (softcap4){_mm256_set1_pd(softcap), _mm256_set1_pd(2.0 / softcap), _mm256_set1_pd(4.0 * slope_scale)};
+}
+
+typedef struct {
+    __m256d value, slope; /* x', and its slope times the slope_scale of softcap4_of */
+} capped4;
+
+static inline capped4 softcapped4(__m256d x, const softcap4 *cap) {
+    const __m256d sign = _mm256_set1_pd(-0.0);
+    const __m256d d = _mm256_max_pd(_mm256_set1_pd(VEXP_FLOOR), /* -2 |u|; NaN, the second operand, passes */
+                                    _mm256_mul_pd(_mm256_or_pd(x, sign), cap->two_over_softcap));
+    const __m256d k =
+        _mm256_round_pd(_mm256_mul_pd(d, _mm256_set1_pd(VEXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256d r =
+        _mm256_fnmadd_pd(k, _mm256_set1_pd(VEXP_LN2_LO), _mm256_fnmadd_pd(k, _mm256_set1_pd(VEXP_LN2_HI), d));
+    /* q = sum_j r^j / (j + 1)!, j = 0..9, and exp(r) = 1 + r q */
+    const __m256d r2 = _mm256_mul_pd(r, r), r4 = _mm256_mul_pd(r2, r2);
+    const __m256d q01 = _mm256_fmadd_pd(r, _mm256_set1_pd(1.0 / 2.0), _mm256_set1_pd(1.0));
+    const __m256d q23 = _mm256_fmadd_pd(r, _mm256_set1_pd(1.0 / 24.0), _mm256_set1_pd(1.0 / 6.0));
+    const __m256d q45 = _mm256_fmadd_pd(r, _mm256_set1_pd(1.0 / 720.0), _mm256_set1_pd(1.0 / 120.0));
+    const __m256d q67 = _mm256_fmadd_pd(r, _mm256_set1_pd(1.0 / 40320.0), _mm256_set1_pd(1.0 / 5040.0));
+    const __m256d q89 = _mm256_fmadd_pd(r, _mm256_set1_pd(1.0 / 3628800.0), _mm256_set1_pd(1.0 / 362880.0));
+    const __m256d q4_9 = _mm256_fmadd_pd(q89, r4, _mm256_fmadd_pd(q67, r2, q45));
+    const __m256d q = _mm256_fmadd_pd(q4_9, r4, _mm256_fmadd_pd(q23, r2, q01));
+    const __m256d kept = _mm256_cmp_pd(d, _mm256_set1_pd(SOFTCAP_E_ZERO_BELOW), _CMP_NLT_UQ);
+    const __m256d e = _mm256_and_pd(kept, times_power_of_2_4(_mm256_fmadd_pd(r, q, _mm256_set1_pd(1.0)), k));
+    /* expm1: r q itself where k = 0, free of the cancellation of e - 1 */
+    const __m256d k_is_0 = _mm256_cmp_pd(k, _mm256_setzero_pd(), _CMP_EQ_OQ);
+    const __m256d m = _mm256_blendv_pd(_mm256_sub_pd(e, _mm256_set1_pd(1.0)), _mm256_mul_pd(r, q), k_is_0);
+    const __m256d inverse = _mm256_div_pd(_mm256_set1_pd(1.0), _mm256_add_pd(_mm256_set1_pd(2.0), m));
+    const __m256d magnitude = _mm256_mul_pd(_mm256_mul_pd(m, inverse), cap->softcap); /* -x' if x >= 0 */
+    const __m256d value = _mm256_or_pd(_mm256_and_pd(x, sign), _mm256_andnot_pd(sign, magnitude)); /* x's sign */
+    const __m256d slope = _mm256_mul_pd(_mm256_mul_pd(e, inverse), _mm256_mul_pd(inverse, cap->slope_scale));
+    return (capped4){value, slope};
+}
+
+/* exp(d) for d = x' - m' <= 0 (NaN passes through) */
+static inline __m128 capped_exp4(__m256d d) {
+    d = _mm256_max_pd(_mm256_set1_pd(VEXPF_FLOOR), d); /* exp rounds to 0 in float below */
+    const __m256d k =
+        _mm256_round_pd(_mm256_mul_pd(d, _mm256_set1_pd(VEXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256d r =
+        _mm256_fnmadd_pd(k, _mm256_set1_pd(VEXP_LN2_LO), _mm256_fnmadd_pd(k, _mm256_set1_pd(VEXP_LN2_HI), d));
+    __m256d p = _mm256_set1_pd(VEXPF_C6);
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(VEXPF_C5));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(VEXPF_C4));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(VEXPF_C3));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(VEXPF_C2));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0));
+    /* k >= -151: 2^k and p 2^k normal doubles, the product exact (NaN: p is NaN) */
+    return _mm256_cvtpd_ps(_mm256_mul_pd(p, power_of_2_4(k)));
+}
+
+#endif
