@@ -205,6 +205,16 @@ static inline int64_t classes_before_aligned(const STORAGE *x, int lanes) {
 #endif
 #endif
 
+#if defined(__AVX2__) && !defined(__AVX512F__) && defined(LOAD_16_AS_FLOATS)
+/* the logits of a block of x as floats, lanes of them (lanes past them 0; AVX-512 loads masked) */
+SPECIALISED floats16 load_block(const STORAGE *x, int lanes) {
+    if (lanes == PARTIAL_SUMS) return LOAD_16_AS_FLOATS(x);
+    float block[PARTIAL_SUMS] = {0.0f};
+    for (int j = 0; j < lanes; j++) block[j] = (float)LOAD(x[j]);
+    return load_16_floats(block);
+}
+#endif
+
 /* logit_max's min for a row whose smallest logit is more than 87 below its max: the smallest x of
  * exp_floor(max) or more, or once one is below spread_floor(max) any such */
 static double smallest_with_exp(const STORAGE *x, int64_t n_classes, double max) {
@@ -642,14 +652,6 @@ static inline double float_run_total(const float_run_sums *sums) {
     partial_sums lanes = {{0.0}, {0.0}};
     for (int j = 0; j < PARTIAL_SUMS / 4; j++) _mm256_storeu_pd(lanes.sum + 4 * j, sums->lane[j]);
     return total_of(&lanes);
-}
-
-/* the logits of a block of x, lanes of them (lanes past them 0) */
-SPECIALISED floats16 load_block(const STORAGE *x, int lanes) {
-    if (lanes == PARTIAL_SUMS) return LOAD_16_AS_FLOATS(x);
-    float block[PARTIAL_SUMS] = {0.0f};
-    for (int j = 0; j < lanes; j++) block[j] = (float)LOAD(x[j]);
-    return load_16_floats(block);
 }
 
 /* x' of x[0, count) into capped, 16 at a time (lanes past count: x' of 0), and with store their

@@ -89,6 +89,45 @@ typedef partial_sums smoothing_sums; /* not taken in the exp pass here */
 #define SMOOTHING_SUMS_ZERO {{0.0}, {0.0}}
 static double smoothing_total(const smoothing_sums *sums) { return total_of(sums); }
 
+#if FLOAT_EXP && defined(__AVX2__)
+/* The portable loop's sums (below; for float-like logits a block at a time, in plain double) in AVX2
+ * registers, lanes 4j to 4j + 3 in sums[j], the same bits: GCC kept the portable sums in memory, a
+ * load-add-store chain per block. A block's lanes from lanes on (the row's last block) add +0,
+ * which changes no sum (none is -0), and their weights are not read. */
+SPECIALISED void add_smoothing_block(__m256d sums[PARTIAL_SUMS / 4], const double *weight, floats16 logits,
+                                     int lanes, __m256d max) {
+    const __m256d zero = _mm256_setzero_pd();
+    for (int j = 0; j < PARTIAL_SUMS / 4; j++) {
+        const __m256 eight = logits.half[j / 2];
+        const __m128 four = j % 2 ? _mm256_extractf128_ps(eight, 1) : _mm256_castps256_ps128(eight);
+        __m256d term = _mm256_sub_pd(max, _mm256_cvtps_pd(four));
+        const __m256i valid =
+            _mm256_cmpgt_epi64(_mm256_set1_epi64x(lanes - 4 * j), _mm256_setr_epi64x(0, 1, 2, 3));
+        if (weight) { /* w != 0 is true for a NaN weight, as _CMP_NEQ_UQ */
+            const __m256d w = lanes == PARTIAL_SUMS ? _mm256_loadu_pd(weight + 4 * j)
+                                                    : _mm256_maskload_pd(weight + 4 * j, valid);
+            term = _mm256_and_pd(_mm256_cmp_pd(w, zero, _CMP_NEQ_UQ), _mm256_mul_pd(w, term));
+        }
+        if (lanes < PARTIAL_SUMS) term = _mm256_and_pd(_mm256_castsi256_pd(valid), term);
+        sums[j] = _mm256_add_pd(sums[j], term);
+    }
+}
+
+SPECIALISED double smoothing_distance_of(const double *weight, const STORAGE *x, int64_t n_classes, double max) {
+    const __m256d m = _mm256_set1_pd(max), zero = _mm256_setzero_pd();
+    __m256d sums[PARTIAL_SUMS / 4] = {zero, zero, zero, zero};
+    int64_t k = 0;
+    for (; k + PARTIAL_SUMS <= n_classes; k += PARTIAL_SUMS)
+        add_smoothing_block(sums, weight ? weight + k : NULL, LOAD_16_AS_FLOATS(x + k), PARTIAL_SUMS, m);
+    if (k < n_classes) {
+        const int lanes = (int)(n_classes - k);
+        add_smoothing_block(sums, weight ? weight + k : NULL, load_block(x + k, lanes), lanes, m);
+    }
+    partial_sums lanes = {{0.0}, {0.0}};
+    for (int j = 0; j < PARTIAL_SUMS / 4; j++) _mm256_storeu_pd(lanes.sum + 4 * j, sums[j]);
+    return total_of(&lanes);
+}
+#else
 /* blocks whole blocks, or the last one (lanes < PARTIAL_SUMS): the weights (or NULL) and logits from
  * the first block's start; each lane's terms added in plain double first (see COMPENSATED_RUN) */
 SPECIALISED void smoothing_blocks(partial_sums *sums, const double *weight, const block_value *x, int lanes,
@@ -122,6 +161,7 @@ SPECIALISED double smoothing_distance_of(const double *weight, const STORAGE *x,
                      (int)(n_classes - k), 1, max);
     return total_of(&sums);
 }
+#endif
 #endif
 
 static double smoothing_distance(const double *weight, const STORAGE *x, int64_t n_classes, double max) {

@@ -62,12 +62,17 @@ def test_float32_softcap_slope_below_floats_normal_range_keeps_its_digits():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_smoothing_leaves_out_exactly_the_classes_of_zero_weight(dtype):
-    """A zero weight in each position of two blocks of 16 and a tail: GCC 12's AVX2 build once left
-    out the term 8 lanes away instead (fuzz seeds 1095, 1392, 1809)."""
-    x = np.arange(33, dtype=dtype)
-    for zero in range(33):
-        weight = np.ones(33)
+@pytest.mark.parametrize("n_classes", [33, 97])  # the row groups, and the row path (blocks of 16 and a tail)
+@pytest.mark.parametrize("masked", [False, True], ids=["finite", "minus_inf"])
+def test_smoothing_leaves_out_exactly_the_classes_of_zero_weight(dtype, n_classes, masked):
+    """A zero weight in each position of whole blocks of 16 and a tail: GCC 12's AVX2 build once left
+    out the term 8 lanes away instead (fuzz seeds 1095, 1392, 1809). Masked: that class's logit is
+    -inf, whose term 0 (max - x) would be NaN."""
+    for zero in range(n_classes):
+        x = np.arange(n_classes, dtype=dtype)
+        if masked:
+            x[zero] = -np.inf
+        weight = np.ones(n_classes)
         weight[zero] = 0.0
         options = dict(weight=weight, label_smoothing=1.0, reduction="sum")
         got = softmax_ce_c.cross_entropy(x, np.array(5), **options)
