@@ -30,7 +30,7 @@
  * at least 4 classes, and groups of fewer rows back by gathers); others by gathers, through index
  * tables, so that the rows are read and the gradient written in memory order. The AVX-512 build
  * takes the class loops of the max, the exps and a lone index's gradient in registers too
- * (few_classes_avx512.h). */
+ * (few_classes_avx512.h), the AVX2 build those of the max and the exps (few_classes_avx2.h). */
 #if defined(__AVX512F__) && defined(STORAGE_IS_FLOAT)
 _Static_assert(sizeof(STORAGE) == sizeof(float) && sizeof(SCRATCH) == sizeof(float) && sizeof(TARGET) == sizeof(float),
                "transpose_16.h moves floats");
@@ -41,6 +41,7 @@ _Static_assert(sizeof(STORAGE) == sizeof(float) && sizeof(SCRATCH) == sizeof(flo
 _Static_assert(sizeof(SCRATCH) == sizeof(float) && sizeof(TARGET) == sizeof(float), "transpose_4_avx2.h moves floats");
 #define TRANSPOSE_4 1
 #include "transpose_4_avx2.h"
+#include "few_classes_avx2.h"
 #endif
 
 /* The length of an array of a group's logits or targets in lanes: the 16 x 16 register transpose
@@ -218,6 +219,9 @@ SPECIALISED void group_max(SCRATCH max[ROW_GROUP], SCRATCH min[ROW_GROUP], int a
 #ifdef TRANSPOSE_16
     group_max_16(max, min, argmax, x_at_argmax, value, n_classes);
 #else
+#ifdef GROUP_LOOPS_8
+    group_max_classes_8(max, min, argmax, value, n_classes);
+#else
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
         max[r] = -INFINITY;
         min[r] = FLOAT_EXP ? INFINITY : -INFINITY;
@@ -233,6 +237,7 @@ SPECIALISED void group_max(SCRATCH max[ROW_GROUP], SCRATCH min[ROW_GROUP], int a
             argmax[r] += larger * (k - argmax[r]);
             if (FLOAT_EXP) min[r] = x_k < min[r] ? x_k : min[r]; /* a min instruction */
         }
+#endif
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) x_at_argmax[r] = max[r] > -INFINITY ? max[r] : value[AT(0, r)];
     int spread = 0;
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) spread |= FLOAT_EXP && min[r] - max[r] < VEXPF_SUBNORMAL_BELOW;
@@ -306,6 +311,17 @@ SPECIALISED void group_exps(double rest[ROW_GROUP], double rest_carry[ROW_GROUP]
 #endif
     int careful = 0;
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) careful |= careful_exps(min[r], top[r]);
+#ifdef GROUP_LOOPS_8
+    if (!with_softcap) {
+        SCRATCH max[ROW_GROUP]; /* top is the float max */
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) max[r] = (SCRATCH)top[r];
+        if (careful)
+            group_exps_8(rest, e, value, max, argmax, n_classes, 1);
+        else
+            group_exps_8(rest, e, value, max, argmax, n_classes, 0);
+        return;
+    }
+#endif
     if (careful)
         group_exp_terms(rest, rest_carry, e, capped_e, value, capped, top, argmax, n_classes, with_softcap, 1);
     else

@@ -272,8 +272,8 @@ SPECIALISED double exp_term(double value, double max, int with_softcap, int care
  * two positive terms is within 2^-53 relative, the row's sum within that plus the compensated sums'
  * own error. Without, a block at a time (the order of float logits' sums stays what it was). Softcapped
  * rows take a block at a time too: GCC keeps the loop of two softcapped blocks scalar (6x slower).
- * (FLOAT_EXP logits take exp_float_runs instead, softcapped too but for AVX-512's out-of-range
- * softcaps.) */
+ * (FLOAT_EXP logits take exp_float_runs instead, softcapped too but for the out-of-range softcaps of
+ * AVX-512 and AVX2, float_runs_take_softcap.) */
 #define COMPENSATED_RUN (COMPENSATED_SUMS ? 2 : 1)
 
 /* The logits the exp pass, the target sums and the smoothing distance read, a block at a time.
@@ -487,7 +487,7 @@ typedef struct {
  * -softcap - max') from softcaps above about 43. Not covered, on the row path: the exps of rows
  * whose max is 2^14 or more, or of any row on baseline x86-64, which has no FMA (both take
  * exp_difference_in_float, not expf_of_row), and softcaps above about 43 in the portable loop
- * (expf_of_double; AVX-512's capped_exp8 is double). Passing the flag to those made GCC vectorise
+ * (expf_of_double, baseline; the AVX-512 and AVX2 capped exps are double). Passing the flag to those made GCC vectorise
  * the portable exp loop 16 bytes wide, for plain rows too (AVX2 out= 25-35% slower). */
 SPECIALISED int careful_exps(double min, double max) { return FLOAT_EXP && min - max < VEXPF_SUBNORMAL_BELOW; }
 
@@ -516,7 +516,8 @@ SPECIALISED int tiny_products(double min, double max, double factor) {
  * (log1p(rest) = rest) is within (3.26 2^-24) / (its ulp, >= 2^-24 of it) + 0.5 rounding = 3.76 ulp
  * of float32. With runs of 4 that was 5.76, and a row built for it measured 4.3 (a review found
  * it); runs of 2 cost 5-12% of the pass. With a softcap, x' and its slope are double and the exps
- * those of the differences x' - max: expf_of_double's (0.91 ulp), in AVX-512 capped_exp8's (0.55). */
+ * those of the differences x' - max: expf_of_double's (0.91 ulp), on AVX-512 and AVX2 capped_exp8's
+ * and capped_exp4's (0.55). */
 #define FLOAT_RUN 2
 
 /* Softcapped logits take two passes over each batch of CAPPED_BATCH (cap_batch, then the runs): x'
@@ -676,7 +677,7 @@ SPECIALISED void cap_batch(double *capped, SCRATCH *restrict slope, const STORAG
 }
 
 /* the exps of 8 softcapped logits from their x' */
-static inline __m256 capped_exp8(const double *capped, __m256d max) {
+static inline __m256 capped_exp8_at(const double *capped, __m256d max) {
     return _mm256_set_m128(capped_exp4(_mm256_sub_pd(_mm256_loadu_pd(capped + 4), max)),
                            capped_exp4(_mm256_sub_pd(_mm256_loadu_pd(capped), max)));
 }
@@ -699,7 +700,7 @@ SPECIALISED void exp_float_run_in_lanes(float_run_sums *sums, SCRATCH *restrict 
         float terms[PARTIAL_SUMS];
         for (int half = 0; half < 2; half++) {
             __m256 term =
-                capped ? capped_exp8(capped + k + 8 * half, capped_max) : expf8_of_row(logits.half[half], row);
+                capped ? capped_exp8_at(capped + k + 8 * half, capped_max) : expf8_of_row(logits.half[half], row);
             if (store) _mm256_storeu_ps(lanes == PARTIAL_SUMS ? e + k + 8 * half : terms + 8 * half, term);
             if (lanes < PARTIAL_SUMS || skip_lane >= 0) { /* lanes past the row's end add 0, as the skipped one */
                 const __m256i lane = _mm256_add_epi32(lane_of, _mm256_set1_epi32(8 * half));
@@ -1019,8 +1020,8 @@ static double sum_exp(SCRATCH *restrict scratch, const STORAGE *x, const STORAGE
                       int64_t n_classes, int64_t begin, int64_t end, int64_t skip, double max, double min,
                       double softcap, row_smoothing *smoothing) {
     SCRATCH *slope = scratch ? scratch + n_classes : NULL;
-    /* with a softcap x' - max' >= -2 softcap; AVX-512's capped_exp8 rounds in double (no careful exps
-     * there; the portable expf_of_double meets the assists for softcaps above about 43) */
+    /* with a softcap x' - max' >= -2 softcap; the AVX-512 and AVX2 capped exps round in double (no
+     * careful exps there; the portable expf_of_double meets the assists for softcaps above about 43) */
     if (softcap > 0)
         return scratch ? exp_sum_blocks(scratch, slope, x, next_row, NULL, begin, end, skip, max, 0, softcap, NULL, 1)
                        : exp_sum_blocks(scratch, slope, x, next_row, NULL, begin, end, skip, max, 0, softcap, NULL, 0);

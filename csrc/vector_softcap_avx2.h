@@ -66,7 +66,7 @@ static inline __m128 capped_exp4(__m256d d) {
     p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(VEXPF_C2));
     p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0));
     p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0));
-    /* k >= -151: 2^k and p 2^k normal doubles, the product exact (NaN: p is NaN) */
+    /* k >= -150: 2^k and p 2^k normal doubles, the product exact (NaN: p is NaN) */
     return _mm256_cvtpd_ps(_mm256_mul_pd(p, power_of_2_4(k)));
 }
 

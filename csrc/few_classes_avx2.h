@@ -1,0 +1,93 @@
+/* few_classes_avx2.h: the class loops of kernel_few_classes.h's max and exps (group_max, group_exps)
+ * for float32 on AVX2, 8 rows of a group to a register; included there with transpose_4_avx2.h.
+ *
+ * GCC vectorises the portable loops, but each class's pass over the group's rows is a loop of its
+ * own, the rows' maxima and sums going to memory and back for every class; here they stay in
+ * registers across the classes, as in few_classes_avx512.h. The arithmetic is the portable loops',
+ * the same bits: the same comparisons, exp_difference_in_float per lane (exp8_difference), the sums
+ * in class order. */
+#include <immintrin.h>
+
+#include "exp_difference.h"
+
+#define GROUP_LOOPS_8 1
+
+/* group_max's class loop: each row's max, the first index of it, and its smallest x (a NaN left out) */
+static inline void group_max_classes_8(float *max, float *min, int *argmax, const float *value, int n_classes) {
+    for (int r = 0; r < ROW_GROUP; r += 8) {
+        __m256 m = _mm256_set1_ps(-INFINITY), smallest = _mm256_set1_ps(INFINITY);
+        __m256i a = _mm256_setzero_si256();
+        for (int k = 0; k < n_classes; k++) {
+            const __m256 x = _mm256_loadu_ps(value + AT(k, r));
+            const __m256 larger = _mm256_cmp_ps(x, m, _CMP_GT_OQ);
+            m = _mm256_blendv_ps(m, x, larger);
+            a = _mm256_blendv_epi8(a, _mm256_set1_epi32(k), _mm256_castps_si256(larger));
+            smallest = _mm256_min_ps(x, smallest); /* x < smallest ? x : smallest */
+        }
+        _mm256_storeu_ps(max + r, m);
+        _mm256_storeu_ps(min + r, smallest);
+        _mm256_storeu_si256((__m256i *)(argmax + r), a);
+    }
+}
+
+/* exp_difference_in_float(x, m, in_double) of 8 lanes, the same operations (expf_of_nonpositive_sum:
+ * below the floor d = VEXPF_ZERO_AT and lo = 0; 2^k in two float halves, or in_double, a constant, in
+ * double, rounded once by the conversion); NaN passes through */
+static inline __m256 exp8_difference(__m256 x, __m256 m, int in_double) {
+    const __m256 hi = _mm256_sub_ps(x, m);
+    const __m256 x_part = _mm256_add_ps(hi, m);
+    const __m256 lo = _mm256_sub_ps(_mm256_sub_ps(x, x_part), _mm256_add_ps(m, _mm256_sub_ps(hi, x_part)));
+    const __m256 underflows = _mm256_cmp_ps(hi, _mm256_set1_ps(VEXPF_FLOOR), _CMP_LT_OQ);
+    const __m256 d = _mm256_blendv_ps(hi, _mm256_set1_ps(VEXPF_ZERO_AT), underflows);
+    const __m256 round = _mm256_set1_ps(VEXPF_ROUND);
+    const __m256 shifted = _mm256_fmadd_ps(d, _mm256_set1_ps(VEXPF_LOG2E), round);
+    const __m256 k = _mm256_sub_ps(shifted, round);
+    const __m256 r = _mm256_add_ps(_mm256_fnmadd_ps(k, _mm256_set1_ps(VEXPF_LN2_HI), d),
+                                   _mm256_fnmadd_ps(k, _mm256_set1_ps(VEXPF_LN2_LO), _mm256_andnot_ps(underflows, lo)));
+    __m256 p = _mm256_set1_ps(VEXPF_C6);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(VEXPF_C5));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(VEXPF_C4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(VEXPF_C3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(VEXPF_C2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i k_int = _mm256_sub_epi32(_mm256_castps_si256(shifted), _mm256_castps_si256(round));
+    if (in_double) { /* p 2^k in double, 4 lanes at a time */
+        __m128 halves[2];
+        for (int half = 0; half < 2; half++) {
+            const __m128i k_half = half ? _mm256_extracti128_si256(k_int, 1) : _mm256_castsi256_si128(k_int);
+            const __m256i bits = _mm256_slli_epi64(
+                _mm256_add_epi64(_mm256_cvtepi32_epi64(k_half), _mm256_set1_epi64x(1023)), 52);
+            const __m128 p_half = half ? _mm256_extractf128_ps(p, 1) : _mm256_castps256_ps128(p);
+            halves[half] = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_cvtps_pd(p_half), _mm256_castsi256_pd(bits)));
+        }
+        return _mm256_set_m128(halves[1], halves[0]);
+    }
+    const __m256i low = _mm256_srai_epi32(k_int, 1), high = _mm256_sub_epi32(k_int, low); /* each >= -125 */
+    const __m256 low_factor = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(low, _mm256_set1_epi32(127)), 23));
+    const __m256 high_factor =
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(high, _mm256_set1_epi32(127)), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, low_factor), high_factor);
+}
+
+/* group_exps' loop without a softcap, 8 rows at a time: e = exp(x - max), and rest in double, the
+ * argmax's term left out; careful (a constant) for the whole group, as the portable loop */
+static inline __attribute__((always_inline)) void group_exps_8(double *rest, float *e, const float *value,
+                                                               const float *max, const int *argmax, int n_classes,
+                                                               int careful) {
+    for (int r = 0; r < ROW_GROUP; r += 8) {
+        const __m256 m = _mm256_loadu_ps(max + r);
+        const __m256i a = _mm256_loadu_si256((const __m256i *)(argmax + r));
+        __m256d low = _mm256_setzero_pd(), high = _mm256_setzero_pd(); /* rows r.. r + 3, r + 4.. r + 7 */
+        for (int k = 0; k < n_classes; k++) {
+            const __m256 e_k = exp8_difference(_mm256_loadu_ps(value + AT(k, r)), m, careful);
+            _mm256_storeu_ps(e + AT(k, r), e_k);
+            const __m256 at_argmax = _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, _mm256_set1_epi32(k)));
+            const __m256 term = _mm256_andnot_ps(at_argmax, e_k);
+            low = _mm256_add_pd(low, _mm256_cvtps_pd(_mm256_castps256_ps128(term)));
+            high = _mm256_add_pd(high, _mm256_cvtps_pd(_mm256_extractf128_ps(term, 1)));
+        }
+        _mm256_storeu_pd(rest + r, low);
+        _mm256_storeu_pd(rest + r + 4, high);
+    }
+}
