@@ -32,9 +32,10 @@ static inline __m256d power_of_2_4(__m256d j) {
 
 /* p 2^k for p in [0.5, 2] (or NaN) and integral k >= -1100, rounded once as vscalefpd rounds it (a
  * subnormal result too): k in halves of -550 or more, p 2^low normal and exact, the second product the
- * one rounding. Smaller k, and NaN, are taken to -1100 (maxpd returns its second operand), for lanes
- * the caller masks: their factors stay normal too (Intel's multipliers take a microcode assist for a
- * subnormal factor). */
+ * one rounding. A NaN k is taken to -1100 (maxpd returns its second operand), so that no garbage
+ * exponent makes a subnormal factor (Intel's multipliers take a microcode assist for one). Callers
+ * give the lanes they mask k = 0: a product that rounds to 0 from just below the subnormals, as p
+ * 2^-1080 would, takes such an assist too (VEXPF_ZERO_AT). */
 static inline __m256d times_power_of_2_4(__m256d p, __m256d k) {
     const __m256d scale = _mm256_max_pd(k, _mm256_set1_pd(-1100.0));
     const __m256d low =
@@ -64,7 +65,8 @@ static inline __m256d exp4_of_row(__m256d x, const exp4_row *row) {
     p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T2));
     p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T1));
     p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T0));
-    return _mm256_andnot_pd(zero, times_power_of_2_4(p, k)); /* kept lanes have -1076 <= k <= 0 */
+    /* kept lanes have -1076 <= k <= 0 */
+    return _mm256_andnot_pd(zero, times_power_of_2_4(p, _mm256_andnot_pd(zero, k)));
 }
 
 #endif

@@ -25,9 +25,9 @@
 #define SOFTCAP_VECTOR_MAX 0x1p10
 
 /* e underflows to 0 below this -2 |u| (the floor VEXP_FLOOR is for x = -inf): such lanes are zeroed
- * by a mask. On AVX-512 a vscalefpd whose result underflows takes a microcode assist on Intel
- * (exp16_of_row); on AVX2 their k is taken to -1100 (times_power_of_2_4), whose product lies far
- * below the subnormals and rounds to 0 without one, and the mask changes no bit. */
+ * by a mask, and on AVX2 scaled by 2^0 first: a vscalefpd whose result underflows, or a product that
+ * rounds to 0 from just below the subnormals, takes a microcode assist on Intel (exp16_of_row,
+ * times_power_of_2_4). The mask changes no bit. */
 #define SOFTCAP_E_ZERO_BELOW (-746.0)
 
 #endif

@@ -41,7 +41,8 @@ static inline capped4 softcapped4(__m256d x, const softcap4 *cap) {
     const __m256d q4_9 = _mm256_fmadd_pd(q89, r4, _mm256_fmadd_pd(q67, r2, q45));
     const __m256d q = _mm256_fmadd_pd(q4_9, r4, _mm256_fmadd_pd(q23, r2, q01));
     const __m256d kept = _mm256_cmp_pd(d, _mm256_set1_pd(SOFTCAP_E_ZERO_BELOW), _CMP_NLT_UQ);
-    const __m256d e = _mm256_and_pd(kept, times_power_of_2_4(_mm256_fmadd_pd(r, q, _mm256_set1_pd(1.0)), k));
+    const __m256d e =
+        _mm256_and_pd(kept, times_power_of_2_4(_mm256_fmadd_pd(r, q, _mm256_set1_pd(1.0)), _mm256_and_pd(kept, k)));
     /* expm1: r q itself where k = 0, free of the cancellation of e - 1 */
     const __m256d k_is_0 = _mm256_cmp_pd(k, _mm256_setzero_pd(), _CMP_EQ_OQ);
     const __m256d m = _mm256_blendv_pd(_mm256_sub_pd(e, _mm256_set1_pd(1.0)), _mm256_mul_pd(r, q), k_is_0);
