@@ -32,8 +32,17 @@ static inline void group_max_classes_8(float *max, float *min, int *argmax, cons
 
 /* exp_difference_in_float(x, m, in_double) of 8 lanes, the same operations (expf_of_nonpositive_sum:
  * below the floor d = VEXPF_ZERO_AT and lo = 0; 2^k in two float halves, or in_double, a constant, in
- * double, rounded once by the conversion); NaN passes through */
-static inline __m256 exp8_difference(__m256 x, __m256 m, int in_double) {
+ * double, rounded once by the conversion); NaN passes through. In two steps, which group_exps_8 takes
+ * in two loops: one chain of about 70 cycles per 8 exps waited on Zen 2's small FP scheduler (it
+ * holds the operations of about two such chains), two shorter ones overlap (a C loop over a group of
+ * 10 classes: 24 -> 19 cycles per 8 exps). */
+
+/* the first step: the reduced argument r and k + VEXPF_ROUND (k in its low bits) */
+typedef struct {
+    __m256 r, shifted;
+} exp8_reduced;
+
+static inline exp8_reduced exp8_reduce(__m256 x, __m256 m) {
     const __m256 hi = _mm256_sub_ps(x, m);
     const __m256 x_part = _mm256_add_ps(hi, m);
     const __m256 lo = _mm256_sub_ps(_mm256_sub_ps(x, x_part), _mm256_add_ps(m, _mm256_sub_ps(hi, x_part)));
@@ -44,6 +53,12 @@ static inline __m256 exp8_difference(__m256 x, __m256 m, int in_double) {
     const __m256 k = _mm256_sub_ps(shifted, round);
     const __m256 r = _mm256_add_ps(_mm256_fnmadd_ps(k, _mm256_set1_ps(VEXPF_LN2_HI), d),
                                    _mm256_fnmadd_ps(k, _mm256_set1_ps(VEXPF_LN2_LO), _mm256_andnot_ps(underflows, lo)));
+    return (exp8_reduced){r, shifted};
+}
+
+/* the second: the polynomial and 2^k */
+static inline __m256 exp8_finish(exp8_reduced reduced, int in_double) {
+    const __m256 r = reduced.r;
     __m256 p = _mm256_set1_ps(VEXPF_C6);
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(VEXPF_C5));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(VEXPF_C4));
@@ -51,7 +66,8 @@ static inline __m256 exp8_difference(__m256 x, __m256 m, int in_double) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(VEXPF_C2));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    const __m256i k_int = _mm256_sub_epi32(_mm256_castps_si256(shifted), _mm256_castps_si256(round));
+    const __m256i k_int =
+        _mm256_sub_epi32(_mm256_castps_si256(reduced.shifted), _mm256_castps_si256(_mm256_set1_ps(VEXPF_ROUND)));
     if (in_double) { /* p 2^k in double, 4 lanes at a time */
         __m128 halves[2];
         for (int half = 0; half < 2; half++) {
@@ -75,12 +91,14 @@ static inline __m256 exp8_difference(__m256 x, __m256 m, int in_double) {
 static inline __attribute__((always_inline)) void group_exps_8(double *rest, float *e, const float *value,
                                                                const float *max, const int *argmax, int n_classes,
                                                                int careful) {
+    exp8_reduced reduced[n_classes];
     for (int r = 0; r < ROW_GROUP; r += 8) {
         const __m256 m = _mm256_loadu_ps(max + r);
         const __m256i a = _mm256_loadu_si256((const __m256i *)(argmax + r));
         __m256d low = _mm256_setzero_pd(), high = _mm256_setzero_pd(); /* rows r.. r + 3, r + 4.. r + 7 */
+        for (int k = 0; k < n_classes; k++) reduced[k] = exp8_reduce(_mm256_loadu_ps(value + AT(k, r)), m);
         for (int k = 0; k < n_classes; k++) {
-            const __m256 e_k = exp8_difference(_mm256_loadu_ps(value + AT(k, r)), m, careful);
+            const __m256 e_k = exp8_finish(reduced[k], careful);
             _mm256_storeu_ps(e + AT(k, r), e_k);
             const __m256 at_argmax = _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, _mm256_set1_epi32(k)));
             const __m256 term = _mm256_andnot_ps(at_argmax, e_k);
