@@ -682,9 +682,9 @@ static inline __m256 capped_exp8_at(const double *capped, __m256d max) {
                            capped_exp4(_mm256_sub_pd(_mm256_loadu_pd(capped), max)));
 }
 
-/* exp_float_run_with's run in intrinsics, the same bits, for a row expf8_of_row takes (not careful,
- * no softcap; row) or, with a softcap, for x' (capped, as AVX-512's capped_exp16 takes it): blocks of
- * 16 lanes in two registers, the row's last partial block through a buffer */
+/* exp_float_run_with's run in intrinsics, the same bits, for a row vector_exp_avx2.h's exps take (not
+ * careful, no softcap; row) or, with a softcap, for x' (capped, as AVX-512's capped_exp16 takes it):
+ * blocks of 16 lanes in two registers, the row's last partial block through a buffer */
 SPECIALISED void exp_float_run_in_lanes(float_run_sums *sums, SCRATCH *restrict e, const STORAGE *x,
                                         const STORAGE *next_row, int64_t count, int64_t skip, const expf8_row *row,
                                         const double *capped, double max, int store) {
@@ -698,9 +698,16 @@ SPECIALISED void exp_float_run_in_lanes(float_run_sums *sums, SCRATCH *restrict 
         /* (with a softcap, x' of the lanes past count are there too: cap_batch) */
         const floats16 logits = capped ? all_lanes(0.0f) : load_block(x + k, lanes);
         float terms[PARTIAL_SUMS];
+        __m256 exps[2];
+        if (capped)
+            for (int half = 0; half < 2; half++) exps[half] = capped_exp8_at(capped + k + 8 * half, capped_max);
+        else {
+            expf8_reduced reduced[2];
+            for (int half = 0; half < 2; half++) reduced[half] = expf8_reduce(logits.half[half], row);
+            for (int half = 0; half < 2; half++) exps[half] = expf8_finish(reduced[half], logits.half[half], row);
+        }
         for (int half = 0; half < 2; half++) {
-            __m256 term =
-                capped ? capped_exp8_at(capped + k + 8 * half, capped_max) : expf8_of_row(logits.half[half], row);
+            __m256 term = exps[half];
             if (store) _mm256_storeu_ps(lanes == PARTIAL_SUMS ? e + k + 8 * half : terms + 8 * half, term);
             if (lanes < PARTIAL_SUMS || skip_lane >= 0) { /* lanes past the row's end add 0, as the skipped one */
                 const __m256i lane = _mm256_add_epi32(lane_of, _mm256_set1_epi32(8 * half));
@@ -908,28 +915,45 @@ SPECIALISED void exp_double_run(double_run_sums *sums, double *restrict e, const
                                 int store) {
     (void)lines; /* NULL: lines are streamed on AVX-512 only */
     const __m256i lane_of = _mm256_setr_epi64x(0, 1, 2, 3);
-    for (int quarter = 0; quarter < 4; quarter++) {
-        __m256d lane_sum = _mm256_setzero_pd();
-        for (int64_t k = quarter * 4; k < count; k += PARTIAL_SUMS) {
-            if (next_row && quarter == 0) prefetch_block(next_row + k);
-            const int whole = count - k >= 4;
-            /* lanes past the row's end: not read (a masked load does not fault), stored or summed */
-            const __m256i valid = _mm256_cmpgt_epi64(_mm256_set1_epi64x(count - k), lane_of);
-            __m256d term = exp4_of_row(whole ? _mm256_loadu_pd(x + k) : _mm256_maskload_pd(x + k, valid), row);
-            if (store && whole) _mm256_storeu_pd(e + k, term);
-            if (store && !whole) _mm256_maskstore_pd(e + k, valid, term);
-            if (!whole) term = _mm256_and_pd(term, _mm256_castsi256_pd(valid));
-            if (skip >= k && skip < k + 4)
-                term = _mm256_andnot_pd(_mm256_castsi256_pd(_mm256_cmpeq_epi64(lane_of, _mm256_set1_epi64x(skip - k))),
-                                        term);
-            lane_sum = _mm256_add_pd(lane_sum, term);
+    /* two quarters of each block at a time, their exps' steps interleaved (exp4_reduce); a lane past
+     * the row's end adds +0, which leaves its sum as it was */
+    for (int pair = 0; pair < 4; pair += 2) {
+        __m256d lane_sum[2] = {_mm256_setzero_pd(), _mm256_setzero_pd()};
+        for (int64_t block = pair * 4; block < count; block += PARTIAL_SUMS) {
+            if (next_row && pair == 0) prefetch_block(next_row + block);
+            __m256d logits[2];
+            __m256i valid[2];
+            exp4_reduced reduced[2];
+            for (int j = 0; j < 2; j++) {
+                const int64_t k = block + 4 * j;
+                /* lanes past the row's end: not read (a masked load does not fault), stored or summed */
+                valid[j] = _mm256_cmpgt_epi64(_mm256_set1_epi64x(count - k), lane_of);
+                logits[j] = count - k >= 4 ? _mm256_loadu_pd(x + k) : _mm256_maskload_pd(x + k, valid[j]);
+                reduced[j] = exp4_reduce(logits[j], row);
+            }
+            for (int j = 0; j < 2; j++) {
+                const int64_t k = block + 4 * j;
+                const int whole = count - k >= 4;
+                __m256d term = exp4_finish(reduced[j], logits[j], row);
+                if (store && whole) _mm256_storeu_pd(e + k, term);
+                if (store && !whole) _mm256_maskstore_pd(e + k, valid[j], term);
+                if (!whole) term = _mm256_and_pd(term, _mm256_castsi256_pd(valid[j]));
+                if (skip >= k && skip < k + 4)
+                    term = _mm256_andnot_pd(
+                        _mm256_castsi256_pd(_mm256_cmpeq_epi64(lane_of, _mm256_set1_epi64x(skip - k))), term);
+                lane_sum[j] = _mm256_add_pd(lane_sum[j], term);
+            }
         }
-        /* add_with_carry, lane by lane */
-        const __m256d old = sums->sum[quarter], sum = _mm256_add_pd(old, lane_sum), term_part = _mm256_sub_pd(sum, old);
-        const __m256d error =
-            _mm256_add_pd(_mm256_sub_pd(old, _mm256_sub_pd(sum, term_part)), _mm256_sub_pd(lane_sum, term_part));
-        sums->carry[quarter] = _mm256_add_pd(sums->carry[quarter], error);
-        sums->sum[quarter] = sum;
+        for (int j = 0; j < 2; j++) {
+            const int quarter = pair + j;
+            /* add_with_carry, lane by lane */
+            const __m256d old = sums->sum[quarter], sum = _mm256_add_pd(old, lane_sum[j]);
+            const __m256d term_part = _mm256_sub_pd(sum, old);
+            const __m256d error =
+                _mm256_add_pd(_mm256_sub_pd(old, _mm256_sub_pd(sum, term_part)), _mm256_sub_pd(lane_sum[j], term_part));
+            sums->carry[quarter] = _mm256_add_pd(sums->carry[quarter], error);
+            sums->sum[quarter] = sum;
+        }
     }
 }
 

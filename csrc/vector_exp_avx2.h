@@ -39,14 +39,29 @@ static inline __m256 power_of_2_8(__m256i k) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(biased, 23));
 }
 
-/* the exps of 8 logits of a row that is not careful; NaN passes through */
-static inline __m256 expf8_of_row(__m256 x, const expf8_row *row) {
-    const __m256 zero = _mm256_cmp_ps(x, row->zero_below, _CMP_LT_OQ);
+/* The exps of 8 logits of a row that is not careful (NaN passes through), in two steps so that a
+ * caller can take two vectors' first steps before their second ones: one vector's chain of about 55
+ * cycles waits on Zen 2's small FP scheduler, and two vectors' chains taken one after the other
+ * overlapped less (a C loop over a row in L1: 1.93 -> 1.62 cycles per logit). */
+
+/* the first step: k (the power of 2) and the reduced argument r */
+typedef struct {
+    __m256 k, r;
+} expf8_reduced;
+
+static inline expf8_reduced expf8_reduce(__m256 x, const expf8_row *row) {
     const __m256 log2e_hi = _mm256_set1_ps(EXP2F_LOG2E_HI);
     const __m256 k =
         _mm256_round_ps(_mm256_fmsub_ps(x, log2e_hi, row->shift_hi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m256 r = _mm256_add_ps(_mm256_fmsub_ps(x, log2e_hi, _mm256_add_ps(k, row->shift_hi)),
                                    _mm256_fmsub_ps(x, _mm256_set1_ps(EXP2F_LOG2E_LO), row->shift_lo));
+    return (expf8_reduced){k, r};
+}
+
+/* the second: the polynomial, 2^k, and the lanes below zero_below zeroed */
+static inline __m256 expf8_finish(expf8_reduced reduced, __m256 x, const expf8_row *row) {
+    const __m256 zero = _mm256_cmp_ps(x, row->zero_below, _CMP_LT_OQ);
+    const __m256 r = reduced.r;
     __m256 p = _mm256_set1_ps(EXP2F_C6);
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP2F_C5));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP2F_C4));
@@ -54,7 +69,7 @@ static inline __m256 expf8_of_row(__m256 x, const expf8_row *row) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP2F_C2));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP2F_C1));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    return _mm256_andnot_ps(zero, _mm256_mul_ps(p, power_of_2_8(_mm256_cvtps_epi32(k))));
+    return _mm256_andnot_ps(zero, _mm256_mul_ps(p, power_of_2_8(_mm256_cvtps_epi32(reduced.k))));
 }
 
 #endif

@@ -43,14 +43,27 @@ static inline __m256d times_power_of_2_4(__m256d p, __m256d k) {
     return _mm256_mul_pd(_mm256_mul_pd(p, power_of_2_4(low)), power_of_2_4(_mm256_sub_pd(scale, low)));
 }
 
-/* the exps of 4 logits of the row; NaN passes through */
-static inline __m256d exp4_of_row(__m256d x, const exp4_row *row) {
-    const __m256d zero = _mm256_cmp_pd(x, row->zero_below, _CMP_LT_OQ); /* as exp8_of_row's mask */
+/* The exps of 4 logits of the row (NaN passes through), in two steps so that a caller can take two
+ * vectors' first steps before their second ones (vector_exp_avx2.h's expf8_reduce, for why). */
+
+/* the first step: k (the power of 2) and the reduced argument r */
+typedef struct {
+    __m256d k, r;
+} exp4_reduced;
+
+static inline exp4_reduced exp4_reduce(__m256d x, const exp4_row *row) {
     const __m256d log2e_hi = _mm256_set1_pd(EXP2_LOG2E_HI);
     const __m256d k =
         _mm256_round_pd(_mm256_fmsub_pd(x, log2e_hi, row->shift_hi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m256d r = _mm256_add_pd(_mm256_fmsub_pd(x, log2e_hi, _mm256_add_pd(k, row->shift_hi)),
                                     _mm256_fmsub_pd(x, _mm256_set1_pd(EXP2_LOG2E_LO), row->shift_lo));
+    return (exp4_reduced){k, r};
+}
+
+/* the second: the polynomial, 2^k, and the lanes below zero_below zeroed */
+static inline __m256d exp4_finish(exp4_reduced reduced, __m256d x, const exp4_row *row) {
+    const __m256d zero = _mm256_cmp_pd(x, row->zero_below, _CMP_LT_OQ); /* as exp8_of_row's mask */
+    const __m256d r = reduced.r;
     __m256d p = _mm256_set1_pd(EXP2_T13);
     p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T12));
     p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T11));
@@ -66,7 +79,7 @@ static inline __m256d exp4_of_row(__m256d x, const exp4_row *row) {
     p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T1));
     p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T0));
     /* kept lanes have -1076 <= k <= 0 */
-    return _mm256_andnot_pd(zero, times_power_of_2_4(p, _mm256_andnot_pd(zero, k)));
+    return _mm256_andnot_pd(zero, times_power_of_2_4(p, _mm256_andnot_pd(zero, reduced.k)));
 }
 
 #endif
