@@ -517,7 +517,7 @@ SPECIALISED int tiny_products(double min, double max, double factor) {
  * of float32. With runs of 4 that was 5.76, and a row built for it measured 4.3 (a review found
  * it); runs of 2 cost 5-12% of the pass. With a softcap, x' and its slope are double and the exps
  * those of the differences x' - max: expf_of_double's (0.91 ulp), on AVX-512 and AVX2 capped_exp8's
- * and capped_exp4's (0.55). */
+ * and capped_exp4_finish's (0.55). */
 #define FLOAT_RUN 2
 
 /* Softcapped logits take two passes over each batch of CAPPED_BATCH (cap_batch, then the runs): x'
@@ -538,10 +538,6 @@ SPECIALISED int tiny_products(double min, double max, double factor) {
 _Static_assert(!COMPENSATED_SUMS, "FLOAT_EXP types' sums are not compensated");
 
 typedef exp16_row float_exp_row;
-
-static inline int float_runs_take_softcap(double softcap) {
-    return softcap >= SOFTCAP_VECTOR_MIN && softcap <= SOFTCAP_VECTOR_MAX;
-}
 
 static inline int float_exp_row_of(float_exp_row *row, float m, int careful) { return exp16_row_of(row, m, careful); }
 
@@ -626,10 +622,6 @@ static inline int float_exp_row_of(float_exp_row *row, float m, int careful) {
 
 #include "vector_softcap_avx2.h"
 
-static inline int float_runs_take_softcap(double softcap) {
-    return softcap >= SOFTCAP_VECTOR_MIN && softcap <= SOFTCAP_VECTOR_MAX;
-}
-
 /* the lanes' double sums in registers, lanes 4j to 4j + 3 in lane[j] (as partial_sums they went
  * through memory after every run) */
 typedef struct {
@@ -664,10 +656,15 @@ SPECIALISED void cap_batch(double *capped, SCRATCH *restrict slope, const STORAG
         const int lanes = count - k < PARTIAL_SUMS ? (int)(count - k) : PARTIAL_SUMS;
         const floats16 logits = load_block(x + k, lanes);
         float slopes[PARTIAL_SUMS];
+        __m256d four[4];
+        softcap4_reduced reduced[4]; /* the four quarters' steps interleaved */
         for (int quarter = 0; quarter < 4; quarter++) {
             const __m256 half = logits.half[quarter / 2];
-            const __m128 four = quarter % 2 ? _mm256_extractf128_ps(half, 1) : _mm256_castps256_ps128(half);
-            const capped4 logit = softcapped4(_mm256_cvtps_pd(four), &cap);
+            four[quarter] = _mm256_cvtps_pd(quarter % 2 ? _mm256_extractf128_ps(half, 1) : _mm256_castps256_ps128(half));
+            reduced[quarter] = softcapped4_reduce(four[quarter], &cap);
+        }
+        for (int quarter = 0; quarter < 4; quarter++) {
+            const capped4 logit = softcapped4_finish(reduced[quarter], four[quarter], &cap);
             _mm256_storeu_pd(capped + k + 4 * quarter, logit.value);
             _mm_storeu_ps(slopes + 4 * quarter, _mm256_cvtpd_ps(logit.slope));
         }
@@ -676,10 +673,15 @@ SPECIALISED void cap_batch(double *capped, SCRATCH *restrict slope, const STORAG
     }
 }
 
-/* the exps of 8 softcapped logits from their x' */
-static inline __m256 capped_exp8_at(const double *capped, __m256d max) {
-    return _mm256_set_m128(capped_exp4(_mm256_sub_pd(_mm256_loadu_pd(capped + 4), max)),
-                           capped_exp4(_mm256_sub_pd(_mm256_loadu_pd(capped), max)));
+/* the exps of a block of 16 softcapped logits from their x', in two registers of 8; the four
+ * quarters' steps interleaved */
+static inline void capped_exps_of_block(__m256 exps[2], const double *capped, __m256d max) {
+    softcap4_reduced reduced[4];
+    for (int quarter = 0; quarter < 4; quarter++)
+        reduced[quarter] = capped_exp4_reduce(_mm256_sub_pd(_mm256_loadu_pd(capped + 4 * quarter), max));
+    __m128 quarters[4];
+    for (int quarter = 0; quarter < 4; quarter++) quarters[quarter] = capped_exp4_finish(reduced[quarter]);
+    for (int half = 0; half < 2; half++) exps[half] = _mm256_set_m128(quarters[2 * half + 1], quarters[2 * half]);
 }
 
 /* exp_float_run_with's run in intrinsics, the same bits, for a row vector_exp_avx2.h's exps take (not
@@ -700,7 +702,7 @@ SPECIALISED void exp_float_run_in_lanes(float_run_sums *sums, SCRATCH *restrict 
         float terms[PARTIAL_SUMS];
         __m256 exps[2];
         if (capped)
-            for (int half = 0; half < 2; half++) exps[half] = capped_exp8_at(capped + k + 8 * half, capped_max);
+            capped_exps_of_block(exps, capped + k, capped_max);
         else {
             expf8_reduced reduced[2];
             for (int half = 0; half < 2; half++) reduced[half] = expf8_reduce(logits.half[half], row);

@@ -14,7 +14,7 @@ typedef struct {
     __m256d zero_below, shift_hi, shift_lo;
 } exp4_row;
 
-/* whether exp4_of_row takes the row of max m, and if so its constants */
+/* whether exp4_reduce and exp4_finish take the row of max m, and if so its constants */
 static inline int exp4_row_of(exp4_row *row, double m) {
     exp_double_row scalar;
     if (!exp_double_row_of(&scalar, m)) return 0;

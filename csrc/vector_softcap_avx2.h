@@ -1,7 +1,7 @@
 /* vector_softcap_avx2.h: softcapped8 and capped_exp8 (vector_softcap_avx512.h) for 4 double lanes in
  * AVX2 and FMA intrinsics, the same bits (the method and its error: vector_softcap.h): the same
  * reduction and polynomials, k rounded by vroundpd and 2^k applied as vscalefpd applies it
- * (times_power_of_2_4, or for capped_exp4's normal results one exact product). The portable loop it
+ * (times_power_of_2_4, or for capped_exp4_finish's normal results one exact product). The portable loop it
  * replaces, vectorised by GCC, took 5.2-5.4x the plain pass at 8192x1000 on Zen 2. */
 #ifndef VECTOR_SOFTCAP_AVX2_H
 #define VECTOR_SOFTCAP_AVX2_H
@@ -23,14 +23,30 @@ typedef struct {
     __m256d value, slope; /* x', and its slope times the slope_scale of softcap4_of */
 } capped4;
 
-static inline capped4 softcapped4(__m256d x, const softcap4 *cap) {
-    const __m256d sign = _mm256_set1_pd(-0.0);
-    const __m256d d = _mm256_max_pd(_mm256_set1_pd(VEXP_FLOOR), /* -2 |u|; NaN, the second operand, passes */
-                                    _mm256_mul_pd(_mm256_or_pd(x, sign), cap->two_over_softcap));
+/* Both functions below come in two steps, so that a caller can take several vectors' first steps
+ * before their second ones (vector_exp_avx2.h's expf8_reduce, for why): the reduction of exp's
+ * argument d to k and r, then the rest. */
+typedef struct {
+    __m256d d, k, r;
+} softcap4_reduced;
+
+static inline softcap4_reduced exp_argument_reduced(__m256d d) {
     const __m256d k =
         _mm256_round_pd(_mm256_mul_pd(d, _mm256_set1_pd(VEXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m256d r =
         _mm256_fnmadd_pd(k, _mm256_set1_pd(VEXP_LN2_LO), _mm256_fnmadd_pd(k, _mm256_set1_pd(VEXP_LN2_HI), d));
+    return (softcap4_reduced){d, k, r};
+}
+
+/* x' and its slope: softcapped4_reduce(x), then softcapped4_finish */
+static inline softcap4_reduced softcapped4_reduce(__m256d x, const softcap4 *cap) {
+    const __m256d minus_2u = _mm256_mul_pd(_mm256_or_pd(x, _mm256_set1_pd(-0.0)), cap->two_over_softcap); /* -2 |u| */
+    return exp_argument_reduced(_mm256_max_pd(_mm256_set1_pd(VEXP_FLOOR), minus_2u)); /* NaN (the second) passes */
+}
+
+static inline capped4 softcapped4_finish(softcap4_reduced reduced, __m256d x, const softcap4 *cap) {
+    const __m256d sign = _mm256_set1_pd(-0.0);
+    const __m256d d = reduced.d, k = reduced.k, r = reduced.r;
     /* q = sum_j r^j / (j + 1)!, j = 0..9, and exp(r) = 1 + r q */
     const __m256d r2 = _mm256_mul_pd(r, r), r4 = _mm256_mul_pd(r2, r2);
     const __m256d q01 = _mm256_fmadd_pd(r, _mm256_set1_pd(1.0 / 2.0), _mm256_set1_pd(1.0));
@@ -53,13 +69,13 @@ static inline capped4 softcapped4(__m256d x, const softcap4 *cap) {
     return (capped4){value, slope};
 }
 
-/* exp(d) for d = x' - m' <= 0 (NaN passes through) */
-static inline __m128 capped_exp4(__m256d d) {
-    d = _mm256_max_pd(_mm256_set1_pd(VEXPF_FLOOR), d); /* exp rounds to 0 in float below */
-    const __m256d k =
-        _mm256_round_pd(_mm256_mul_pd(d, _mm256_set1_pd(VEXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m256d r =
-        _mm256_fnmadd_pd(k, _mm256_set1_pd(VEXP_LN2_LO), _mm256_fnmadd_pd(k, _mm256_set1_pd(VEXP_LN2_HI), d));
+/* exp(d) for d = x' - m' <= 0 (NaN passes through): capped_exp4_reduce(d), then capped_exp4_finish */
+static inline softcap4_reduced capped_exp4_reduce(__m256d d) {
+    return exp_argument_reduced(_mm256_max_pd(_mm256_set1_pd(VEXPF_FLOOR), d)); /* exp rounds to 0 in float below */
+}
+
+static inline __m128 capped_exp4_finish(softcap4_reduced reduced) {
+    const __m256d k = reduced.k, r = reduced.r;
     __m256d p = _mm256_set1_pd(VEXPF_C6);
     p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(VEXPF_C5));
     p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(VEXPF_C4));
