@@ -38,6 +38,17 @@ _KERNELS = {
 _PLAIN_KERNELS = {dtype: _KERNELS[dtype.name] for dtype in _validate.PLAIN_LOGIT_DTYPES}
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _NAN = float("nan")
+
+
+def _loss_scalar_of(loss_type):
+    """A function taking a Python float to loss_type's NumPy scalar as loss_type(x) does: with NumPy 2
+    a product with loss_type(1), exact (NEP 50 casts x to the scalar's dtype), in 0.2 us against
+    np.float32's 0.55; NumPy 1 would make that product float64."""
+    one = loss_type(1)
+    return one.__mul__ if type(one * 0.5) is loss_type else loss_type
+
+
+_LOSS_SCALAR = {np.float32: _loss_scalar_of(np.float32), np.float64: _loss_scalar_of(np.float64)}
 _REDUCTION_CODES = {"mean": lib.SCE_MEAN, "sum": lib.SCE_SUM, "none": lib.SCE_NONE}
 _OK = lib.SCE_OK
 _STATUS_MESSAGES = {
@@ -83,11 +94,11 @@ def _reduce(row_loss, row_z_loss, result, reduction, loss_type, nonnegative=Fals
         ce = _mean(ce, result.ce_denominator)
         if row_z_loss is not None:
             z = _mean(z, result.z_denominator)
-    total = ce + z
+    total = ce + z  # a Python float
     if abs(total) <= _FLOAT32_MAX or total != total:  # np.errstate costs more than the rest of _reduce
-        return loss_type(total)
+        return _LOSS_SCALAR[loss_type](total)
     with np.errstate(over="ignore"):
-        return loss_type(total)
+        return _LOSS_SCALAR[loss_type](total)
 
 
 def _mean(total, count):

@@ -169,6 +169,22 @@ def test_result_types(dtype):
     assert type(softmax_ce_c.logsumexp(x[0, 0])) is np.dtype(dtype).type
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reduced_losses_are_rounded_as_numpys_cast(dtype):
+    """The reduced loss is made a NumPy scalar by a product with one (cheaper than dtype(x)): the
+    same bits as dtype(x) for every Python float, subnormal, overflowing and special ones too."""
+    from softmax_ce_c._api import _LOSS_SCALAR
+
+    rng = np.random.default_rng(16)
+    values = (rng.standard_normal(20000) * 10.0 ** rng.integers(-330, 307, 20000)).tolist()
+    values += [0.0, -0.0, np.nan, np.inf, -np.inf, 2.0**-150, 1.5 * 2.0**-149, 3.4028235e38, 3.5e38, 1e308]
+    scalar_type = np.dtype(dtype).type
+    with np.errstate(over="ignore", under="ignore"):
+        for value in values:
+            got, want = _LOSS_SCALAR[scalar_type](value), scalar_type(value)
+            assert type(got) is scalar_type and got.tobytes() == want.tobytes(), value
+
+
 def test_integer_target_dtypes_agree():
     rng = np.random.default_rng(14)
     x = make_logits(rng, (20, 7), np.float32)
