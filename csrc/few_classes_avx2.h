@@ -4,8 +4,8 @@
  * GCC vectorises the portable loops, but each class's pass over the group's rows is a loop of its
  * own, the rows' maxima and sums going to memory and back for every class; here they stay in
  * registers across the classes, as in few_classes_avx512.h. The arithmetic is the portable loops',
- * the same bits: the same comparisons, exp_difference_in_float per lane (exp8_reduce, exp8_finish), the sums
- * in class order. */
+ * the same bits: the same comparisons, exp_difference_in_float per lane (exp8_reduce, exp8_finish),
+ * the sums in class order. */
 #include <immintrin.h>
 
 #include "exp_difference.h"

@@ -660,7 +660,9 @@ SPECIALISED void cap_batch(double *capped, SCRATCH *restrict slope, const STORAG
         softcap4_reduced reduced[4]; /* the four quarters' steps interleaved */
         for (int quarter = 0; quarter < 4; quarter++) {
             const __m256 half = logits.half[quarter / 2];
-            four[quarter] = _mm256_cvtps_pd(quarter % 2 ? _mm256_extractf128_ps(half, 1) : _mm256_castps256_ps128(half));
+            const __m128 lanes_of_quarter =
+                quarter % 2 ? _mm256_extractf128_ps(half, 1) : _mm256_castps256_ps128(half);
+            four[quarter] = _mm256_cvtps_pd(lanes_of_quarter);
             reduced[quarter] = softcapped4_reduce(four[quarter], &cap);
         }
         for (int quarter = 0; quarter < 4; quarter++) {
@@ -926,11 +928,13 @@ SPECIALISED void exp_double_run(double_run_sums *sums, double *restrict e, const
         __m256d logits[4];
         __m256i valid[4];
         exp4_reduced reduced[4];
+        int64_t at[4]; /* a quarter's first class, or for one wholly past the row's end the block's */
         for (int j = 0; j < 4; j++) {
             const int64_t k = block + 4 * j;
+            at[j] = k < count ? k : block; /* (no pointer past the row's end is formed) */
             /* lanes past the row's end: not read (a masked load does not fault), stored or summed */
             valid[j] = _mm256_cmpgt_epi64(_mm256_set1_epi64x(count - k), lane_of);
-            logits[j] = count - k >= 4 ? _mm256_loadu_pd(x + k) : _mm256_maskload_pd(x + k, valid[j]);
+            logits[j] = count - k >= 4 ? _mm256_loadu_pd(x + k) : _mm256_maskload_pd(x + at[j], valid[j]);
             reduced[j] = exp4_reduce(logits[j], row);
         }
         for (int j = 0; j < 4; j++) {
@@ -938,7 +942,7 @@ SPECIALISED void exp_double_run(double_run_sums *sums, double *restrict e, const
             const int whole = count - k >= 4;
             __m256d term = exp4_finish(reduced[j], logits[j], row);
             if (store && whole) _mm256_storeu_pd(e + k, term);
-            if (store && !whole) _mm256_maskstore_pd(e + k, valid[j], term);
+            if (store && !whole) _mm256_maskstore_pd(e + at[j], valid[j], term);
             if (!whole) term = _mm256_and_pd(term, _mm256_castsi256_pd(valid[j]));
             if (skip >= k && skip < k + 4)
                 term = _mm256_andnot_pd(

@@ -43,8 +43,9 @@ static inline __m256d times_power_of_2_4(__m256d p, __m256d k) {
     return _mm256_mul_pd(_mm256_mul_pd(p, power_of_2_4(low)), power_of_2_4(_mm256_sub_pd(scale, low)));
 }
 
-/* The exps of 4 logits of the row (NaN passes through), in two steps so that a caller can take two
- * vectors' first steps before their second ones (vector_exp_avx2.h's expf8_reduce, for why). */
+/* The exps of 4 logits of the row (NaN passes through), in two steps so that a caller can take
+ * several vectors' first steps before their second ones (exp_double_run: the four quarters of a
+ * block; vector_exp_avx2.h's expf8_reduce, for why). */
 
 /* the first step: k (the power of 2) and the reduced argument r */
 typedef struct {

@@ -1,8 +1,8 @@
 /* vector_softcap_avx2.h: softcapped8 and capped_exp8 (vector_softcap_avx512.h) for 4 double lanes in
  * AVX2 and FMA intrinsics, the same bits (the method and its error: vector_softcap.h): the same
  * reduction and polynomials, k rounded by vroundpd and 2^k applied as vscalefpd applies it
- * (times_power_of_2_4, or for capped_exp4_finish's normal results one exact product). The portable loop it
- * replaces, vectorised by GCC, took 5.2-5.4x the plain pass at 8192x1000 on Zen 2. */
+ * (times_power_of_2_4, or for capped_exp4_finish's normal results one exact product). The portable
+ * loop it replaces, vectorised by GCC, took 5.2-5.4x the plain pass at 8192x1000 on Zen 2. */
 #ifndef VECTOR_SOFTCAP_AVX2_H
 #define VECTOR_SOFTCAP_AVX2_H
 
@@ -27,7 +27,7 @@ typedef struct {
  * before their second ones (vector_exp_avx2.h's expf8_reduce, for why): the reduction of exp's
  * argument d to k and r, then the rest. */
 typedef struct {
-    __m256d d, k, r;
+    __m256d d, k, r; /* (capped_exp4_finish reads no d) */
 } softcap4_reduced;
 
 static inline softcap4_reduced exp_argument_reduced(__m256d d) {

@@ -43,7 +43,8 @@ _NAN = float("nan")
 def _loss_scalar_of(loss_type):
     """A function taking a Python float to loss_type's NumPy scalar as loss_type(x) does: with NumPy 2
     a product with loss_type(1), exact (NEP 50 casts x to the scalar's dtype), in 0.2 us against
-    np.float32's 0.55; NumPy 1 would make that product float64."""
+    np.float32's 0.55; NumPy 1 would make that product float64. Only for an exact Python float: a
+    NumPy float64 would widen the product (its __mul__ returns NotImplemented)."""
     one = loss_type(1)
     return one.__mul__ if type(one * 0.5) is loss_type else loss_type
 
