@@ -33,9 +33,9 @@ static inline void group_max_classes_8(float *max, float *min, int *argmax, cons
 /* exp_difference_in_float(x, m, in_double) of 8 lanes, the same operations (expf_of_nonpositive_sum:
  * below the floor d = VEXPF_ZERO_AT and lo = 0; 2^k in two float halves, or in_double, a constant, in
  * double, rounded once by the conversion); NaN passes through. In two steps, which group_exps_8 takes
- * in two loops: one chain of about 70 cycles per 8 exps waited on Zen 2's small FP scheduler (it
- * holds the operations of about two such chains), two shorter ones overlap (a C loop over a group of
- * 10 classes: 24 -> 19 cycles per 8 exps). */
+ * in two loops: one chain of about 70 cycles per 8 exps left Zen 2's lanes waiting (presumably its
+ * small FP scheduler, full of the chain's waiting operations; llvm-mca's model agreed), two shorter
+ * ones overlap (a C loop over a group of 10 classes: 24 -> 19 cycles per 8 exps). */
 
 /* the first step: the reduced argument r and k + VEXPF_ROUND (k in its low bits) */
 typedef struct {

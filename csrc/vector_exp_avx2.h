@@ -40,9 +40,10 @@ static inline __m256 power_of_2_8(__m256i k) {
 }
 
 /* The exps of 8 logits of a row that is not careful (NaN passes through), in two steps so that a
- * caller can take two vectors' first steps before their second ones: one vector's chain of about 55
- * cycles waits on Zen 2's small FP scheduler, and two vectors' chains taken one after the other
- * overlapped less (a C loop over a row in L1: 1.93 -> 1.62 cycles per logit). */
+ * caller can take two vectors' first steps before their second ones: with one vector's chain of
+ * about 55 cycles after another, Zen 2's lanes waited (presumably its small FP scheduler, full of a
+ * chain's waiting operations), interleaved they overlap (a C loop over a row in L1: 1.93 -> 1.62
+ * cycles per logit). */
 
 /* the first step: k (the power of 2) and the reduced argument r */
 typedef struct {
