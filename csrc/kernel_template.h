@@ -487,8 +487,9 @@ typedef struct {
  * -softcap - max') from softcaps above about 43. Not covered, on the row path: the exps of rows
  * whose max is 2^14 or more, or of any row on baseline x86-64, which has no FMA (both take
  * exp_difference_in_float, not expf_of_row), and softcaps above about 43 in the portable loop
- * (expf_of_double, baseline; the AVX-512 and AVX2 capped exps are double). Passing the flag to those made GCC vectorise
- * the portable exp loop 16 bytes wide, for plain rows too (AVX2 out= 25-35% slower). */
+ * (expf_of_double, baseline; the AVX-512 and AVX2 capped exps are double). Passing the flag to
+ * those made GCC vectorise the portable exp loop 16 bytes wide, for plain rows too (AVX2 out= 25-35%
+ * slower). */
 SPECIALISED int careful_exps(double min, double max) { return FLOAT_EXP && min - max < VEXPF_SUBNORMAL_BELOW; }
 
 /* floor(log2 |x|) for x below 1 (ilogb's, not its call), else 0: what bounds e x from below for the

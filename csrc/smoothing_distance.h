@@ -93,8 +93,8 @@ static double smoothing_total(const smoothing_sums *sums) { return total_of(sums
 /* The portable loop's sums (below; for float-like logits a block at a time, in plain double) in AVX2
  * registers, lanes 4j to 4j + 3 in sums[j], the same bits but for the sign of a NaN sum (a row
  * mixing NaNs of both signs: the additions' operands come in another order): GCC kept the portable
- * sums in memory, a load-add-store chain per block. A block's lanes from lanes on (the row's last block) add +0,
- * which changes no sum (none is -0), and their weights are not read. */
+ * sums in memory, a load-add-store chain per block. A block's lanes from lanes on (the row's last
+ * block) add +0, which changes no sum (none is -0), and their weights are not read. */
 SPECIALISED void add_smoothing_block(__m256d sums[PARTIAL_SUMS / 4], const double *weight, floats16 logits,
                                      int lanes, __m256d max) {
     const __m256d zero = _mm256_setzero_pd();
