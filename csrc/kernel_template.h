@@ -16,6 +16,7 @@
  *                     row's end; both left undefined for double logits
  *   WIDENED_BLOCKS    defined for 16-bit logits (see block_values)
  *   ROUND_16_FLOATS   optional, STORE_FLOAT of 16 floats in an __m512 to 16 STORAGE in an __m256i
+ *   SCALED_MINUS_16   optional (AVX2), scaled_minus_values' loop for 16 values in intrinsics
  *   SCRATCH           the type a row's exps (and softcap slopes) are kept in between passes: float
  *                     for FLOAT_EXP types (their exps are floats already), double where the gradient
  *                     must be exact to more bits (float64, and float16's correct rounding)
@@ -1269,14 +1270,27 @@ SPECIALISED void scaled_minus_values(STORAGE *out, const SCRATCH *e, scaling fac
         scaled_minus_16(out + j, e + j, hi, lo, c ? c + j : NULL, constant, (__mmask16)((1u << (count - j)) - 1));
 }
 #else
-SPECIALISED void scaled_minus_values(STORAGE *out, const SCRATCH *e, scaling factor, const SCRATCH *c,
-                                     double c_constant, int64_t count) {
+/* one value at a time (GCC vectorises the loops) */
+SPECIALISED void scaled_minus_each(STORAGE *out, const SCRATCH *e, scaling factor, const SCRATCH *c,
+                                   double c_constant, int64_t count) {
     if (c) /* separate loops: see FOR_TARGET_ARRAYS */
         for (int64_t j = 0; j < count; j++) out[j] = scaled_minus(e[j], factor, c[j]);
     else if (c_constant != 0 || signbit(c_constant))
         for (int64_t j = 0; j < count; j++) out[j] = scaled_minus(e[j], factor, c_constant);
     else
         for (int64_t j = 0; j < count; j++) out[j] = scaled(e[j], factor);
+}
+
+/* With SCALED_MINUS_16 (bfloat16 on AVX2), 16 values at a time in intrinsics, then the rest */
+SPECIALISED void scaled_minus_values(STORAGE *out, const SCRATCH *e, scaling factor, const SCRATCH *c,
+                                     double c_constant, int64_t count) {
+    int64_t j = 0;
+#ifdef SCALED_MINUS_16
+    const __m256 hi = _mm256_set1_ps(factor.hi), lo = _mm256_set1_ps(factor.lo);
+    const __m256 constant = _mm256_set1_ps((float)c_constant);
+    for (; j + 16 <= count; j += 16) SCALED_MINUS_16(out + j, e + j, hi, lo, c ? c + j : NULL, constant);
+#endif
+    scaled_minus_each(out + j, e + j, factor, c ? c + j : NULL, c_constant, count - j);
 }
 #endif
 

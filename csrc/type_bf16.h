@@ -18,4 +18,7 @@
 #if defined(__AVX512BF16__) /* the avx512bf16 build (isa_avx512bf16.h) */
 #include "bf16_round_avx512.h"
 #define ROUND_16_FLOATS bf16_round_16 /* the gradient loops' STORE_FLOAT, 16 at a time */
+#elif defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+#include "bf16_round_avx2.h"
+#define SCALED_MINUS_16 bf16_scaled_minus_16 /* scaled_minus_values' loop, 16 at a time */
 #endif
