@@ -939,10 +939,12 @@ SPECIALISED void exp_double_run(double_run_sums *sums, double *restrict e, const
             logits[j] = count - k >= 4 ? _mm256_loadu_pd(x + k) : _mm256_maskload_pd(x + at[j], valid[j]);
             reduced[j] = exp4_reduce(logits[j], row);
         }
+        __m256d exps[4];
+        exp4_finish_block(exps, reduced, logits, row);
         for (int j = 0; j < 4; j++) {
             const int64_t k = block + 4 * j;
             const int whole = count - k >= 4;
-            __m256d term = exp4_finish(reduced[j], logits[j], row);
+            __m256d term = exps[j];
             if (store && whole) _mm256_storeu_pd(e + k, term);
             if (store && !whole) _mm256_maskstore_pd(e + at[j], valid[j], term);
             if (!whole) term = _mm256_and_pd(term, _mm256_castsi256_pd(valid[j]));
