@@ -667,8 +667,10 @@ SPECIALISED void cap_batch(double *capped, SCRATCH *restrict slope, const STORAG
             four[quarter] = _mm256_cvtps_pd(lanes_of_quarter);
             reduced[quarter] = softcapped4_reduce(four[quarter], &cap);
         }
+        const int normal = powers_of_2_normal(reduced[0].k, reduced[1].k, reduced[2].k, reduced[3].k);
         for (int quarter = 0; quarter < 4; quarter++) {
-            const capped4 logit = softcapped4_finish(reduced[quarter], four[quarter], &cap);
+            const capped4 logit = normal ? softcapped4_finish(reduced[quarter], four[quarter], &cap, 1)
+                                         : softcapped4_finish(reduced[quarter], four[quarter], &cap, 0);
             _mm256_storeu_pd(capped + k + 4 * quarter, logit.value);
             _mm_storeu_ps(slopes + 4 * quarter, _mm256_cvtpd_ps(logit.slope));
         }

@@ -44,7 +44,9 @@ static inline softcap4_reduced softcapped4_reduce(__m256d x, const softcap4 *cap
     return exp_argument_reduced(_mm256_max_pd(_mm256_set1_pd(VEXP_FLOOR), minus_2u)); /* NaN (the second) passes */
 }
 
-static inline capped4 softcapped4_finish(softcap4_reduced reduced, __m256d x, const softcap4 *cap) {
+/* normal (a constant): every lane's k >= -1022 (powers_of_2_normal), so that e = p 2^k is one product,
+ * as in exp4_finish_block */
+static inline capped4 softcapped4_finish(softcap4_reduced reduced, __m256d x, const softcap4 *cap, int normal) {
     const __m256d sign = _mm256_set1_pd(-0.0);
     const __m256d d = reduced.d, k = reduced.k, r = reduced.r;
     /* q = sum_j r^j / (j + 1)!, j = 0..9, and exp(r) = 1 + r q */
@@ -56,9 +58,10 @@ static inline capped4 softcapped4_finish(softcap4_reduced reduced, __m256d x, co
     const __m256d q89 = _mm256_fmadd_pd(r, _mm256_set1_pd(1.0 / 3628800.0), _mm256_set1_pd(1.0 / 362880.0));
     const __m256d q4_9 = _mm256_fmadd_pd(q89, r4, _mm256_fmadd_pd(q67, r2, q45));
     const __m256d q = _mm256_fmadd_pd(q4_9, r4, _mm256_fmadd_pd(q23, r2, q01));
+    const __m256d p = _mm256_fmadd_pd(r, q, _mm256_set1_pd(1.0));
     const __m256d kept = _mm256_cmp_pd(d, _mm256_set1_pd(SOFTCAP_E_ZERO_BELOW), _CMP_NLT_UQ);
-    const __m256d e =
-        _mm256_and_pd(kept, times_power_of_2_4(_mm256_fmadd_pd(r, q, _mm256_set1_pd(1.0)), _mm256_and_pd(kept, k)));
+    const __m256d e = normal ? _mm256_mul_pd(p, power_of_2_4(k))
+                             : _mm256_and_pd(kept, times_power_of_2_4(p, _mm256_and_pd(kept, k)));
     /* expm1: r q itself where k = 0, free of the cancellation of e - 1 */
     const __m256d k_is_0 = _mm256_cmp_pd(k, _mm256_setzero_pd(), _CMP_EQ_OQ);
     const __m256d m = _mm256_blendv_pd(_mm256_sub_pd(e, _mm256_set1_pd(1.0)), _mm256_mul_pd(r, q), k_is_0);
