@@ -701,11 +701,11 @@ static inline void capped_exps_of_block(__m256 exps[2], const double *capped, __
 /* exp_float_run_with's run in intrinsics, the same bits, for a row vector_exp_avx2.h's exps take (not
  * careful, no softcap; row) or, with a softcap, for x' (capped, as AVX-512's capped_exp16 takes it):
  * blocks of 16 lanes in two registers, the row's last partial block through a buffer. The exps of
- * the call's LANE_RUNS runs at most (exp_float_runs; the last may be shorter) are taken together, their
- * first steps before their second (see vector_exp_avx2.h), and each run's sums added as it ends. On
- * Zen 3, one thread, A/B medians: a block at a time took 1.05x the time of a run at a time
- * (8192x1000, 1024x32000); two runs at a time took 0.98x that with out=, 0.90-0.93x for the loss
- * alone. */
+ * the call's runs (at most LANE_RUNS, from exp_float_runs; the last may be shorter) are taken
+ * together, their first steps before their second (see vector_exp_avx2.h), and each run's sums
+ * added as it ends. On Zen 3, one thread, A/B medians: a block at a time took 1.05x the time of a
+ * run at a time (8192x1000, 1024x32000); two runs at a time took 0.99x that with out=, 0.92-0.93x
+ * for the loss alone. */
 SPECIALISED void exp_float_run_in_lanes(float_run_sums *sums, SCRATCH *restrict e, const STORAGE *x,
                                         const STORAGE *next_row, int64_t count, int64_t skip, const expf8_row *row,
                                         const double *capped, double max, int store) {
@@ -713,7 +713,8 @@ SPECIALISED void exp_float_run_in_lanes(float_run_sums *sums, SCRATCH *restrict 
     const int blocks = (int)((count + PARTIAL_SUMS - 1) / PARTIAL_SUMS);
     __m256 exps[LANE_RUNS * FLOAT_RUN][2];
     if (capped) {
-        for (int b = 0; b < blocks; b++) capped_exps_of_block(exps[b], capped + PARTIAL_SUMS * b, _mm256_set1_pd(max));
+        const __m256d capped_max = _mm256_set1_pd(max);
+        for (int b = 0; b < blocks; b++) capped_exps_of_block(exps[b], capped + PARTIAL_SUMS * b, capped_max);
     } else {
         floats16 logits[LANE_RUNS * FLOAT_RUN];
         expf8_reduced reduced[LANE_RUNS * FLOAT_RUN][2];
