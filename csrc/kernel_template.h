@@ -1161,6 +1161,7 @@ typedef struct {
     int64_t n_classes;
     double softcap, z_loss;
     double weight_total; /* sum of the class weights (K without weights) */
+    int zero_weight;     /* some class weight is 0 (class_weights.zero) */
     int stream_gradient; /* write the gradient past the caches (see STREAM_MIN_BYTES) */
     /* (K) w_k spread target for class-index rows with weights and smoothing when every row has the
      * same upstream gradient, else NULL: read instead of the double weights, half the bytes for float
@@ -1275,7 +1276,8 @@ static target_sums sum_over_target(const row_target *target, const STORAGE *x, c
         const double on_index = c != 0 ? c * (max - capped_value(LOAD(x[target->index]), softcap)) : 0.0;
         if (target->spread == 0) return (target_sums){on_index, c};
         const double distance =
-            smoothing ? smoothing_total(&smoothing->sums) : smoothing_distance(target->weight, x, n_classes, max);
+            smoothing ? smoothing_total(&smoothing->sums)
+                      : smoothing_distance(target->weight, call->zero_weight, x, n_classes, max);
         return (target_sums){on_index + target->spread * distance, c + target->spread * call->weight_total};
     }
 #define TARGET_SUMS(with_weight, with_prob)                                                                             \
@@ -1707,6 +1709,12 @@ static double sum_of_weights(const sce_params *params) {
     return total_of(&sums);
 }
 
+static int has_zero_weight(const sce_params *params) {
+    for (int64_t k = 0; params->weight && k < params->n_classes; k++)
+        if (params->weight[k] == 0) return 1;
+    return 0;
+}
+
 /* Scratch space starts on a cache line, and so does each thread's (or row's) part of it: vectors of
  * scratch values that split lines cost 2-6% (one thread, 2048x1000 float32, 4096x1000 double). */
 #define SCRATCH_LINE (CACHE_LINE / (int64_t)sizeof(SCRATCH))
@@ -1776,7 +1784,8 @@ static void cross_entropy_row(STORAGE *grad, SCRATCH *scratch, waiting_gradient 
     }
     /* every read of x happens before the gradient is written: grad may be logits */
     const STORAGE *next_row = row_to_prefetch(x, n, params->n_rows, n_classes);
-    row_smoothing smoothing = {{target.weight, target.weight ? call->narrow_weights : NULL}, SMOOTHING_SUMS_ZERO};
+    row_smoothing smoothing = {{target.weight, target.weight ? call->narrow_weights : NULL, call->zero_weight},
+                               SMOOTHING_SUMS_ZERO};
     /* without a softcap exp_sum_blocks takes FLOAT_EXP logits through exp_float_runs, the loop that
      * adds to the smoothing sums */
     const int fused = FUSED_SMOOTHING && !target.prob && target.spread != 0 && call->softcap == 0;
@@ -2064,6 +2073,7 @@ int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_
         .softcap = params->softcap,
         .z_loss = params->z_loss,
         .weight_total = sum_of_weights(params),
+        .zero_weight = has_zero_weight(params),
         .stream_gradient = grad && streams_output(grad, n_rows, n_classes),
         .spread_weights = NULL, /* prepare_cross_entropy's, as narrow_weights */
         .narrow_weights = NULL,
