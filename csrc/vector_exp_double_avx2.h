@@ -64,20 +64,18 @@ static inline exp4_reduced exp4_reduce(__m256d x, const exp4_row *row) {
 
 /* 2^r, r the reduced argument */
 static inline __m256d power_of_2_polynomial(__m256d r) {
-    __m256d p = _mm256_set1_pd(EXP2_T13);
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T12));
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T11));
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T10));
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T9));
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T8));
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T7));
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T6));
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T5));
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T4));
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T3));
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T2));
-    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T1));
-    return _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_T0));
+    __m256d p = _mm256_set1_pd(EXP2_P11);
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_P10));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_P9));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_P8));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_P7));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_P6));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_P5));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_P4));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_P3));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_P2));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(EXP2_P1));
+    return _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0));
 }
 
 /* the second: the polynomial, 2^k, and the lanes below zero_below zeroed */
