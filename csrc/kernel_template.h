@@ -716,16 +716,15 @@ SPECIALISED void exp_float_run_in_lanes(float_run_sums *sums, SCRATCH *restrict 
         const __m256d capped_max = _mm256_set1_pd(max);
         for (int b = 0; b < blocks; b++) capped_exps_of_block(exps[b], capped + PARTIAL_SUMS * b, capped_max);
     } else {
-        floats16 logits[LANE_RUNS * FLOAT_RUN];
         expf8_reduced reduced[LANE_RUNS * FLOAT_RUN][2];
         for (int b = 0; b < blocks; b++) {
             const int64_t k = PARTIAL_SUMS * b;
-            logits[b] = load_block(x + k, count - k < PARTIAL_SUMS ? (int)(count - k) : PARTIAL_SUMS);
-            for (int half = 0; half < 2; half++) reduced[b][half] = expf8_reduce(logits[b].half[half], row);
+            const floats16 logits = load_block(x + k, count - k < PARTIAL_SUMS ? (int)(count - k) : PARTIAL_SUMS);
+            for (int half = 0; half < 2; half++) reduced[b][half] = expf8_reduce(logits.half[half], row);
         }
         for (int b = 0; b < blocks; b++)
             for (int half = 0; half < 2; half++)
-                exps[b][half] = expf8_finish(reduced[b][half], logits[b].half[half], row);
+                exps[b][half] = expf8_finish(reduced[b][half]);
     }
     __m256 run[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int b = 0; b < blocks; b++) {
@@ -819,7 +818,7 @@ SPECIALISED void exp_float_run(float_run_sums *sums, SCRATCH *restrict e, const 
         return;
     }
     if (row && !row->careful) {
-        const expf8_row lanes = expf8_row_of(row, (float)max);
+        const expf8_row lanes = expf8_row_of(row);
         exp_float_run_in_lanes(sums, e, x, next_row, count, skip, &lanes, NULL, max, store);
         return;
     }
