@@ -1160,7 +1160,7 @@ typedef struct {
     int64_t n_classes;
     double softcap, z_loss;
     double weight_total; /* sum of the class weights (K without weights) */
-    int zero_weight;     /* some class weight is 0 (class_weights.zero) */
+    int zero_weight;     /* with label smoothing, its one reader: some class weight is 0 (class_weights.zero) */
     int stream_gradient; /* write the gradient past the caches (see STREAM_MIN_BYTES) */
     /* (K) w_k spread target for class-index rows with weights and smoothing when every row has the
      * same upstream gradient, else NULL: read instead of the double weights, half the bytes for float
@@ -2072,7 +2072,7 @@ int KERNEL_NAME(sce_cross_entropy)(STORAGE *grad, sce_result *result, const sce_
         .softcap = params->softcap,
         .z_loss = params->z_loss,
         .weight_total = sum_of_weights(params),
-        .zero_weight = has_zero_weight(params),
+        .zero_weight = params->label_smoothing != 0 && has_zero_weight(params),
         .stream_gradient = grad && streams_output(grad, n_rows, n_classes),
         .spread_weights = NULL, /* prepare_cross_entropy's, as narrow_weights */
         .narrow_weights = NULL,
