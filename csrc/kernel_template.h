@@ -577,8 +577,13 @@ SPECIALISED void cap_batch(double *capped, SCRATCH *restrict slope, const STORAG
     for (int64_t k = 0; k < count; k += PARTIAL_SUMS) {
         const __mmask16 valid = lanes_before(count - k);
         const __m512 logits = LOAD_16_AS_FLOATS_MASKED(valid, x + k);
-        const capped8 low = softcapped8(_mm512_cvtps_pd(_mm512_castps512_ps256(logits)), &cap);
-        const capped8 high = softcapped8(_mm512_cvtps_pd(_mm512_extractf32x8_ps(logits, 1)), &cap);
+        const __m512d low_x = _mm512_cvtps_pd(_mm512_castps512_ps256(logits));
+        const __m512d high_x = _mm512_cvtps_pd(_mm512_extractf32x8_ps(logits, 1));
+        const __m512d low_s = squared_u8(low_x, &cap), high_s = squared_u8(high_x, &cap);
+        /* a block whose lanes are all near by the polynomial, others by exps (as AVX2's cap_block) */
+        const int near = (near_lanes8(low_s) & near_lanes8(high_s)) == 0xFF;
+        const capped8 low = near ? softcapped8_near(low_x, low_s, &cap) : softcapped8(low_x, &cap);
+        const capped8 high = near ? softcapped8_near(high_x, high_s, &cap) : softcapped8(high_x, &cap);
         const __m512 slopes =
             _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(low.slope)), _mm512_cvtpd_ps(high.slope), 1);
         if (store) _mm512_mask_storeu_ps(slope + k, valid, slopes);
@@ -657,6 +662,43 @@ static inline double float_run_total(const float_run_sums *sums) {
     return total_of(&lanes);
 }
 
+/* the slopes of a block (lanes of them), in stores of 8: a load of 8 from two stores of 4 waits for
+ * them (perf put about 20% of the exp pass's samples there) */
+SPECIALISED void store_slopes(SCRATCH *restrict slope, const __m128 quarters[4], int lanes) {
+    float slopes[PARTIAL_SUMS];
+    for (int half = 0; half < 2; half++)
+        _mm256_storeu_ps(lanes == PARTIAL_SUMS ? slope + 8 * half : slopes + 8 * half,
+                         _mm256_set_m128(quarters[2 * half + 1], quarters[2 * half]));
+    if (lanes < PARTIAL_SUMS)
+        for (int j = 0; j < lanes; j++) slope[j] = slopes[j];
+}
+
+/* x' of a block of 16 logits (lanes of them, in four quarters) into capped, and with store their
+ * slopes into slope: by softcapped4_near where every lane is near (s <= 1), else by exps (the four
+ * quarters' steps interleaved) */
+SPECIALISED void cap_block(double *capped, SCRATCH *restrict slope, const __m256d four[4], const __m256d s[4],
+                           int lanes, const softcap4 *cap, int near, int store) {
+    __m128 slopes[4];
+    if (near)
+        for (int quarter = 0; quarter < 4; quarter++) {
+            const capped4 logit = softcapped4_near(four[quarter], s[quarter], cap);
+            _mm256_storeu_pd(capped + 4 * quarter, logit.value);
+            slopes[quarter] = _mm256_cvtpd_ps(logit.slope);
+        }
+    else {
+        softcap4_reduced reduced[4];
+        for (int quarter = 0; quarter < 4; quarter++) reduced[quarter] = softcapped4_reduce(four[quarter], cap);
+        const int normal = powers_of_2_normal(reduced[0].k, reduced[1].k, reduced[2].k, reduced[3].k);
+        for (int quarter = 0; quarter < 4; quarter++) {
+            const capped4 logit = normal ? softcapped4_finish(reduced[quarter], four[quarter], cap, 1)
+                                         : softcapped4_finish(reduced[quarter], four[quarter], cap, 0);
+            _mm256_storeu_pd(capped + 4 * quarter, logit.value);
+            slopes[quarter] = _mm256_cvtpd_ps(logit.slope);
+        }
+    }
+    if (store) store_slopes(slope, slopes, lanes);
+}
+
 /* x' of x[0, count) into capped, 16 at a time (lanes past count: x' of 0), and with store their
  * slopes, times SLOPE_SCALE, into slope */
 SPECIALISED void cap_batch(double *capped, SCRATCH *restrict slope, const STORAGE *x, int64_t count, double softcap,
@@ -665,25 +707,19 @@ SPECIALISED void cap_batch(double *capped, SCRATCH *restrict slope, const STORAG
     for (int64_t k = 0; k < count; k += PARTIAL_SUMS) {
         const int lanes = count - k < PARTIAL_SUMS ? (int)(count - k) : PARTIAL_SUMS;
         const floats16 logits = load_block(x + k, lanes);
-        float slopes[PARTIAL_SUMS];
-        __m256d four[4];
-        softcap4_reduced reduced[4]; /* the four quarters' steps interleaved */
+        __m256d four[4], s[4], near = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
         for (int quarter = 0; quarter < 4; quarter++) {
             const __m256 half = logits.half[quarter / 2];
             const __m128 lanes_of_quarter =
                 quarter % 2 ? _mm256_extractf128_ps(half, 1) : _mm256_castps256_ps128(half);
             four[quarter] = _mm256_cvtps_pd(lanes_of_quarter);
-            reduced[quarter] = softcapped4_reduce(four[quarter], &cap);
+            s[quarter] = squared_u(four[quarter], &cap);
+            near = _mm256_and_pd(near, near_lanes(s[quarter]));
         }
-        const int normal = powers_of_2_normal(reduced[0].k, reduced[1].k, reduced[2].k, reduced[3].k);
-        for (int quarter = 0; quarter < 4; quarter++) {
-            const capped4 logit = normal ? softcapped4_finish(reduced[quarter], four[quarter], &cap, 1)
-                                         : softcapped4_finish(reduced[quarter], four[quarter], &cap, 0);
-            _mm256_storeu_pd(capped + k + 4 * quarter, logit.value);
-            _mm_storeu_ps(slopes + 4 * quarter, _mm256_cvtpd_ps(logit.slope));
-        }
-        if (store)
-            for (int j = 0; j < lanes; j++) slope[k + j] = slopes[j];
+        if (_mm256_movemask_pd(near) == 0xF)
+            cap_block(capped + k, store ? slope + k : NULL, four, s, lanes, &cap, 1, store);
+        else
+            cap_block(capped + k, store ? slope + k : NULL, four, s, lanes, &cap, 0, store);
     }
 }
 

@@ -12,16 +12,44 @@
 #include "vector_softcap.h"
 
 typedef struct {
-    __m256d softcap, two_over_softcap, slope_scale;
+    __m256d softcap, inverse, two_over_softcap, slope_scale, four_slope_scale;
 } softcap4;
 
 static inline softcap4 softcap4_of(double softcap, double slope_scale) {
-    return (softcap4){_mm256_set1_pd(softcap), _mm256_set1_pd(2.0 / softcap), _mm256_set1_pd(4.0 * slope_scale)};
+    return (softcap4){_mm256_set1_pd(softcap), _mm256_set1_pd(1.0 / softcap), _mm256_set1_pd(2.0 / softcap),
+                      _mm256_set1_pd(slope_scale), _mm256_set1_pd(4.0 * slope_scale)};
 }
 
 typedef struct {
     __m256d value, slope; /* x', and its slope times the slope_scale of softcap4_of */
 } capped4;
+
+/* s = u^2 (softcapped4_near's argument) */
+static inline __m256d squared_u(__m256d x, const softcap4 *cap) {
+    const __m256d u = _mm256_mul_pd(x, cap->inverse);
+    return _mm256_mul_pd(u, u);
+}
+
+/* the lanes that softcapped4_near takes: s <= 1 (not NaN) */
+static inline __m256d near_lanes(__m256d s) { return _mm256_cmp_pd(s, _mm256_set1_pd(1.0), _CMP_LE_OQ); }
+
+/* x' = x tanh(u) / u and its slope 1 - tanh^2 where |u| <= 1 (s = u^2 <= 1; vector_softcap.h):
+ * tanh(u) / u = 1 + s Q(s), Q's even and odd powers in two chains */
+static inline capped4 softcapped4_near(__m256d x, __m256d s, const softcap4 *cap) {
+    const __m256d s2 = _mm256_mul_pd(s, s);
+    __m256d even = _mm256_fmadd_pd(_mm256_set1_pd(TANH_P11), s2, _mm256_set1_pd(TANH_P9));
+    __m256d odd = _mm256_fmadd_pd(_mm256_set1_pd(TANH_P10), s2, _mm256_set1_pd(TANH_P8));
+    even = _mm256_fmadd_pd(even, s2, _mm256_set1_pd(TANH_P7));
+    odd = _mm256_fmadd_pd(odd, s2, _mm256_set1_pd(TANH_P6));
+    even = _mm256_fmadd_pd(even, s2, _mm256_set1_pd(TANH_P5));
+    odd = _mm256_fmadd_pd(odd, s2, _mm256_set1_pd(TANH_P4));
+    even = _mm256_fmadd_pd(even, s2, _mm256_set1_pd(TANH_P3));
+    odd = _mm256_fmadd_pd(odd, s2, _mm256_set1_pd(TANH_P2));
+    even = _mm256_fmadd_pd(even, s2, _mm256_set1_pd(TANH_P1));
+    const __m256d ratio = _mm256_fmadd_pd(_mm256_fmadd_pd(odd, s, even), s, _mm256_set1_pd(1.0)); /* tanh(u) / u */
+    const __m256d tanh_squared = _mm256_mul_pd(_mm256_mul_pd(s, ratio), ratio);
+    return (capped4){_mm256_mul_pd(x, ratio), _mm256_fnmadd_pd(tanh_squared, cap->slope_scale, cap->slope_scale)};
+}
 
 /* Both functions below come in two steps, so that a caller can take several vectors' first steps
  * before their second ones (vector_exp_avx2.h's expf8_reduce, for why): the reduction of exp's
@@ -68,7 +96,7 @@ static inline capped4 softcapped4_finish(softcap4_reduced reduced, __m256d x, co
     const __m256d inverse = _mm256_div_pd(_mm256_set1_pd(1.0), _mm256_add_pd(_mm256_set1_pd(2.0), m));
     const __m256d magnitude = _mm256_mul_pd(_mm256_mul_pd(m, inverse), cap->softcap); /* -x' if x >= 0 */
     const __m256d value = _mm256_or_pd(_mm256_and_pd(x, sign), _mm256_andnot_pd(sign, magnitude)); /* x's sign */
-    const __m256d slope = _mm256_mul_pd(_mm256_mul_pd(e, inverse), _mm256_mul_pd(inverse, cap->slope_scale));
+    const __m256d slope = _mm256_mul_pd(_mm256_mul_pd(e, inverse), _mm256_mul_pd(inverse, cap->four_slope_scale));
     return (capped4){value, slope};
 }
 

@@ -10,16 +10,44 @@
 #include "vector_softcap.h"
 
 typedef struct {
-    __m512d softcap, two_over_softcap, slope_scale;
+    __m512d softcap, inverse, two_over_softcap, slope_scale, four_slope_scale;
 } softcap8;
 
 static inline softcap8 softcap8_of(double softcap, double slope_scale) {
-    return (softcap8){_mm512_set1_pd(softcap), _mm512_set1_pd(2.0 / softcap), _mm512_set1_pd(4.0 * slope_scale)};
+    return (softcap8){_mm512_set1_pd(softcap), _mm512_set1_pd(1.0 / softcap), _mm512_set1_pd(2.0 / softcap),
+                      _mm512_set1_pd(slope_scale), _mm512_set1_pd(4.0 * slope_scale)};
 }
 
 typedef struct {
     __m512d value, slope; /* x', and its slope times the slope_scale of softcap8_of */
 } capped8;
+
+/* s = u^2 (softcapped8_near's argument) */
+static inline __m512d squared_u8(__m512d x, const softcap8 *cap) {
+    const __m512d u = _mm512_mul_pd(x, cap->inverse);
+    return _mm512_mul_pd(u, u);
+}
+
+/* the lanes that softcapped8_near takes: s <= 1 (not NaN) */
+static inline __mmask8 near_lanes8(__m512d s) { return _mm512_cmp_pd_mask(s, _mm512_set1_pd(1.0), _CMP_LE_OQ); }
+
+/* x' = x tanh(u) / u and its slope 1 - tanh^2 where |u| <= 1 (s = u^2 <= 1; vector_softcap.h):
+ * tanh(u) / u = 1 + s Q(s), Q's even and odd powers in two chains */
+static inline capped8 softcapped8_near(__m512d x, __m512d s, const softcap8 *cap) {
+    const __m512d s2 = _mm512_mul_pd(s, s);
+    __m512d even = _mm512_fmadd_pd(_mm512_set1_pd(TANH_P11), s2, _mm512_set1_pd(TANH_P9));
+    __m512d odd = _mm512_fmadd_pd(_mm512_set1_pd(TANH_P10), s2, _mm512_set1_pd(TANH_P8));
+    even = _mm512_fmadd_pd(even, s2, _mm512_set1_pd(TANH_P7));
+    odd = _mm512_fmadd_pd(odd, s2, _mm512_set1_pd(TANH_P6));
+    even = _mm512_fmadd_pd(even, s2, _mm512_set1_pd(TANH_P5));
+    odd = _mm512_fmadd_pd(odd, s2, _mm512_set1_pd(TANH_P4));
+    even = _mm512_fmadd_pd(even, s2, _mm512_set1_pd(TANH_P3));
+    odd = _mm512_fmadd_pd(odd, s2, _mm512_set1_pd(TANH_P2));
+    even = _mm512_fmadd_pd(even, s2, _mm512_set1_pd(TANH_P1));
+    const __m512d ratio = _mm512_fmadd_pd(_mm512_fmadd_pd(odd, s, even), s, _mm512_set1_pd(1.0)); /* tanh(u) / u */
+    const __m512d tanh_squared = _mm512_mul_pd(_mm512_mul_pd(s, ratio), ratio);
+    return (capped8){_mm512_mul_pd(x, ratio), _mm512_fnmadd_pd(tanh_squared, cap->slope_scale, cap->slope_scale)};
+}
 
 static inline capped8 softcapped8(__m512d x, const softcap8 *cap) {
     const __m512d sign = _mm512_set1_pd(-0.0);
@@ -46,7 +74,7 @@ static inline capped8 softcapped8(__m512d x, const softcap8 *cap) {
     const __m512d magnitude = _mm512_mul_pd(_mm512_mul_pd(m, inverse), cap->softcap); /* -x' if x >= 0 */
     const __m512d value = _mm512_castsi512_pd(_mm512_ternarylogic_epi64( /* x's sign, magnitude's other bits */
         _mm512_castpd_si512(magnitude), _mm512_castpd_si512(x), _mm512_castpd_si512(sign), 0xD8));
-    const __m512d slope = _mm512_mul_pd(_mm512_mul_pd(e, inverse), _mm512_mul_pd(inverse, cap->slope_scale));
+    const __m512d slope = _mm512_mul_pd(_mm512_mul_pd(e, inverse), _mm512_mul_pd(inverse, cap->four_slope_scale));
     return (capped8){value, slope};
 }
 

@@ -82,6 +82,37 @@ def test_softcaps_on_both_sides_of_the_vector_softcaps_bounds(softcap):
     assert_grad_within_contract(grad, want_grad, exact("softmax", softcap * np.tanh(u)), one_hot(y, 999), slope)
 
 
+@pytest.mark.parametrize("past_the_cap", [False, True])
+@pytest.mark.parametrize("softcap", [30.0, 1024.0])
+def test_softcap_near_the_cap_by_polynomial_or_exps(softcap, past_the_cap):
+    """AVX-512 and AVX2 take x' of a block of 16 float logits all within the softcap (|x| <= softcap)
+    from a polynomial for tanh(u) / u, u = x / softcap, and of other blocks from exps (vector_softcap.h).
+    Row 0 has its max at x = softcap, where the polynomial is furthest from tanh, and the others' x'
+    22 to 42 below it (a loss near 1e-8, off by as many of its ulps as x' moved); rows 1 and 2 spread
+    over [-softcap, softcap]. past_the_cap: row 0 from 1.25 softcap down, beyond the polynomial's
+    interval, and one logit of each block of rows 1 and 2 just beyond -softcap, which sends the block
+    to the exps. Within the contract either way."""
+    rng = np.random.default_rng(8)
+    n_classes = 999
+    x = np.empty((3, n_classes))
+    top = 1.25 if past_the_cap else 1.0
+    below_top = softcap * np.tanh(top) - rng.uniform(22.0, 42.0, n_classes)  # x' of the others
+    x[0] = softcap * np.arctanh(np.clip(below_top / softcap, -1, 1))
+    x[0, 0] = softcap * top
+    x[1:] = softcap * rng.uniform(-1.0, 1.0, (2, n_classes))
+    if past_the_cap:
+        x[1:, 5::16] = -softcap * 1.0001
+    x = x.astype(np.float32)
+    y = np.array([0, 5, 998])
+    loss, grad = softmax_ce_c.softmax_cross_entropy(x, y, softcap=softcap, reduction="none")
+    want_loss, want_grad = exact("softmax_cross_entropy", x, y, softcap=softcap, reduction="none")
+    assert want_loss[0] < 1e-5
+    assert_loss_accurate(loss, want_loss)
+    slope = 1 / np.cosh(x.astype(np.longdouble) / softcap) ** 2
+    assert_grad_within_contract(grad, want_grad, exact("softmax", softcap * np.tanh(x / np.float64(softcap))),
+                                one_hot(y, n_classes), slope)
+
+
 @pytest.mark.parametrize("top, small, tiny", [(31.025385, 13.05138, -3.6220238), (80.87489, 64.24987, 47.613777)])
 def test_tiny_loss_whose_float_sums_all_round_up(top, small, tiny):
     """Rows built (by a review) so that every float addition of the exps' lane sums rounds up and the
