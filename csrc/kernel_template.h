@@ -117,6 +117,48 @@ SPECIALISED capped_logit softcapped(double x, double softcap) {
     return (capped_logit){softcap * copysign(-e.expm1 * inverse, u), 4.0 * e.exp * inverse * inverse};
 }
 
+/* tanh(u) / u = 1 + sum_j TANH_DOUBLE_Pj s^j, s = u^2 <= 1: a minimax polynomial for the relative
+ * error (Remez at 60 digits, the constant term fixed at 1), 2.2e-17 (2^-55.4) with its coefficients
+ * rounded; the float vector paths fit the same function to degree 11 (TANH_P, vector_softcap.h) */
+#define TANH_DOUBLE_P1 -0.33333333333332943
+#define TANH_DOUBLE_P2 0.13333333333292868
+#define TANH_DOUBLE_P3 -0.0539682539534263
+#define TANH_DOUBLE_P4 0.02186948825982455
+#define TANH_DOUBLE_P5 -0.00886323245172253
+#define TANH_DOUBLE_P6 0.0035921056065366963
+#define TANH_DOUBLE_P7 -0.0014557213277444844
+#define TANH_DOUBLE_P8 0.0005896186877134715
+#define TANH_DOUBLE_P9 -0.00023804386607898702
+#define TANH_DOUBLE_P10 9.476817102603895e-05
+#define TANH_DOUBLE_P11 -3.6086621816495795e-05
+#define TANH_DOUBLE_P12 1.234132959725971e-05
+#define TANH_DOUBLE_P13 -3.4196804262498946e-06
+#define TANH_DOUBLE_P14 6.544959589797327e-07
+#define TANH_DOUBLE_P15 -6.269327632012473e-08
+
+/* softcapped for |x| <= softcap (inverse = 1 / softcap): x' = x P(u^2) and 1 - tanh^2 = 1 - u^2
+ * P^2, P as above; x' is all but insensitive to the rounding of u (d log P / d log s >= -0.23) */
+SPECIALISED capped_logit softcapped_near(double x, double inverse) {
+    const double u = x * inverse, s = u * u;
+    double q = TANH_DOUBLE_P15;
+    q = VEXP_FMA(q, s, TANH_DOUBLE_P14);
+    q = VEXP_FMA(q, s, TANH_DOUBLE_P13);
+    q = VEXP_FMA(q, s, TANH_DOUBLE_P12);
+    q = VEXP_FMA(q, s, TANH_DOUBLE_P11);
+    q = VEXP_FMA(q, s, TANH_DOUBLE_P10);
+    q = VEXP_FMA(q, s, TANH_DOUBLE_P9);
+    q = VEXP_FMA(q, s, TANH_DOUBLE_P8);
+    q = VEXP_FMA(q, s, TANH_DOUBLE_P7);
+    q = VEXP_FMA(q, s, TANH_DOUBLE_P6);
+    q = VEXP_FMA(q, s, TANH_DOUBLE_P5);
+    q = VEXP_FMA(q, s, TANH_DOUBLE_P4);
+    q = VEXP_FMA(q, s, TANH_DOUBLE_P3);
+    q = VEXP_FMA(q, s, TANH_DOUBLE_P2);
+    q = VEXP_FMA(q, s, TANH_DOUBLE_P1);
+    const double ratio = VEXP_FMA(s, q, 1.0); /* tanh(u) / u */
+    return (capped_logit){x * ratio, 1.0 - (s * ratio) * ratio};
+}
+
 /* Slopes are kept in scratch times SLOPE_SCALE: a float keeps slopes down to 2^-252 to its full
  * precision (a subnormal float slope would lose digits, and the gradient it scales several of its
  * own subnormal units: fuzz seed 116935), and a double keeps them exactly either way. */
@@ -310,14 +352,17 @@ SPECIALISED const STORAGE *block_values(STORAGE *buffer, const STORAGE *x, int l
  * int of the blocks' range: AVX2 has no 64-bit compares of 8 lanes, and GCC compared the int64
  * offsets 4 at a time and packed the results (on Zen 2 a fifth of the exp pass's samples). */
 SPECIALISED void exp_blocks(partial_sums *sums, SCRATCH *restrict e, SCRATCH *restrict slope, const block_value *x,
-                            int lanes, int blocks, int64_t skip, double max, double softcap, int store) {
+                            int lanes, int blocks, int64_t skip, double max, double softcap, int near, int store) {
     const int skip_at = skip >= 0 && skip < blocks * PARTIAL_SUMS ? (int)skip : -1;
+    const double inverse = near ? 1.0 / softcap : 0.0;
     for (int j = 0; j < lanes; j++) {
         double lane_sum = 0.0; /* of the lane's terms in these blocks: see COMPENSATED_RUN */
         for (int b = 0; b < blocks; b++) {
             const int i = b * PARTIAL_SUMS + j;
             const double value = block_logit(x[i]);
-            const capped_logit logit = softcap > 0 ? softcapped(value, softcap) : (capped_logit){value, 1.0};
+            const capped_logit logit = softcap == 0 ? (capped_logit){value, 1.0}
+                                       : near       ? softcapped_near(value, inverse)
+                                                    : softcapped(value, softcap);
             const double term = exp_term(logit.value, max, softcap > 0, 0);
             if (store) e[i] = term;
             if (store && softcap > 0) slope[i] = logit.slope * SLOPE_SCALE;
@@ -325,6 +370,23 @@ SPECIALISED void exp_blocks(partial_sums *sums, SCRATCH *restrict e, SCRATCH *re
         }
         add_to_lane(sums, j, lane_sum);
     }
+}
+
+/* whether every logit of a block is within the softcap, |x| <= softcap (not NaN) */
+SPECIALISED int within_softcap(const block_value *x, int lanes, double softcap) {
+    int within = 1;
+    for (int j = 0; j < lanes; j++) within &= fabs(block_logit(x[j])) <= softcap;
+    return within;
+}
+
+/* exp_blocks of one block; with a softcap by softcapped_near where every logit is within it (the
+ * choice is the block's: lane by lane, GCC's vectors would take both ways), else by softcapped */
+SPECIALISED void exp_block(partial_sums *sums, SCRATCH *restrict e, SCRATCH *restrict slope, const block_value *x,
+                           int lanes, int64_t skip, double max, double softcap, int store) {
+    if (softcap > 0 && within_softcap(x, lanes, softcap))
+        exp_blocks(sums, e, slope, x, lanes, 1, skip, max, softcap, 1, store);
+    else
+        exp_blocks(sums, e, slope, x, lanes, 1, skip, max, softcap, 0, store);
 }
 
 /* The exp pass computes while the row max pass waits on memory: asking for the next row's block k
@@ -808,13 +870,30 @@ static inline void add_run(float_run_sums *sums, const float run[PARTIAL_SUMS]) 
 
 static inline double float_run_total(const float_run_sums *sums) { return total_of(sums); }
 
+/* x' of a block (lanes of it) into capped, and with store their slopes, times SLOPE_SCALE, into slope;
+ * near: every logit is within the softcap (as exp_block) */
+SPECIALISED void cap_block(double *capped, SCRATCH *restrict slope, const block_value *x, int lanes, double softcap,
+                           int near, int store) {
+    const double inverse = 1.0 / softcap;
+    for (int j = 0; j < lanes; j++) {
+        const double value = block_logit(x[j]);
+        const capped_logit logit = near ? softcapped_near(value, inverse) : softcapped(value, softcap);
+        capped[j] = logit.value;
+        if (store) slope[j] = logit.slope * SLOPE_SCALE;
+    }
+}
+
 /* x' of x[0, count) into capped, and with store their slopes, times SLOPE_SCALE, into slope */
 SPECIALISED void cap_batch(double *capped, SCRATCH *restrict slope, const STORAGE *x, int64_t count, double softcap,
                            int store) {
-    for (int64_t k = 0; k < count; k++) {
-        const capped_logit logit = softcapped(LOAD(x[k]), softcap);
-        capped[k] = logit.value;
-        if (store) slope[k] = logit.slope * SLOPE_SCALE;
+    block_value buffer[PARTIAL_SUMS];
+    for (int64_t k = 0; k < count; k += PARTIAL_SUMS) {
+        const int lanes = count - k < PARTIAL_SUMS ? (int)(count - k) : PARTIAL_SUMS;
+        const block_value *values = block_values(buffer, x + k, lanes);
+        if (within_softcap(values, lanes, softcap))
+            cap_block(capped + k, store ? slope + k : NULL, values, lanes, softcap, 1, store);
+        else
+            cap_block(capped + k, store ? slope + k : NULL, values, lanes, softcap, 0, store);
     }
 }
 #endif
@@ -1104,15 +1183,15 @@ SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, 
         if (next_row)
             for (int64_t block = k; block < k + run; block += PARTIAL_SUMS) prefetch_block(next_row + block);
         exp_blocks(&sums, store ? e + k : NULL, store ? slope + k : NULL, block_values(buffer, x + k, PARTIAL_SUMS),
-                   PARTIAL_SUMS, COMPENSATED_RUN, skip - k, max, softcap, store);
+                   PARTIAL_SUMS, COMPENSATED_RUN, skip - k, max, 0.0, 0, store);
     }
     for (; k + PARTIAL_SUMS <= end; k += PARTIAL_SUMS) { /* what is left of a run, then of a block */
         if (next_row) prefetch_block(next_row + k);
-        exp_blocks(&sums, store ? e + k : NULL, store ? slope + k : NULL, block_values(buffer, x + k, PARTIAL_SUMS),
-                   PARTIAL_SUMS, 1, skip - k, max, softcap, store);
+        exp_block(&sums, store ? e + k : NULL, store ? slope + k : NULL, block_values(buffer, x + k, PARTIAL_SUMS),
+                  PARTIAL_SUMS, skip - k, max, softcap, store);
     }
-    exp_blocks(&sums, store ? e + k : NULL, store ? slope + k : NULL, block_values(buffer, x + k, (int)(end - k)),
-               (int)(end - k), 1, skip - k, max, softcap, store);
+    exp_block(&sums, store ? e + k : NULL, store ? slope + k : NULL, block_values(buffer, x + k, (int)(end - k)),
+              (int)(end - k), skip - k, max, softcap, store);
     return total_of(&sums);
 }
 

@@ -85,8 +85,10 @@ def test_softcaps_on_both_sides_of_the_vector_softcaps_bounds(softcap):
 @pytest.mark.parametrize("past_the_cap", [False, True])
 @pytest.mark.parametrize("softcap", [30.0, 1024.0])
 def test_softcap_near_the_cap_by_polynomial_or_exps(softcap, past_the_cap):
-    """AVX-512 and AVX2 take x' of a block of 16 float logits all within the softcap (|x| <= softcap)
-    from a polynomial for tanh(u) / u, u = x / softcap, and of other blocks from exps (vector_softcap.h).
+    """x' of a block of 16 logits all within the softcap (|x| <= softcap) comes from a polynomial for
+    tanh(u) / u, u = x / softcap (float logits on AVX-512 and AVX2: vector_softcap.h; others:
+    softcapped_near), of other blocks from exps. float32 here: float64's softcap contract (logits
+    moved by 4 eps softcap) is the fuzz test's.
     Row 0 has its max at x = softcap, where the polynomial is furthest from tanh, and the others' x'
     22 to 42 below it (a loss near 1e-8, off by as many of its ulps as x' moved); rows 1 and 2 spread
     over [-softcap, softcap]. past_the_cap: row 0 from 1.25 softcap down, beyond the polynomial's
