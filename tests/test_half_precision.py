@@ -68,10 +68,11 @@ def test_half_with_options(name):
     assert_half_cross_entropy_exact(x, y, **options)
 
 
+@pytest.mark.parametrize("shape", [(7, 33), (5, 1000)])  # rows of few classes in groups, and the row path
 @pytest.mark.parametrize("name", HALF_DTYPES)
-def test_half_row_functions(name):
+def test_half_row_functions(name, shape):
     dtype = half_dtype(name)
-    x = (3.0 * np.random.default_rng(22).standard_normal((7, 33))).astype(dtype)
+    x = (3.0 * np.random.default_rng(22).standard_normal(shape)).astype(dtype)
     for function_name in ["log_softmax", "softmax", "logsumexp"]:
         result = getattr(softmax_ce_c, function_name)(x)
         assert result.dtype == dtype
