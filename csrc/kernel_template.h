@@ -1582,7 +1582,8 @@ SPECIALISED void any_target_values(STORAGE *out, const SCRATCH *restrict e, cons
 }
 
 /* any_target_values' values for a lone class index with a softcap off its index, c_j = +0 (0 target
- * keeps their sign of zero) without computing c_j: the same bits in half the time (8192x1000) */
+ * keeps their sign of zero) without computing c_j: the same bits (the whole call's A/B medians on
+ * Zen 3, 8192x1000 and 256x128256: 0.93-0.97) */
 SPECIALISED void capped_index_values(STORAGE *out, const SCRATCH *restrict e, const SCRATCH *restrict slope,
                                      gradient_factors factors, int64_t count) {
     const double zero_target = 0.0 * factors.target;
