@@ -2302,7 +2302,7 @@ typedef struct {
 static void log_softmax_values(const void *of_row, STORAGE *out, int64_t k, int64_t count) {
     const log_softmax_of_row *of = of_row;
     /* both terms <= 0: no cancellation */
-#if FLOAT_EXP && defined(WIDENED_BLOCKS)
+#if FLOAT_EXP && !defined(STORAGE_IS_FLOAT)
     /* bfloat16: in float, then rounded to bfloat16 as the gradient is (STORE_FLOAT: within its 1 ulp,
      * the float steps 2^-16 of it), where STORE rounds a double to odd first, in double lanes: the
      * loop took 2.2x the plain pass (float32's 1.2-1.35x) */
