@@ -17,6 +17,8 @@
  *   WIDENED_BLOCKS    defined for 16-bit logits (see block_values)
  *   ROUND_16_FLOATS   optional, STORE_FLOAT of 16 floats in an __m512 to 16 STORAGE in an __m256i
  *   SCALED_MINUS_16   optional (AVX2), scaled_minus_values' loop for 16 values in intrinsics
+ *   LOAD_4_AS_DOUBLES optional (AVX2), 4 logits as doubles, for exp_double_run (float16)
+ *   LOG_SOFTMAX_16    optional (AVX2), log_softmax_values' loop for 16 values in intrinsics (float16)
  *   SCRATCH           the type a row's exps (and softcap slopes) are kept in between passes: float
  *                     for FLOAT_EXP types (their exps are floats already), double where the gradient
  *                     must be exact to more bits (float64, and float16's correct rounding)
@@ -1003,10 +1005,11 @@ SPECIALISED double exp_float_runs(SCRATCH *restrict e, SCRATCH *restrict slope, 
     return float_run_total(&sums);
 }
 
-/* Double logits without a softcap, where the vector exps take the row (its max below 2^14):
- * exp_blocks in intrinsics, runs of DOUBLE_RUN blocks added per lane in plain double before TwoSum
- * (within 3 2^-53 of their sum; 6% faster at 8192x1000 on AVX-512 than runs of COMPENSATED_RUN), the
- * lanes' sums and carries in registers. AVX-512 and AVX2 give the same bits. */
+/* Double logits (and float16's, widened, in the AVX2 version) without a softcap, where the vector
+ * exps take the row (its max below 2^14): exp_blocks in intrinsics, runs of DOUBLE_RUN blocks added
+ * per lane in plain double before TwoSum (within 3 2^-53 of their sum; 6% faster at 8192x1000 on
+ * AVX-512 than runs of COMPENSATED_RUN), the lanes' sums and carries in registers. AVX-512 and AVX2
+ * give the same bits. */
 #if defined(STORAGE_IS_DOUBLE) && defined(__AVX512F__)
 #include "vector_exp_double_avx512.h"
 #define DOUBLE_ROW_EXPS 1
@@ -1054,9 +1057,19 @@ static inline double double_run_total(const double_run_sums *sums) {
     }
     return total_of(&lanes);
 }
-#elif defined(STORAGE_IS_DOUBLE) && defined(__AVX2__) && defined(__FMA__)
+#elif (defined(STORAGE_IS_DOUBLE) || defined(LOAD_4_AS_DOUBLES)) && defined(__AVX2__) && defined(__FMA__)
 #include "vector_exp_double_avx2.h"
 #define DOUBLE_ROW_EXPS 1
+
+/* the 4 logits at x (of which the first left are read: valid, their lanes) as doubles */
+static inline __m256d load_4_as_doubles(const STORAGE *x, int64_t left, __m256i valid) {
+#ifdef STORAGE_IS_DOUBLE
+    return left >= 4 ? _mm256_loadu_pd(x) : _mm256_maskload_pd(x, valid);
+#else
+    (void)valid;
+    return LOAD_4_AS_DOUBLES(x, left);
+#endif
+}
 
 typedef exp4_row double_exp_row;
 
@@ -1072,9 +1085,9 @@ typedef struct {
 
 /* the AVX-512 exp_double_run's additions: a lane past the row's end or at skip adds 0, which leaves
  * its sum of terms >= 0 as it is */
-SPECIALISED void exp_double_run(double_run_sums *sums, double *restrict e, const double *x, const double *next_row,
-                                int64_t count, int64_t skip, const double_exp_row *row, streamed_lines *lines,
-                                int store) {
+SPECIALISED void exp_double_run(double_run_sums *sums, double *restrict e, const STORAGE *x,
+                                const STORAGE *next_row, int64_t count, int64_t skip, const double_exp_row *row,
+                                streamed_lines *lines, int store) {
     (void)lines; /* NULL: lines are streamed on AVX-512 only */
     const __m256i lane_of = _mm256_setr_epi64x(0, 1, 2, 3);
     /* the four quarters of each block at a time, their exps' steps interleaved (exp4_reduce; two at a
@@ -1092,7 +1105,7 @@ SPECIALISED void exp_double_run(double_run_sums *sums, double *restrict e, const
             at[j] = k < count ? k : block; /* (no pointer past the row's end is formed) */
             /* lanes past the row's end: not read (a masked load does not fault), stored or summed */
             valid[j] = _mm256_cmpgt_epi64(_mm256_set1_epi64x(count - k), lane_of);
-            logits[j] = count - k >= 4 ? _mm256_loadu_pd(x + k) : _mm256_maskload_pd(x + at[j], valid[j]);
+            logits[j] = load_4_as_doubles(x + at[j], count - k, valid[j]);
             reduced[j] = exp4_reduce(logits[j], row);
         }
         __m256d exps[4];
@@ -1133,7 +1146,7 @@ static inline double double_run_total(const double_run_sums *sums) {
 #ifdef DOUBLE_ROW_EXPS
 #define DOUBLE_RUN 4
 
-SPECIALISED double exp_double_runs(double *restrict e, const double *x, const double *next_row,
+SPECIALISED double exp_double_runs(double *restrict e, const STORAGE *x, const STORAGE *next_row,
                                    waiting_gradient *waiting, int64_t begin, int64_t end, int64_t skip,
                                    const double_exp_row *row, int store) {
     double_run_sums sums = NO_DOUBLE_RUN_SUMS;
@@ -1441,14 +1454,12 @@ SPECIALISED void scaled_minus_each(STORAGE *out, const SCRATCH *e, scaling facto
         for (int64_t j = 0; j < count; j++) out[j] = scaled(e[j], factor);
 }
 
-/* With SCALED_MINUS_16 (bfloat16 on AVX2), 16 values at a time in intrinsics, then the rest */
+/* With SCALED_MINUS_16 (bfloat16 and float16 on AVX2), 16 values at a time in intrinsics, then the rest */
 SPECIALISED void scaled_minus_values(STORAGE *out, const SCRATCH *e, scaling factor, const SCRATCH *c,
                                      double c_constant, int64_t count) {
     int64_t j = 0;
 #ifdef SCALED_MINUS_16
-    const __m256 hi = _mm256_set1_ps(factor.hi), lo = _mm256_set1_ps(factor.lo);
-    const __m256 constant = _mm256_set1_ps((float)c_constant);
-    for (; j + 16 <= count; j += 16) SCALED_MINUS_16(out + j, e + j, hi, lo, c ? c + j : NULL, constant);
+    for (; j + 16 <= count; j += 16) SCALED_MINUS_16(out + j, e + j, factor, c ? c + j : NULL, c_constant);
 #endif
     scaled_minus_each(out + j, e + j, factor, c ? c + j : NULL, c_constant, count - j);
 }
@@ -2309,7 +2320,11 @@ static void log_softmax_values(const void *of_row, STORAGE *out, int64_t k, int6
     const float max = (float)of->max, log_sum = (float)of->log_sum;
     for (int64_t j = 0; j < count; j++) out[j] = STORE_FLOAT(((float)LOAD(of->x[k + j]) - max) - log_sum);
 #else
-    for (int64_t j = 0; j < count; j++) out[j] = STORE((LOAD(of->x[k + j]) - of->max) - of->log_sum);
+    int64_t j = 0;
+#ifdef LOG_SOFTMAX_16
+    for (; j + 16 <= count; j += 16) LOG_SOFTMAX_16(out + j, of->x + k + j, of->max, of->log_sum);
+#endif
+    for (; j < count; j++) out[j] = STORE((LOAD(of->x[k + j]) - of->max) - of->log_sum);
 #endif
 }
 
@@ -2327,9 +2342,11 @@ typedef struct {
     double inverse_sum_in_double;
 } softmax_of_row;
 
+/* scaled(e, inverse_sum) each, which scaled_minus_values computes with c +0 (and in intrinsics where
+ * the type has them) */
 static void softmax_values(const void *of_row, STORAGE *out, int64_t k, int64_t count) {
     const softmax_of_row *of = of_row;
-    for (int64_t j = 0; j < count; j++) out[j] = scaled(of->e[k + j], of->inverse_sum);
+    scaled_minus_values(out, of->e + k, of->inverse_sum, NULL, 0.0, count);
 }
 
 /* for rows of tiny_products */

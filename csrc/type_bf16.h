@@ -20,5 +20,8 @@
 #define ROUND_16_FLOATS bf16_round_16 /* the gradient loops' STORE_FLOAT, 16 at a time */
 #elif defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
 #include "bf16_round_avx2.h"
-#define SCALED_MINUS_16 bf16_scaled_minus_16 /* scaled_minus_values' loop, 16 at a time */
+/* scaled_minus_values' loop, 16 at a time */
+#define SCALED_MINUS_16(out, e, scaling, c, c_constant)                                                            \
+    bf16_scaled_minus_16(out, e, _mm256_set1_ps((scaling).hi), _mm256_set1_ps((scaling).lo), c,                    \
+                         _mm256_set1_ps((float)(c_constant)))
 #endif

@@ -12,3 +12,10 @@
 #define LOAD_16_AS_FLOATS_MASKED load_16_f16_masked /* AVX-512 only */
 #define SCRATCH double
 #define WIDENED_BLOCKS /* the row loops read these logits widened to floats (kernel_template.h) */
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include "f16_round_avx2.h"
+#define LOAD_4_AS_DOUBLES f16_load_4 /* the AVX2 exp pass (exp_double_run) */
+#define SCALED_MINUS_16(out, e, scaling, c, c_constant)                                                            \
+    f16_scaled_minus_16(out, e, _mm256_set1_pd((scaling).factor), c, _mm256_set1_pd(c_constant))
+#define LOG_SOFTMAX_16(out, x, max, log_sum) f16_log_softmax_16(out, x, _mm256_set1_pd(max), _mm256_set1_pd(log_sum))
+#endif
