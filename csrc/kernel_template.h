@@ -1392,6 +1392,64 @@ SPECIALISED target_sums target_sum_blocks(const row_target *target, const STORAG
     return (target_sums){total_of(&distance), total_of(&total)};
 }
 
+#if defined(__AVX2__) && !defined(__AVX512F__) && defined(LOAD_16_AS_FLOATS)
+#define PROB_TARGET_SUMS_IN_LANES 1
+_Static_assert(!COMPENSATED_SUMS, "float-like logits' lane sums are plain");
+
+/* target_sum_blocks' sums for a probability row without a softcap in AVX2 registers, lanes 4j to 4j
+ * + 3 in [j], the same bits: GCC kept the portable loop's sums in memory (a load-add-store chain
+ * per block, and the pass took about as long as the exp pass on Zen 3). Its c_k is w (keep t +
+ * spread) as coefficient_with's but for its + 0.0, which only turns a -0 into +0; neither changes
+ * the sums, which start at +0 (and a sum from +0 is never -0), nor c_k != 0. So without smoothing
+ * (keep 1, spread 0) c_k is w t. A lane past the row's end adds +0. */
+SPECIALISED target_sums prob_target_sums(const row_target *target, const STORAGE *x, int64_t n_classes, double max,
+                                         int with_weight, int with_smoothing) {
+    const __m256d zero = _mm256_setzero_pd(), m = _mm256_set1_pd(max);
+    const __m256d keep = _mm256_set1_pd(target->keep), spread = _mm256_set1_pd(target->spread);
+    __m256d distance[PARTIAL_SUMS / 4] = {zero, zero, zero, zero}, total[PARTIAL_SUMS / 4] = {zero, zero, zero, zero};
+    for (int64_t k = 0; k < n_classes; k += PARTIAL_SUMS) {
+        /* the probabilities come from memory here, the logits from cache (see prefetch_block) */
+        if (target->next_prob) prefetch_bytes(target->next_prob + k, PARTIAL_SUMS * sizeof(TARGET));
+        const int lanes = n_classes - k < PARTIAL_SUMS ? (int)(n_classes - k) : PARTIAL_SUMS;
+        const floats16 logits = load_block(x + k, lanes);
+        float t_block[PARTIAL_SUMS] = {0.0f};
+        if (lanes < PARTIAL_SUMS)
+            for (int j = 0; j < lanes; j++) t_block[j] = target->prob[k + j];
+        const floats16 t = load_16_floats(lanes == PARTIAL_SUMS ? target->prob + k : t_block);
+        for (int j = 0; j < PARTIAL_SUMS / 4; j++) {
+            const __m256i valid =
+                _mm256_cmpgt_epi64(_mm256_set1_epi64x(lanes - 4 * j), _mm256_setr_epi64x(0, 1, 2, 3));
+            const __m128 t4 = j % 2 ? _mm256_extractf128_ps(t.half[j / 2], 1) : _mm256_castps256_ps128(t.half[j / 2]);
+            const __m128 x4 =
+                j % 2 ? _mm256_extractf128_ps(logits.half[j / 2], 1) : _mm256_castps256_ps128(logits.half[j / 2]);
+            __m256d c = _mm256_cvtps_pd(t4);
+            if (with_smoothing) c = _mm256_add_pd(_mm256_mul_pd(keep, c), spread);
+            if (with_weight) {
+                const double *w = target->weight + k + 4 * j;
+                c = _mm256_mul_pd(lanes == PARTIAL_SUMS ? _mm256_loadu_pd(w) : _mm256_maskload_pd(w, valid), c);
+            }
+            /* c != 0 is true for a NaN c, as _CMP_NEQ_UQ */
+            __m256d term = _mm256_and_pd(_mm256_cmp_pd(c, zero, _CMP_NEQ_UQ),
+                                         _mm256_mul_pd(c, _mm256_sub_pd(m, _mm256_cvtps_pd(x4))));
+            if (lanes < PARTIAL_SUMS) {
+                c = _mm256_and_pd(_mm256_castsi256_pd(valid), c);
+                term = _mm256_and_pd(_mm256_castsi256_pd(valid), term);
+            }
+            total[j] = _mm256_add_pd(total[j], c);
+            distance[j] = _mm256_add_pd(distance[j], term);
+        }
+    }
+    partial_sums distances = {{0.0}, {0.0}}, totals = {{0.0}, {0.0}};
+    for (int j = 0; j < PARTIAL_SUMS / 4; j++) {
+        _mm256_storeu_pd(distances.sum + 4 * j, distance[j]);
+        _mm256_storeu_pd(totals.sum + 4 * j, total[j]);
+    }
+    return (target_sums){total_of(&distances), total_of(&totals)};
+}
+#else
+#define PROB_TARGET_SUMS_IN_LANES 0
+#endif
+
 /* A class index has T = on_target + spread W (W the weights' sum) and distance on_target (max - x'_y)
  * + spread D (smoothing_distance.h, without a softcap; from smoothing when the exp pass took it) */
 static target_sums sum_over_target(const row_target *target, const STORAGE *x, const call_constants *call,
@@ -1407,6 +1465,16 @@ static target_sums sum_over_target(const row_target *target, const STORAGE *x, c
                       : smoothing_distance(target->weight, call->zero_weight, x, n_classes, max);
         return (target_sums){on_index + target->spread * distance, c + target->spread * call->weight_total};
     }
+#if PROB_TARGET_SUMS_IN_LANES
+    if (target->prob && softcap == 0) {
+        const int smoothed = target->keep != 1 || target->spread != 0;
+#define PROB_TARGET_SUMS(with_weight, with_smoothing)                                                                  \
+    prob_target_sums(target, x, n_classes, max, with_weight, with_smoothing)
+        if (smoothed) return target->weight ? PROB_TARGET_SUMS(1, 1) : PROB_TARGET_SUMS(0, 1);
+        return target->weight ? PROB_TARGET_SUMS(1, 0) : PROB_TARGET_SUMS(0, 0);
+#undef PROB_TARGET_SUMS
+    }
+#endif
 #define TARGET_SUMS(with_weight, with_prob)                                                                             \
     (softcap > 0 ? target_sum_blocks(target, x, n_classes, max, softcap, with_weight, with_prob)                      \
                  : target_sum_blocks(target, x, n_classes, max, 0.0, with_weight, with_prob))
@@ -1568,16 +1636,65 @@ static gradient_factors factors_of_row(const row_target *target, const row_stats
  * probabilities without a softcap, grad_j = e_j probability - c_j target but at the argmax. */
 enum { ANY_TARGET, INDEX_TARGET /* and no smoothing */, SMOOTHED_INDEX_TARGET, PROB_TARGET };
 
+#if FLOAT_EXP && defined(__AVX2__) && !defined(__AVX512F__)
+#define PROB_COEFFICIENTS_IN_LANES 1
+/* prob_coefficients' values for j < count, a multiple of 4, in AVX2 intrinsics (GCC compared every
+ * k with the row's class index, -1, and packed each vector's fits_float flags); whether all fit.
+ * Without smoothing (keep 1, spread 0) keep t + spread is t but for the sign of a zero t, which the +
+ * 0.0 after makes +0 either way. */
+SPECIALISED int prob_coefficients_in_lanes(SCRATCH *restrict c, const row_target *target, double target_scale,
+                                           int64_t k, int64_t count, int with_weight, int with_smoothing) {
+    const __m256d keep = _mm256_set1_pd(target->keep), spread = _mm256_set1_pd(target->spread);
+    const __m256d scale = _mm256_set1_pd(target_scale), zero = _mm256_setzero_pd();
+    const __m256d magnitude = _mm256_castsi256_pd(_mm256_set1_epi64x(INT64_MAX)), largest = _mm256_set1_pd(FLT_MAX);
+    __m256d beyond = zero; /* lanes of values beyond float's range, or NaN (_CMP_NLE_UQ) */
+    for (int64_t j = 0; j < count; j += 4) {
+        const __m256d t = _mm256_cvtps_pd(_mm_loadu_ps(target->prob + k + j));
+        __m256d value = with_smoothing ? _mm256_add_pd(_mm256_mul_pd(keep, t), spread) : t;
+        if (with_weight) value = _mm256_mul_pd(_mm256_loadu_pd(target->weight + k + j), value);
+        value = _mm256_mul_pd(_mm256_add_pd(value, zero), scale); /* (+ 0.0 as coefficient_of's) */
+        beyond = _mm256_or_pd(beyond, _mm256_cmp_pd(_mm256_and_pd(value, magnitude), largest, _CMP_NLE_UQ));
+        _mm_storeu_ps(c + j, _mm256_cvtpd_ps(value));
+    }
+    return _mm256_movemask_pd(beyond) == 0;
+}
+#else
+#define PROB_COEFFICIENTS_IN_LANES 0
+#endif
+
+/* c_j target_scale of a probability row into c (rounded to SCRATCH, as scaled_minus rounds it),
+ * j < count; whether every one fits float (fits_float) */
+SPECIALISED int prob_coefficients(SCRATCH *restrict c, const row_target *target, double target_scale, int64_t k,
+                                  int64_t count, int with_weight) {
+    int64_t j = 0;
+    int fits = 1;
+#if PROB_COEFFICIENTS_IN_LANES
+    j = count / 4 * 4;
+    fits = target->keep != 1 || target->spread != 0
+               ? prob_coefficients_in_lanes(c, target, target_scale, k, j, with_weight, 1)
+               : prob_coefficients_in_lanes(c, target, target_scale, k, j, with_weight, 0);
+#endif
+    for (; j < count; j++) {
+        const double value = coefficient_with(target, k + j, with_weight, 1) * target_scale;
+        fits &= fits_float(value);
+        c[j] = (SCRATCH)value;
+    }
+    return fits;
+}
+
 /* e_j probability - c_j target_scale for a probability row, j < count (scaled_minus: float32's
- * products in float, as the smoothed index's) */
+ * products in float, as the smoothed index's), PROB_BATCH at a time: the coefficients first, then
+ * scaled_minus_values' loop (in one loop GCC kept float and double lanes side by side) */
+#define PROB_BATCH 512
 SPECIALISED int prob_target_values(STORAGE *out, const SCRATCH *restrict e, scaling probability,
                                    const row_target *target, double target_scale, int64_t k, int64_t count,
                                    int with_weight) {
+    SCRATCH c[PROB_BATCH];
     int fits = 1;
-    for (int64_t j = 0; j < count; j++) {
-        const double c = coefficient_with(target, k + j, with_weight, 1) * target_scale;
-        fits &= fits_float(c);
-        out[j] = scaled_minus(e[j], probability, c);
+    for (int64_t j = 0; j < count; j += PROB_BATCH) {
+        const int64_t n = count - j < PROB_BATCH ? count - j : PROB_BATCH;
+        fits &= prob_coefficients(c, target, target_scale, k + j, n, with_weight);
+        scaled_minus_values(out + j, e + j, probability, c, 0.0, n);
     }
     return fits;
 }
