@@ -18,7 +18,7 @@
 
 /* double -> float rounded to odd: an inexact result gets an odd last bit, so it can never look
  * like a tie to a second rounding. Rounding that float to nearest even at 16 bits then gives the
- * correctly rounded binary16 or bfloat16 (float has more than 2 * 11 + 2 significant bits). Plain
+ * correctly rounded binary16 or bfloat16 (float has at least 2 * 11 + 2 significant bits). Plain
  * selects, so that the compiler can vectorise it. */
 HALF_CONVERSION float float_rounded_to_odd(double value) {
     const float single = (float)value;

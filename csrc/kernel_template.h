@@ -1412,9 +1412,9 @@ SPECIALISED target_sums prob_target_sums(const row_target *target, const STORAGE
         if (target->next_prob) prefetch_bytes(target->next_prob + k, PARTIAL_SUMS * sizeof(TARGET));
         const int lanes = n_classes - k < PARTIAL_SUMS ? (int)(n_classes - k) : PARTIAL_SUMS;
         const floats16 logits = load_block(x + k, lanes);
-        float t_block[PARTIAL_SUMS] = {0.0f};
+        float t_block[PARTIAL_SUMS];
         if (lanes < PARTIAL_SUMS)
-            for (int j = 0; j < lanes; j++) t_block[j] = target->prob[k + j];
+            for (int j = 0; j < PARTIAL_SUMS; j++) t_block[j] = j < lanes ? target->prob[k + j] : 0.0f;
         const floats16 t = load_16_floats(lanes == PARTIAL_SUMS ? target->prob + k : t_block);
         for (int j = 0; j < PARTIAL_SUMS / 4; j++) {
             const __m256i valid =
@@ -1424,8 +1424,8 @@ SPECIALISED target_sums prob_target_sums(const row_target *target, const STORAGE
                 j % 2 ? _mm256_extractf128_ps(logits.half[j / 2], 1) : _mm256_castps256_ps128(logits.half[j / 2]);
             __m256d c = _mm256_cvtps_pd(t4);
             if (with_smoothing) c = _mm256_add_pd(_mm256_mul_pd(keep, c), spread);
-            if (with_weight) {
-                const double *w = target->weight + k + 4 * j;
+            if (with_weight) { /* (no pointer past the row's end is formed: a quarter past it reads none) */
+                const double *w = target->weight + k + (4 * j < lanes ? 4 * j : 0);
                 c = _mm256_mul_pd(lanes == PARTIAL_SUMS ? _mm256_loadu_pd(w) : _mm256_maskload_pd(w, valid), c);
             }
             /* c != 0 is true for a NaN c, as _CMP_NEQ_UQ */
@@ -1684,18 +1684,28 @@ SPECIALISED int prob_coefficients(SCRATCH *restrict c, const row_target *target,
 
 /* e_j probability - c_j target_scale for a probability row, j < count (scaled_minus: float32's
  * products in float, as the smoothed index's), PROB_BATCH at a time: the coefficients first, then
- * scaled_minus_values' loop (in one loop GCC kept float and double lanes side by side) */
+ * scaled_minus_values' loop (in one loop GCC kept float and double lanes side by side). Not where
+ * FLOAT_EXP types' scaled_minus takes c in double (no FMA: the baseline build), whose c rounded to a
+ * float SCRATCH first would change the values: one loop there. */
 #define PROB_BATCH 512
 SPECIALISED int prob_target_values(STORAGE *out, const SCRATCH *restrict e, scaling probability,
                                    const row_target *target, double target_scale, int64_t k, int64_t count,
                                    int with_weight) {
-    SCRATCH c[PROB_BATCH];
     int fits = 1;
+#if FLOAT_EXP && !defined(__FMA__) && !defined(__aarch64__)
+    for (int64_t j = 0; j < count; j++) {
+        const double c = coefficient_with(target, k + j, with_weight, 1) * target_scale;
+        fits &= fits_float(c);
+        out[j] = scaled_minus(e[j], probability, c);
+    }
+#else
+    SCRATCH c[PROB_BATCH];
     for (int64_t j = 0; j < count; j += PROB_BATCH) {
         const int64_t n = count - j < PROB_BATCH ? count - j : PROB_BATCH;
         fits &= prob_coefficients(c, target, target_scale, k + j, n, with_weight);
         scaled_minus_values(out + j, e + j, probability, c, 0.0, n);
     }
+#endif
     return fits;
 }
 
@@ -1719,6 +1729,59 @@ SPECIALISED void capped_index_values(STORAGE *out, const SCRATCH *restrict e, co
         out[j] = STORE((e[j] * factors.probability - zero_target) * (slope[j] / SLOPE_SCALE));
 }
 
+#if defined(STORAGE_IS_FLOAT) && defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+#define CAPPED_INDEX_IN_FLOAT 1
+/* capped_index_values' values in float lanes (float32 on AVX2), each where that is as accurate:
+ * g_j = a_j (probability 2^-63), a_j = (e_j slope_j SLOPE_SCALE) 2^-63, the first product rounded
+ * once and its scaling exact where e_j slope_j SLOPE_SCALE >= 2^-62, the second rounded once from
+ * probability 2^-63 in two floats (hi normal and a_j hi finite: see capped_index_in_float): about one
+ * rounding more than the double loop's, inside the 8 eps bound. Where that product is smaller, or
+ * |g_j| < 2^-100 (where the low part's absolute error could show), or either is NaN, the element
+ * takes the double loop's value. Each element's path is its own, so the bits do not depend on where
+ * the row is split. */
+static inline int capped_index_in_float(double probability) {
+    return fabs(probability) >= 0x1p-60 && fabs(probability) <= 0x1p126;
+}
+
+/* one element's float value, or NaN where it takes the double one */
+static inline float capped_index_value_in_float(float e, float slope, float hi, float lo) {
+    const float product = e * slope, a = product * 0x1p-63f, g = __builtin_fmaf(a, hi, a * lo);
+    return product >= 0x1p-62f && fabsf(g) >= 0x1p-100f ? g : NAN;
+}
+
+SPECIALISED void capped_index_values_in_float(STORAGE *out, const SCRATCH *restrict e, const SCRATCH *restrict slope,
+                                              gradient_factors factors, int64_t count) {
+    const double scaled = factors.probability * 0x1p-63;
+    const float hi = (float)scaled, lo = (float)(scaled - hi);
+    const __m256 hi8 = _mm256_set1_ps(hi), lo8 = _mm256_set1_ps(lo), down = _mm256_set1_ps(0x1p-63f);
+    const __m256 product_floor = _mm256_set1_ps(0x1p-62f), g_floor = _mm256_set1_ps(0x1p-100f);
+    const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    for (int64_t j = 0; j < count; j += 8) {
+        if (count - j < 8) { /* the same values one at a time */
+            for (int64_t i = j; i < count; i++) {
+                const float g = capped_index_value_in_float(e[i], slope[i], hi, lo);
+                if (g == g)
+                    out[i] = g;
+                else
+                    capped_index_values(out + i, e + i, slope + i, factors, 1);
+            }
+            break;
+        }
+        const __m256 product = _mm256_mul_ps(_mm256_loadu_ps(e + j), _mm256_loadu_ps(slope + j));
+        const __m256 a = _mm256_mul_ps(product, down), g = _mm256_fmadd_ps(a, hi8, _mm256_mul_ps(a, lo8));
+        const __m256 kept = _mm256_and_ps(_mm256_cmp_ps(product, product_floor, _CMP_GE_OQ),
+                                          _mm256_cmp_ps(_mm256_and_ps(g, magnitude), g_floor, _CMP_GE_OQ));
+        _mm256_storeu_ps(out + j, g);
+        const int lanes = _mm256_movemask_ps(kept);
+        if (lanes != 0xFF)
+            for (int i = 0; i < 8; i++)
+                if (!(lanes >> i & 1)) capped_index_values(out + j + i, e + j + i, slope + j + i, factors, 1);
+    }
+}
+#else
+#define CAPPED_INDEX_IN_FLOAT 0
+#endif
+
 /* The gradient at a class index without a softcap, from the row's exps (scratch): patched over the
  * values of the loops for any class (gradient_values, stream_next_line's lines) */
 static inline STORAGE gradient_at_index(const SCRATCH *scratch, const row_target *target, gradient_factors factors) {
@@ -1735,7 +1798,12 @@ SPECIALISED void gradient_values(STORAGE *out, const SCRATCH *restrict scratch, 
 #define ANY_TARGET_VALUES(with_weight, with_prob)                                                                       \
     any_target_values(out, e, slope, target, factors, k, count, with_softcap, with_weight, with_prob)
     if (with_softcap && target_kind == INDEX_TARGET) {
-        capped_index_values(out, e, slope, factors, count);
+#if CAPPED_INDEX_IN_FLOAT
+        if (capped_index_in_float(factors.probability))
+            capped_index_values_in_float(out, e, slope, factors, count);
+        else
+#endif
+            capped_index_values(out, e, slope, factors, count);
         const int64_t y = target->index;
         if (y >= k && y < k + count)
             out[y - k] = STORE((scratch[y] * factors.probability - coefficient(target, y) * factors.target) *
