@@ -115,6 +115,36 @@ def test_softcap_near_the_cap_by_polynomial_or_exps(softcap, past_the_cap):
                                 one_hot(y, n_classes), slope)
 
 
+@pytest.mark.parametrize("grad_scale", [1.0, 2.0**-50, 2.0**100])
+def test_softcapped_gradient_in_float_or_double_lanes(grad_scale):
+    """float32's softcapped gradient off the class index takes float lanes element by element where
+    e slope SLOPE_SCALE >= 2^-62 and |g| >= 2^-100, else the double loop (capped_index_values_in_float,
+    AVX2). Rows of logits within a few softcaps, far beyond it (slopes below 2^-186, and 0) and in
+    between; at grad_scale 2^-50 the smaller gradients fall under 2^-100, and at 2^100 a product below
+    2^-62 taken in float (a subnormal a) would be off by far more than the bound (a mutant taking
+    every element in float failed there). 999 classes: a tail of 7.
+    Within the contract either way, and the same bits for one and two threads on a row whose classes
+    the threads share."""
+    rng = np.random.default_rng(11)
+    softcap, n_classes = 2.0, 999
+    x = softcap * rng.uniform(-3.0, 3.0, (4, n_classes))
+    x[1] = rng.uniform(-400.0, 400.0, n_classes)
+    x[2, ::3] = rng.uniform(-150.0, -120.0, n_classes)[::3]
+    x[3] = softcap * rng.uniform(-40.0, 40.0, n_classes)
+    x = x.astype(np.float32)
+    y = np.array([0, 5, 998, 400])
+    loss, grad = softmax_ce_c.softmax_cross_entropy(x, y, softcap=softcap, reduction="sum", grad_scale=grad_scale)
+    want_loss, want_grad = exact("softmax_cross_entropy", x, y, softcap=softcap, reduction="sum",
+                                 grad_scale=grad_scale)
+    slope = 1 / np.cosh(x.astype(np.longdouble) / softcap) ** 2
+    assert_grad_within_contract(grad, want_grad, exact("softmax", softcap * np.tanh(x / np.float64(softcap))),
+                                one_hot(y, n_classes), slope * grad_scale)
+    wide = np.tile(x, (1, 40))  # 39960 classes: more than a segment, shared by two threads
+    one = softmax_ce_c.softmax_cross_entropy(wide[:1], y[:1], softcap=softcap, grad_scale=grad_scale, num_threads=1)
+    two = softmax_ce_c.softmax_cross_entropy(wide[:1], y[:1], softcap=softcap, grad_scale=grad_scale, num_threads=2)
+    assert one[1].tobytes() == two[1].tobytes() and one[0] == two[0]
+
+
 @pytest.mark.parametrize("top, small, tiny", [(31.025385, 13.05138, -3.6220238), (80.87489, 64.24987, 47.613777)])
 def test_tiny_loss_whose_float_sums_all_round_up(top, small, tiny):
     """Rows built (by a review) so that every float addition of the exps' lane sums rounds up and the
