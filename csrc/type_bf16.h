@@ -15,6 +15,7 @@
 #define LOAD_16_AS_FLOATS_MASKED load_16_bf16_masked /* AVX-512 only */
 #define SCRATCH float
 #define WIDENED_BLOCKS /* the row loops read these logits widened to floats (kernel_template.h) */
+#define STORAGE_OF_FLOAT(value) bf16_from_float(value) /* exact for a logit's value (vector_row_max.h) */
 #if defined(__AVX512BF16__) /* the avx512bf16 build (isa_avx512bf16.h) */
 #include "bf16_round_avx512.h"
 #define ROUND_16_FLOATS bf16_round_16 /* the gradient loops' STORE_FLOAT, 16 at a time */

@@ -79,14 +79,16 @@ static inline floats16 load_16_floats(const float *x) {
     return (floats16){{_mm256_loadu_ps(x), _mm256_loadu_ps(x + 8)}};
 }
 
-static inline __m256 bf16_to_floats(__m128i bits) {
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+/* 8 bfloat16 at x, loaded into both 128-bit lanes (a load, no shuffle), to the top halves of 8 floats
+ * by one byte shuffle, each lane taking its own 4 (a zero-extension and a shift took two operations) */
+static inline __m256 load_8_bf16(const uint16_t *x) {
+    const __m256i to_top_halves = _mm256_setr_epi8(-1, -1, 0, 1, -1, -1, 2, 3, -1, -1, 4, 5, -1, -1, 6, 7, /* */
+                                                   -1, -1, 8, 9, -1, -1, 10, 11, -1, -1, 12, 13, -1, -1, 14, 15);
+    const __m256i both_lanes = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)x));
+    return _mm256_castsi256_ps(_mm256_shuffle_epi8(both_lanes, to_top_halves));
 }
 
-static inline floats16 load_16_bf16(const uint16_t *x) {
-    return (floats16){{bf16_to_floats(_mm_loadu_si128((const __m128i *)x)),
-                       bf16_to_floats(_mm_loadu_si128((const __m128i *)(x + 8)))}};
-}
+static inline floats16 load_16_bf16(const uint16_t *x) { return (floats16){{load_8_bf16(x), load_8_bf16(x + 8)}}; }
 
 static inline floats16 load_16_f16(const uint16_t *x) { /* F16C, part of the avx2 build */
     return (floats16){{_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)x)),
@@ -148,6 +150,29 @@ static inline unsigned lanes_equal(floats16 x, floats16 value) {
 }
 #endif
 
+/* The first index of the max, 16 logits at a time: 16-bit logits on AVX2 by their bits (STORAGE_OF_FLOAT:
+ * a float that is a logit's value to its bits), one comparison where widening them took four more
+ * operations, for a max that is not +-0 (a zero max is found by value, either sign: find_max). */
+#if !defined(__AVX512F__) && defined(STORAGE_OF_FLOAT)
+#define FIRST_EQUAL_BY_BITS 1
+#endif
+
+/* the first of the 16 logits at x equal to the max (in every lane of target; by_bits: its bits in every
+ * 16-bit lane of bits, where FIRST_EQUAL_BY_BITS), -1 if none */
+static inline int first_equal(const STORAGE *x, floats16 target, __m256i bits, int by_bits) {
+#ifdef FIRST_EQUAL_BY_BITS
+    if (by_bits) { /* two mask bits per logit */
+        const __m256i equal = _mm256_cmpeq_epi16(_mm256_loadu_si256((const __m256i *)x), bits);
+        const unsigned bytes = (unsigned)_mm256_movemask_epi8(equal);
+        return bytes ? __builtin_ctz(bytes) / 2 : -1;
+    }
+#else
+    (void)bits, (void)by_bits;
+#endif
+    const unsigned equal = lanes_equal(LOAD_16_AS_FLOATS(x), target);
+    return equal ? __builtin_ctz(equal) : -1;
+}
+
 /* the max chains and the min chains take the 16 logits at x */
 static inline void take_16(floats16 *max, floats16 *min, const STORAGE *x) {
     const floats16 value = LOAD_16_AS_FLOATS(x);
@@ -198,11 +223,18 @@ static logit_max vector_row_max(const STORAGE *x, int64_t n_classes) {
     if (FLOAT_EXP && min - max < VEXPF_SUBNORMAL_BELOW)
         min = smallest_at_least(x, n_classes, exp_floor(max), spread_floor(max)); /* as smallest_with_exp */
     const floats16 target = all_lanes(max);
+#ifdef FIRST_EQUAL_BY_BITS
+    const int by_bits = max != 0;
+    const __m256i bits = _mm256_set1_epi16((short)STORAGE_OF_FLOAT(max));
+#else
+    const int by_bits = 0;
+    const __m256i bits = _mm256_setzero_si256();
+#endif
     for (k = 0; k < n_classes; k += 16) {
         const int64_t start = k + 16 <= n_classes ? k : n_classes - 16;
-        const unsigned equal = lanes_equal(LOAD_16_AS_FLOATS(x + start), target);
-        if (equal) {
-            const int64_t first = start + __builtin_ctz(equal);
+        const int lane = first_equal(x + start, target, bits, by_bits);
+        if (lane >= 0) {
+            const int64_t first = start + lane;
             /* x[first], not max: a zero max has the first's sign */
             return (logit_max){LOAD(x[first]), first, min};
         }
