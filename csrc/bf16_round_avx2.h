@@ -19,19 +19,24 @@ static inline __m256i bf16_round_8_in_words(__m256 values) {
     return _mm256_srli_epi32(_mm256_blendv_epi8(rounded, quiet, _mm256_castps_si256(nan)), 16);
 }
 
+/* out[j] = bfloat16 of low[j] and out[8 + j] of high[j], j < 8 */
+static inline void bf16_store_16(uint16_t *out, __m256 low, __m256 high) {
+    /* (the pack interleaves the halves' 128-bit lanes; the permute puts them back in order) */
+    const __m256i packed = _mm256_packus_epi32(bf16_round_8_in_words(low), bf16_round_8_in_words(high));
+    _mm256_storeu_si256((__m256i *)out, _mm256_permute4x64_epi64(packed, 0xD8));
+}
+
 /* out[j] = bfloat16 of e[j] hi + (e[j] lo - c[j]), j < 16 (c NULL: c_constant for every j), as
  * scaled_minus (kernel_template.h) computes each */
 static inline void bf16_scaled_minus_16(uint16_t *out, const float *e, __m256 hi, __m256 lo, const float *c,
                                         __m256 c_constant) {
-    __m256i words[2];
+    __m256 values[2];
     for (int half = 0; half < 2; half++) {
         const __m256 e8 = _mm256_loadu_ps(e + 8 * half);
         const __m256 c8 = c ? _mm256_loadu_ps(c + 8 * half) : c_constant;
-        words[half] = bf16_round_8_in_words(_mm256_fmadd_ps(e8, hi, _mm256_fmsub_ps(e8, lo, c8)));
+        values[half] = _mm256_fmadd_ps(e8, hi, _mm256_fmsub_ps(e8, lo, c8));
     }
-    /* (the pack interleaves the halves' 128-bit lanes; the permute puts them back in order) */
-    const __m256i packed = _mm256_packus_epi32(words[0], words[1]);
-    _mm256_storeu_si256((__m256i *)out, _mm256_permute4x64_epi64(packed, 0xD8));
+    bf16_store_16(out, values[0], values[1]);
 }
 
 #endif

@@ -45,14 +45,14 @@ SPECIALISED void row_function_group_with(STORAGE *out, const STORAGE *x, const g
         return;
     }
     /* log_softmax: both terms <= 0, no cancellation; softmax: the argmax's e is exactly 1 */
-    STORAGE result[n_classes * ROW_GROUP];
+    lane_result result[n_classes * ROW_GROUP];
     for (int k = 0; k < n_classes; k++)
         ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
             const double e_k = k == argmax[r] ? 1.0 : (double)e[AT(k, r)];
-            result[AT(k, r)] = STORE(kind == GROUP_SOFTMAX ? e_k * inverse_sum[r]
-                                                           : ((double)value[AT(k, r)] - top[r]) - log_sum[r]);
+            result[AT(k, r)] = LANE_RESULT(kind == GROUP_SOFTMAX ? e_k * inverse_sum[r]
+                                                                 : ((double)value[AT(k, r)] - top[r]) - log_sum[r]);
         }
-    lanes_to_rows(out + first * n_classes, result, layout, n_rows, n_classes);
+    results_to_rows(out + first * n_classes, result, layout, n_rows, n_classes);
 }
 
 /* The group functions of row_function_job, one per kind: each a specialised copy. */

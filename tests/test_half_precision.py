@@ -125,6 +125,21 @@ def test_half_gradient_is_correctly_rounded(name, target_kind, reduction):
         assert np.all((ulp_error(grad, exact_grad) <= 1) | (error <= GRAD_EPS * np.finfo(np.float32).eps * size))
 
 
+@pytest.mark.parametrize("n_classes", [16, 1000])  # the row groups, and the row path
+@pytest.mark.parametrize("name", HALF_DTYPES)
+def test_half_log_softmax_is_correctly_rounded(name, n_classes):
+    """log_softmax is computed in double and rounded once. float16: bit for bit the exact values
+    rounded (a double rounding through float32 shows on about 1 in 2^16 of these million elements).
+    bfloat16, whose exps run in float: but for a few elements near a tie (2 here), within 1 ulp."""
+    dtype = half_dtype(name)
+    x = (4.0 * np.random.default_rng(24).standard_normal((2**20 // n_classes, n_classes))).astype(dtype)
+    result = softmax_ce_c.log_softmax(x)
+    exact_values = exact_in_float64("log_softmax", x)
+    differ = np.count_nonzero(result.astype(np.float64) != correctly_rounded(np.asarray(exact_values), name))
+    assert differ <= (0 if name == "float16" else result.size // 100_000), f"{differ} of {result.size} differ"
+    assert_within_ulps(result, exact_values, 1)
+
+
 def gradient_of_uniform_rows(dtype, n_classes, value):
     """The summed gradient of two rows of zeros, targets 0 and 1, with grad_scale K value, and its
     exact values: p = 1/K on every class, so (p - t) K value is value off the target, (1 - K) value
