@@ -43,6 +43,12 @@ static inline void f16_store_16(uint16_t *out, const __m256d values[4]) {
     }
 }
 
+/* out[j] = float16 of low[j] and out[8 + j] of high[j], j < 8, floats rounded to odd (above) */
+static inline void f16_store_16_odd_floats(uint16_t *out, __m256 low, __m256 high) {
+    _mm_storeu_si128((__m128i *)out, _mm256_cvtps_ph(low, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    _mm_storeu_si128((__m128i *)(out + 8), _mm256_cvtps_ph(high, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
 /* out[j] = float16 of e[j] factor - c[j] (c NULL: c_constant for every j), j < 16, the product and
  * difference rounded in double as scaled_minus (kernel_template.h) rounds them */
 static inline void f16_scaled_minus_16(uint16_t *out, const double *e, __m256d factor, const double *c,

@@ -31,11 +31,13 @@
  * tables, so that the rows are read and the gradient written in memory order. The AVX-512 build
  * takes the class loops of the max, the exps and a lone index's gradient in registers too
  * (few_classes_avx512.h), the AVX2 build those of the max and the exps (few_classes_avx2.h).
- * bfloat16 on AVX2, whose lanes are floats too, takes the AVX2 build's (ROWS_AS_FLOATS): its rows
- * widened to floats before the transpose, its gradient and row functions' results rounded 16 at a
- * time after it (STORE_16_FLOATS), where gathers moved and rounded one element at a time (1.6x
- * float32's time at 65536x10; A/B medians on Zen 3, one thread: the gradient 0.61-0.71, with label
- * smoothing 0.77, the row functions 0.65-0.71). */
+ * 16-bit logits on AVX2 take the AVX2 build's transposes (ROWS_AS_FLOATS): their rows widened to
+ * floats before, the gradient and the row functions' results as floats (float16's rounded to odd)
+ * after, rounded to STORAGE 16 at a time (STORE_16_FLOATS), where gathers moved and rounded one
+ * element at a time; bfloat16, whose lanes are floats too, its class loops as well (it took 1.6x
+ * float32's time at 65536x10). A/B medians on Zen 3, one thread: bfloat16's gradient 0.61-0.71, with
+ * label smoothing 0.77, its row functions 0.65-0.71; float16's gradient 0.81-0.84, its row functions
+ * 0.70-0.86. */
 #if defined(__AVX512F__) && defined(STORAGE_IS_FLOAT)
 _Static_assert(sizeof(STORAGE) == sizeof(float) && sizeof(SCRATCH) == sizeof(float) && sizeof(TARGET) == sizeof(float),
                "transpose_16.h moves floats");
@@ -43,13 +45,16 @@ _Static_assert(sizeof(STORAGE) == sizeof(float) && sizeof(SCRATCH) == sizeof(flo
 #include "transpose_16.h"
 #include "few_classes_avx512.h"
 #elif defined(__AVX2__) && (defined(STORAGE_IS_FLOAT) || defined(STORE_16_FLOATS))
-_Static_assert(sizeof(SCRATCH) == sizeof(float) && sizeof(TARGET) == sizeof(float), "transpose_4_avx2.h moves floats");
+_Static_assert(sizeof(TARGET) == sizeof(float), "transpose_4_avx2.h moves floats");
 #define TRANSPOSE_4 1
 #ifndef STORAGE_IS_FLOAT
-#define ROWS_AS_FLOATS 1 /* bfloat16, see above */
+#define ROWS_AS_FLOATS 1 /* 16-bit logits, see above */
 #endif
 #include "transpose_4_avx2.h"
+#if FLOAT_EXP
+_Static_assert(sizeof(SCRATCH) == sizeof(float), "few_classes_avx2.h takes float lanes");
 #include "few_classes_avx2.h"
+#endif
 #endif
 
 /* The length of an array of a group's logits or targets in lanes: the 16 x 16 register transpose
@@ -157,6 +162,7 @@ _Static_assert(ROW_GROUP % 16 == 0, "a group's logits are a multiple of 16");
 /* the count logits at x as floats: x itself for float32, else widened into widened */
 static inline const float *rows_as_floats(float *widened, const STORAGE *x, int count) {
 #ifdef ROWS_AS_FLOATS
+    if (count < 16) __builtin_unreachable(); /* a group of K >= 4 (told, GCC 12 stops warning widened is unset) */
     for (int i = 0; i < count; i += 16) store_16_floats(widened + i, LOAD_16_AS_FLOATS(x + i));
     return widened;
 #else
@@ -174,7 +180,14 @@ static void logits_to_lanes(SCRATCH *lanes, const STORAGE *rows, const group_lay
 #ifdef TRANSPOSE_4
     if (n_classes >= 4) {
         float widened[sizeof(STORAGE) == sizeof(float) ? 1 : n_classes * ROW_GROUP];
-        rows_to_lanes_4(lanes, rows_as_floats(widened, x, n_classes * ROW_GROUP), n_classes);
+        const float *floats = rows_as_floats(widened, x, n_classes * ROW_GROUP);
+#if FLOAT_EXP /* float lanes */
+        rows_to_lanes_4(lanes, floats, n_classes);
+#else /* float16's double lanes: transposed as floats, then widened */
+        float transposed[n_classes * ROW_GROUP];
+        rows_to_lanes_4(transposed, floats, n_classes);
+        for (int i = 0; i < n_classes * ROW_GROUP; i++) lanes[i] = transposed[i];
+#endif
         return;
     }
 #endif
@@ -198,7 +211,7 @@ static void targets_to_lanes(TARGET *lanes, const TARGET *rows, const group_layo
     for (int i = 0; i < n_classes * ROW_GROUP; i++) lanes[i] = t[layout->of_rows[i]];
 }
 
-#ifndef ROWS_AS_FLOATS /* (which has results_to_rows take gradient_to_rows) */
+#ifndef ROWS_AS_FLOATS /* (whose results go to rows by float_lanes_to_rows) */
 /* (rows past n_rows are not written: a group of fewer rows takes the gathers) */
 static void lanes_to_rows(STORAGE *rows, const STORAGE *lanes, const group_layout *layout, int n_rows,
                           int n_classes) {
@@ -212,9 +225,10 @@ static void lanes_to_rows(STORAGE *rows, const STORAGE *lanes, const group_layou
 }
 #endif
 
-static void gradient_to_rows(STORAGE *rows, const SCRATCH *lanes, const group_layout *layout, int n_rows,
-                             int n_classes) {
-#ifdef ROWS_AS_FLOATS /* floats in rows, then rounded (K ROW_GROUP of them) */
+#ifdef ROWS_AS_FLOATS
+/* float lanes to rows made STORAGE: floats in rows, then rounded (K ROW_GROUP of them) */
+static void float_lanes_to_rows(STORAGE *rows, const float *lanes, const group_layout *layout, int n_rows,
+                                int n_classes) {
     if (n_rows == ROW_GROUP && n_classes >= 4) {
         float values[n_classes * ROW_GROUP];
         lanes_to_rows_4(values, lanes, n_classes);
@@ -222,8 +236,19 @@ static void gradient_to_rows(STORAGE *rows, const SCRATCH *lanes, const group_la
             STORE_16_FLOATS(rows + i, _mm256_loadu_ps(values + i), _mm256_loadu_ps(values + i + 8));
         return;
     }
+    for (int i = 0; i < n_rows * n_classes; i++) rows[i] = STORE(lanes[layout->of_transposed[i]]);
+}
 #endif
-#if defined(TRANSPOSE_4) && defined(STORAGE_IS_FLOAT) /* SCRATCH is STORAGE */
+
+static void gradient_to_rows(STORAGE *rows, const SCRATCH *lanes, const group_layout *layout, int n_rows,
+                             int n_classes) {
+#if defined(ROWS_AS_FLOATS) && FLOAT_EXP
+    float_lanes_to_rows(rows, lanes, layout, n_rows, n_classes);
+#elif defined(ROWS_AS_FLOATS) /* float16's double lanes, rounded to odd floats (STORE's first rounding) */
+    float odd[n_classes * ROW_GROUP];
+    for (int i = 0; i < n_classes * ROW_GROUP; i++) odd[i] = float_rounded_to_odd(lanes[i]);
+    float_lanes_to_rows(rows, odd, layout, n_rows, n_classes);
+#elif defined(TRANSPOSE_4) /* SCRATCH is STORAGE */
     lanes_to_rows(rows, lanes, layout, n_rows, n_classes);
 #else
     for (int i = 0; i < n_rows * n_classes; i++) rows[i] = STORE(lanes[layout->of_transposed[i]]);
@@ -232,12 +257,12 @@ static void gradient_to_rows(STORAGE *rows, const SCRATCH *lanes, const group_la
 #endif
 
 /* A row function's results in lanes (LANE_RESULT of each double), moved to rows by results_to_rows:
- * STORAGE, or for bfloat16 on AVX2 floats rounded to odd, which gradient_to_rows' rounding then
- * takes to bfloat16 16 at a time (the two roundings of STORE, the same bits). */
+ * STORAGE, or for 16-bit logits on AVX2 floats rounded to odd, which float_lanes_to_rows then rounds
+ * 16 at a time (the two roundings of STORE, the same bits). */
 #ifdef ROWS_AS_FLOATS
 typedef float lane_result;
 #define LANE_RESULT(value) float_rounded_to_odd(value)
-#define results_to_rows gradient_to_rows
+#define results_to_rows float_lanes_to_rows
 #else
 typedef STORAGE lane_result;
 #define LANE_RESULT(value) STORE(value)
