@@ -79,8 +79,9 @@ static inline floats16 load_16_floats(const float *x) {
     return (floats16){{_mm256_loadu_ps(x), _mm256_loadu_ps(x + 8)}};
 }
 
-/* 8 bfloat16 at x, loaded into both 128-bit lanes (a load, no shuffle), to the top halves of 8 floats
- * by one byte shuffle, each lane taking its own 4 (a zero-extension and a shift took two operations) */
+/* 8 bfloat16 at x, loaded into both 128-bit lanes (a load, no shuffle), to the top halves of 8
+ * floats by one byte shuffle, each lane taking its own 4 (a zero-extension and a shift took two
+ * operations) */
 static inline __m256 load_8_bf16(const uint16_t *x) {
     const __m256i to_top_halves = _mm256_setr_epi8(-1, -1, 0, 1, -1, -1, 2, 3, -1, -1, 4, 5, -1, -1, 6, 7, /* */
                                                    -1, -1, 8, 9, -1, -1, 10, 11, -1, -1, 12, 13, -1, -1, 14, 15);
@@ -150,15 +151,16 @@ static inline unsigned lanes_equal(floats16 x, floats16 value) {
 }
 #endif
 
-/* The first index of the max, 16 logits at a time: 16-bit logits on AVX2 by their bits (STORAGE_OF_FLOAT:
- * a float that is a logit's value to its bits), one comparison where widening them took four more
- * operations, for a max that is not +-0 (a zero max is found by value, either sign: find_max). */
+/* The first index of the max, 16 logits at a time: 16-bit logits on AVX2 by their bits
+ * (STORAGE_OF_FLOAT: a float that is a logit's value to its bits), one comparison where widening
+ * them took four more operations, for a max that is not +-0 (a zero max is found by value, either
+ * sign: find_max). */
 #if !defined(__AVX512F__) && defined(STORAGE_OF_FLOAT)
 #define FIRST_EQUAL_BY_BITS 1
 #endif
 
-/* the first of the 16 logits at x equal to the max (in every lane of target; by_bits: its bits in every
- * 16-bit lane of bits, where FIRST_EQUAL_BY_BITS), -1 if none */
+/* the first of the 16 logits at x equal to the max (in every lane of target; by_bits: its bits in
+ * every 16-bit lane of bits, where FIRST_EQUAL_BY_BITS), -1 if none */
 static inline int first_equal(const STORAGE *x, floats16 target, __m256i bits, int by_bits) {
 #ifdef FIRST_EQUAL_BY_BITS
     if (by_bits) { /* two mask bits per logit */

@@ -111,7 +111,10 @@ def test_half_gradient_is_correctly_rounded(name, target_kind, reduction, n_clas
     # a million elements: a double rounding (through float32) shows on about 1 in 2^16 of them
     shape = (2**20 // n_classes, n_classes)
     x = (4.0 * rng.standard_normal(shape)).astype(dtype)
-    target = rng.integers(0, n_classes, shape[0]) if target_kind == "index" else make_prob_target(rng, shape, np.float32)
+    if target_kind == "index":
+        target = rng.integers(0, n_classes, shape[0])
+    else:
+        target = make_prob_target(rng, shape, np.float32)
     grad = softmax_ce_c.softmax_cross_entropy(x, target, reduction=reduction)[1]
     exact_grad = exact_in_float64("softmax_cross_entropy", x, target, reduction=reduction)[1]
     want = correctly_rounded(np.asarray(exact_grad, np.float64), name)
