@@ -33,20 +33,16 @@ static inline __m128 f16_odd_floats_4(__m256d value) {
     return _mm256_cvtpd_ps(_mm256_castsi256_pd(_mm256_or_si256(_mm256_andnot_si256(below, bits), odd)));
 }
 
-/* out[j] = float16 of value j of values (4 to a vector), j < 16 */
-static inline void f16_store_16(uint16_t *out, const __m256d values[4]) {
-    for (int half = 0; half < 2; half++) {
-        const __m256 eight =
-            _mm256_set_m128(f16_odd_floats_4(values[2 * half + 1]), f16_odd_floats_4(values[2 * half]));
-        _mm_storeu_si128((__m128i *)(out + 8 * half),
-                         _mm256_cvtps_ph(eight, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    }
-}
-
 /* out[j] = float16 of low[j] and out[8 + j] of high[j], j < 8, floats rounded to odd (above) */
 static inline void f16_store_16_odd_floats(uint16_t *out, __m256 low, __m256 high) {
     _mm_storeu_si128((__m128i *)out, _mm256_cvtps_ph(low, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     _mm_storeu_si128((__m128i *)(out + 8), _mm256_cvtps_ph(high, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+/* out[j] = float16 of value j of values (4 to a vector), j < 16 */
+static inline void f16_store_16(uint16_t *out, const __m256d values[4]) {
+    f16_store_16_odd_floats(out, _mm256_set_m128(f16_odd_floats_4(values[1]), f16_odd_floats_4(values[0])),
+                            _mm256_set_m128(f16_odd_floats_4(values[3]), f16_odd_floats_4(values[2])));
 }
 
 /* out[j] = float16 of e[j] factor - c[j] (c NULL: c_constant for every j), j < 16, the product and

@@ -17,12 +17,12 @@
 /* The group transposed: class k of its row r at [AT(k, r)] of an array of n_classes * ROW_GROUP
  * (flat, so that a lane's own k can be gathered: GCC 12 gathers from no 2-D array). The arrays are
  * on the stack, sized by the call's K rather than FEW_CLASSES (variable-length arrays): 34 KB for
- * float32 rows of 88 classes, 60 KB for 48 with a softcap, 5 KB at 10 classes. Arrays of a fixed size
- * would take the most at every K (they measured about 1% faster at K = 2 and 10, a C harness). The
- * logits and exps are kept as SCRATCH, which holds them exactly (floats for float32). AT is
- * pointer-sized: with -fwrapv (in Python's build flags) an int index would not be affine in the
- * class loops, and GCC would vectorise none of them; GATHER_AT, for a k of each lane's own, is an
- * int: gathers take 32-bit indices. */
+ * float32 rows of 88 classes, 60 KB for 48 with a softcap (float16's double lanes: about 90 KB),
+ * 5 KB at 10 classes. Arrays of a fixed size would take the most at every K (they measured about 1%
+ * faster at K = 2 and 10, a C harness). The logits and exps are kept as SCRATCH, which holds them
+ * exactly (floats for float32). AT is pointer-sized: with -fwrapv (in Python's build flags) an int
+ * index would not be affine in the class loops, and GCC would vectorise none of them; GATHER_AT,
+ * for a k of each lane's own, is an int: gathers take 32-bit indices. */
 #define AT(k, r) ((ptrdiff_t)(k) * ROW_GROUP + (r))
 #define GATHER_AT(k, r) ((k) * ROW_GROUP + (r))
 
@@ -44,7 +44,7 @@ _Static_assert(sizeof(STORAGE) == sizeof(float) && sizeof(SCRATCH) == sizeof(flo
 #define TRANSPOSE_16 1
 #include "transpose_16.h"
 #include "few_classes_avx512.h"
-#elif defined(__AVX2__) && (defined(STORAGE_IS_FLOAT) || defined(STORE_16_FLOATS))
+#elif defined(__AVX2__) && !defined(__AVX512F__) && (defined(STORAGE_IS_FLOAT) || defined(STORE_16_FLOATS))
 _Static_assert(sizeof(TARGET) == sizeof(float), "transpose_4_avx2.h moves floats");
 #define TRANSPOSE_4 1
 #ifndef STORAGE_IS_FLOAT
@@ -156,19 +156,14 @@ static void gradient_to_rows(STORAGE *rows, const SCRATCH *lanes, const group_la
     lanes_to_rows(rows, lanes, layout, n_rows, n_classes);
 }
 #else
-#ifdef TRANSPOSE_4
+#ifdef ROWS_AS_FLOATS
 _Static_assert(ROW_GROUP % 16 == 0, "a group's logits are a multiple of 16");
 
-/* the count logits at x as floats: x itself for float32, else widened into widened */
-static inline const float *rows_as_floats(float *widened, const STORAGE *x, int count) {
-#ifdef ROWS_AS_FLOATS
-    if (count < 16) __builtin_unreachable(); /* a group of K >= 4 (told, GCC 12 stops warning widened is unset) */
-    for (int i = 0; i < count; i += 16) store_16_floats(widened + i, LOAD_16_AS_FLOATS(x + i));
-    return widened;
-#else
-    (void)widened, (void)count;
-    return x;
-#endif
+/* floats[i] = x[i] widened, i < count (a multiple of 16) */
+static inline void widen_to_floats(float *floats, const STORAGE *x, int count) {
+    /* a group of 4 classes or more: said, or GCC 12 warns that the caller's floats may be left unset */
+    if (count < 16) __builtin_unreachable();
+    for (int i = 0; i < count; i += 16) store_16_floats(floats + i, LOAD_16_AS_FLOATS(x + i));
 }
 #endif
 
@@ -179,8 +174,12 @@ static void logits_to_lanes(SCRATCH *lanes, const STORAGE *rows, const group_lay
     const STORAGE *x = group_rows(padded, rows, n_rows, n_classes * sizeof(STORAGE));
 #ifdef TRANSPOSE_4
     if (n_classes >= 4) {
-        float widened[sizeof(STORAGE) == sizeof(float) ? 1 : n_classes * ROW_GROUP];
-        const float *floats = rows_as_floats(widened, x, n_classes * ROW_GROUP);
+#ifdef ROWS_AS_FLOATS
+        float floats[n_classes * ROW_GROUP];
+        widen_to_floats(floats, x, n_classes * ROW_GROUP);
+#else
+        const float *floats = x;
+#endif
 #if FLOAT_EXP /* float lanes */
         rows_to_lanes_4(lanes, floats, n_classes);
 #else /* float16's double lanes: transposed as floats, then widened */
@@ -215,7 +214,7 @@ static void targets_to_lanes(TARGET *lanes, const TARGET *rows, const group_layo
 /* (rows past n_rows are not written: a group of fewer rows takes the gathers) */
 static void lanes_to_rows(STORAGE *rows, const STORAGE *lanes, const group_layout *layout, int n_rows,
                           int n_classes) {
-#if defined(TRANSPOSE_4) && defined(STORAGE_IS_FLOAT)
+#ifdef TRANSPOSE_4 /* (float32 here) */
     if (n_rows == ROW_GROUP && n_classes >= 4) {
         lanes_to_rows_4(rows, lanes, n_classes);
         return;

@@ -19,9 +19,11 @@
  *   SCALED_MINUS_16   optional (AVX2), scaled_minus_values' loop for 16 values in intrinsics
  *   LOAD_4_AS_DOUBLES optional (AVX2), 4 logits as doubles, for exp_double_run (float16)
  *   LOG_SOFTMAX_16    optional (AVX2), log_softmax_values' loop for 16 values in intrinsics (float16)
- *   STORAGE_OF_FLOAT  optional (AVX2, 16-bit logits), the bits of a float that is a logit's value
- *   STORE_16_FLOATS   optional (AVX2, 16-bit logits), 16 floats (two __m256) to 16 STORAGE as STORE
- *                     rounds them (float16: floats rounded to odd, float_rounded_to_odd)
+ *   STORAGE_OF_FLOAT  optional (16-bit logits), the bits of a float that is a logit's value, for
+ *                     AVX2's row max
+ *   STORE_16_FLOATS   optional (16-bit logits), 16 floats (two __m256) to 16 STORAGE as STORE
+ *                     rounds them (float16: floats rounded to odd, float_rounded_to_odd); for AVX2's
+ *                     few-classes groups
  *   SCRATCH           the type a row's exps (and softcap slopes) are kept in between passes: float
  *                     for FLOAT_EXP types (their exps are floats already), double where the gradient
  *                     must be exact to more bits (float64, and float16's correct rounding)

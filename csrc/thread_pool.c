@@ -11,8 +11,8 @@
 #include <unistd.h>
 
 #define MAX_WORKERS 64 /* workers are never reclaimed: keep what a huge num_threads can leave */
-/* a worker's stack is at least this: a few-classes group takes up to about 60 KB of it (float32
- * rows of 48 classes with a softcap), half of musl's default of 128 KB (glibc's is 8 MB) */
+/* a worker's stack is at least this: a few-classes group takes up to about 90 KB of it (float16
+ * rows of 48 classes with a softcap), most of musl's default of 128 KB (glibc's is 8 MB) */
 #define WORKER_MIN_STACK_BYTES (1 << 20)
 
 /* A thread that waits within a job (a worker for the prologue's end, the caller for the workers'
