@@ -16,9 +16,9 @@
  * spread). The loaders also widen 16-bit logits for kernel_template.h's block_values. */
 #include <immintrin.h>
 
+#if defined(__AVX512F__)
 #define CHAINS 4
 
-#if defined(__AVX512F__)
 typedef __m512 floats16;
 
 static inline floats16 load_16_floats(const float *x) { return _mm512_loadu_ps(x); }
@@ -71,6 +71,10 @@ static inline int any_lane_below(floats16 value, floats16 bound) {
 /* the mask of the lanes equal to value */
 static inline unsigned lanes_equal(floats16 x, floats16 value) { return _mm512_cmp_ps_mask(x, value, _CMP_EQ_OQ); }
 #else
+/* floats16 is two registers here: with 4 chains (8 registers of the max, 8 of the min, and the
+ * logits: more than AVX2's 16) GCC kept some in memory, a store and a load in their chains */
+#define CHAINS 2
+
 typedef struct {
     __m256 half[2];
 } floats16;
@@ -109,12 +113,13 @@ static inline floats16 larger_of(floats16 value, floats16 max) {
     return (floats16){{_mm256_max_ps(value.half[0], max.half[0]), _mm256_max_ps(value.half[1], max.half[1])}};
 }
 
+/* the lanes halved three times (a chain of 4 operations where a scan of 16 lanes took 15; lanes hold
+ * no NaN: the chains skip them) */
 static inline float largest_lane(floats16 max) {
-    float lanes[16];
-    store_16_floats(lanes, max);
-    float largest = lanes[0];
-    for (int j = 1; j < 16; j++) largest = lanes[j] > largest ? lanes[j] : largest;
-    return largest;
+    const __m256 eight = _mm256_max_ps(max.half[0], max.half[1]);
+    __m128 four = _mm_max_ps(_mm256_castps256_ps128(eight), _mm256_extractf128_ps(eight, 1));
+    four = _mm_max_ps(four, _mm_movehl_ps(four, four));
+    return _mm_cvtss_f32(_mm_max_ss(four, _mm_movehdup_ps(four)));
 }
 
 static inline floats16 smaller_of(floats16 value, floats16 min) {
@@ -131,12 +136,11 @@ static inline floats16 smaller_at_least_of(floats16 value, floats16 min, floats1
     return (floats16){{low, smaller_at_least_of_8(value.half[1], min.half[1], floor.half[1])}};
 }
 
-static inline float smallest_lane(floats16 min) {
-    float lanes[16];
-    store_16_floats(lanes, min);
-    float smallest = lanes[0];
-    for (int j = 1; j < 16; j++) smallest = lanes[j] < smallest ? lanes[j] : smallest;
-    return smallest;
+static inline float smallest_lane(floats16 min) { /* as largest_lane */
+    const __m256 eight = _mm256_min_ps(min.half[0], min.half[1]);
+    __m128 four = _mm_min_ps(_mm256_castps256_ps128(eight), _mm256_extractf128_ps(eight, 1));
+    four = _mm_min_ps(four, _mm_movehl_ps(four, four));
+    return _mm_cvtss_f32(_mm_min_ss(four, _mm_movehdup_ps(four)));
 }
 
 static inline int any_lane_below(floats16 value, floats16 bound) {
