@@ -98,6 +98,11 @@ typedef struct {
     double on_target[FEW_CLASSES + 1]; /* (1 - eps) w_k, target_of_row's on_target for class index k;
                                           0 at FEW_CLASSES, for rows not counted */
     double keep, spread;           /* 1 - eps, eps / K */
+    /* smoothed class indices: c_k off the index (coefficient_of's w_k spread) as the gradient takes
+     * it, whether every one fits a float, and the largest |c_k| (see fits_float) */
+    SCRATCH spread_c[FEW_CLASSES];
+    int spread_c_fit;
+    double spread_c_largest;
     gradient_scales scales;        /* of every row, unless each has its own upstream gradient */
 } group_constants;
 
@@ -113,6 +118,14 @@ static void set_up_groups(group_constants *constants, const cross_entropy_job *j
         constants->on_target[k] = constants->keep * (params->weight ? params->weight[k] : 1.0);
     }
     constants->on_target[FEW_CLASSES] = 0.0;
+    constants->spread_c_fit = 1;
+    constants->spread_c_largest = 0.0;
+    for (int k = 0; k < n_classes; k++) {
+        const double c = coefficient_of(constants->w[k], constants->keep, 0.0, constants->spread, 0, 0.0);
+        constants->spread_c[k] = (SCRATCH)c;
+        constants->spread_c_fit &= fits_float(c);
+        constants->spread_c_largest = fabs(c) > constants->spread_c_largest ? fabs(c) : constants->spread_c_largest;
+    }
     constants->scales = scales_of(params->grad_scale, job->result, params->reduction);
 }
 
@@ -458,14 +471,16 @@ static void read_group_targets(group_targets *restrict targets, const cross_entr
 }
 
 /* c_k of row r (coefficient) from w_k (constants->w) and t[at] (the probability, 0 for class-index
- * rows); lone_index: class-index targets without smoothing, where only the class itself has a share
- * (t is not filled, nor read). Rows not counted get some c too, which every result of theirs leaves
- * out. */
+ * rows); class-index targets without smoothing (lone_index), where only the class itself has a
+ * share, or with it (smoothed_index): t is not filled, nor read. Rows not counted get some c too,
+ * which every result of theirs leaves out. */
 SPECIALISED double group_coefficient(const group_constants *constants, const group_targets *targets, double w_k,
-                                     const TARGET *t, ptrdiff_t at, int k, int r, int lone_index) {
+                                     const TARGET *t, ptrdiff_t at, int k, int r, int lone_index,
+                                     int smoothed_index) {
     const int at_index = k == targets->index[r];
     if (lone_index) return at_index ? targets->on_target[r] : 0.0;
-    return coefficient_of(w_k, constants->keep, t[at], constants->spread, at_index, targets->on_target[r]);
+    const double t_k = smoothed_index ? 0.0 : t[at];
+    return coefficient_of(w_k, constants->keep, t_k, constants->spread, at_index, targets->on_target[r]);
 }
 
 /* whether the float gradient of a group's row, one product e_k p (p the factor, no low part as in
@@ -485,9 +500,15 @@ SPECIALISED int subnormal_products(double min, double max, double factor) {
 
 /* The loss and z-loss term of the group of rows from first and, with a gradient, their gradient;
  * end: the end of this chunk's rows, which reads may reach (past them, another thread may be
- * writing its gradient over its logits). */
+ * writing its gradient over its logits). Class-index rows without a softcap take their sums of c_k
+ * in closed form, as sum_over_target: lone_index (no smoothing), one term; smoothed_index, T =
+ * on_target + spread W and the distance on_target (top - x_y) + spread D (D = sum_k w_k (top - x_k)),
+ * where c_k per element, for both sums and again for the gradient, made label smoothing 1.45x the
+ * plain pass (65536x10 float32, one thread; A/B: 0.77-0.83 of that time). */
 SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const group_constants *constants,
-                                          int64_t first, int64_t end, int with_softcap, int lone_index) {
+                                          int64_t first, int64_t end, int with_softcap, int lone_index,
+                                          int smoothed_index) {
+    const int index_sums = lone_index || smoothed_index; /* (never with a softcap: cross_entropy_groups) */
     const int n_rows = end - first < ROW_GROUP ? (int)(end - first) : ROW_GROUP;
     const sce_params *params = job->params;
     const sce_result *result = job->result;
@@ -497,13 +518,13 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
     /* softcap only: x', its slope, and e in double (see the gradient) */
     const int softcap_lanes = with_softcap ? n_classes * ROW_GROUP : 1;
     double capped[softcap_lanes], slope[softcap_lanes], capped_e[softcap_lanes];
-    TARGET t[lone_index ? 1 : lanes_length(n_classes)];
+    TARGET t[index_sums ? 1 : lanes_length(n_classes)];
     group_targets targets;
     const double *w = constants->w;
     /* every read of x and of the targets happens before the gradient is written: grad may be logits */
     read_group_targets(&targets, job, constants, first, n_rows);
     group_logits_to_lanes(value, job->logits, &constants->layout, first, n_rows, end, n_classes);
-    if (!lone_index) { /* the probabilities t, 0 for class-index rows */
+    if (!index_sums) { /* the probabilities t, 0 for class-index rows (with a softcap) */
         if (job->target_prob)
             targets_to_lanes(t, job->target_prob + first * n_classes, &constants->layout, n_rows, n_classes,
                              (end - first) * n_classes);
@@ -533,18 +554,32 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
 
     /* target_sums */
     double total[ROW_GROUP], total_carry[ROW_GROUP], distance[ROW_GROUP], distance_carry[ROW_GROUP];
-    double x_y[ROW_GROUP]; /* read with a lone index only */
-    if (lone_index) group_logits_at_index(x_y, value, capped, targets.index, with_softcap);
-    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) { /* a lone class index: one term, as sum_over_target */
+    double x_y[ROW_GROUP]; /* read with class indices only */
+    if (index_sums) group_logits_at_index(x_y, value, capped, targets.index, with_softcap);
+    ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) { /* a class index's own term, as sum_over_target */
         const double c = targets.on_target[r];
-        total[r] = lone_index ? c : 0.0;
-        distance[r] = lone_index && c != 0 ? c * (top[r] - x_y[r]) : 0.0;
+        total[r] = index_sums ? c : 0.0;
+        distance[r] = index_sums && c != 0 ? c * (top[r] - x_y[r]) : 0.0;
         total_carry[r] = distance_carry[r] = 0.0;
     }
-    if (!lone_index)
+    if (smoothed_index) { /* and spread W, spread D */
+        const double spread = constants->spread;
+        double d[ROW_GROUP], d_carry[ROW_GROUP];
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) d[r] = d_carry[r] = 0.0;
+        for (int k = 0; k < n_classes; k++)
+            if (w[k] != 0) /* a zero weight adds nothing, even at x_k = -inf */
+                ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++)
+                    add_to_sum(&d[r], &d_carry[r], w[k] * (top[r] - (double)value[AT(k, r)]));
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            total[r] += spread * job->call.weight_total;
+            distance[r] += spread * with_carry(d[r], d_carry[r]);
+        }
+    }
+    if (!index_sums)
         for (int k = 0; k < n_classes; k++)
             ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-                const double c = group_coefficient(constants, &targets, w[k], t, AT(k, r), k, r, lone_index);
+                const double c =
+                    group_coefficient(constants, &targets, w[k], t, AT(k, r), k, r, lone_index, smoothed_index);
                 add_to_sum(&total[r], &total_carry[r], c);
                 const double x_k = group_logit(value, capped, AT(k, r), with_softcap);
                 add_to_sum(&distance[r], &distance_carry[r], c != 0 ? c * (top[r] - x_k) : 0.0);
@@ -578,7 +613,8 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
         const int counted = targets.counted[r];
         const int a = argmax[r];
         const double w_a = w[a];
-        const double c_a = group_coefficient(constants, &targets, w_a, t, GATHER_AT(a, r), a, r, lone_index);
+        const double c_a =
+            group_coefficient(constants, &targets, w_a, t, GATHER_AT(a, r), a, r, lone_index, smoothed_index);
         const double others =
             others_than_argmax(row_total[r], c_a, a == targets.index[r], constants->spread, weight_total, w_a);
         const gradient_scales scales = {targets.ce_scale[r], targets.z_scale[r]};
@@ -632,10 +668,31 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
                 grad[AT(k, r)] = targets.counted[r] ? g : 0;
             }
 #endif
+    } else if (smoothed_index) { /* c_k the row's own on its index, elsewhere the class's (set_up_groups) */
+        SCRATCH c_at_index[ROW_GROUP];
+        ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+            const int y = targets.index[r] < 0 ? 0 : targets.index[r];
+            const double c = group_coefficient(constants, &targets, w[y], t, 0, y, r, 0, 1);
+            c_at_index[r] = (SCRATCH)c;
+            /* every c_k times the factor within float's range: the largest is */
+            fit[r] &= (!targets.counted[r]) | (fits_float(c) & fits_float(c * target_factor_d[r]) &
+                                               constants->spread_c_fit &
+                                               fits_float(constants->spread_c_largest * target_factor_d[r]));
+        }
+        for (int k = 0; k < n_classes; k++) {
+            const SCRATCH c_k = constants->spread_c[k];
+            ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
+                const SCRATCH c = k == targets.index[r] ? c_at_index[r] : c_k;
+                const SCRATCH g = LANE_GRADIENT(k == argmax[r], at_argmax[r], e[AT(k, r)], probability[r], c,
+                                                target_factor[r]);
+                grad[AT(k, r)] = targets.counted[r] ? g : 0;
+            }
+        }
     } else {
         for (int k = 0; k < n_classes; k++)
             ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-                const double c = group_coefficient(constants, &targets, w[k], t, AT(k, r), k, r, lone_index);
+                const double c =
+                    group_coefficient(constants, &targets, w[k], t, AT(k, r), k, r, lone_index, smoothed_index);
                 fit[r] &= (!targets.counted[r]) | (fits_float(c) & fits_float(c * target_factor_d[r]));
                 const int is_argmax = k == argmax[r];
                 const double g =
@@ -652,7 +709,8 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
         for (int k = 0; k < n_classes; k++)
             for (int r = 0; r < ROW_GROUP; r++) {
                 if (fit[r]) continue;
-                const double c = group_coefficient(constants, &targets, w[k], t, AT(k, r), k, r, lone_index);
+                const double c =
+                    group_coefficient(constants, &targets, w[k], t, AT(k, r), k, r, lone_index, smoothed_index);
                 const double e_k = with_softcap ? capped_e[AT(k, r)] : e[AT(k, r)];
                 const double g =
                     LANE_GRADIENT(k == argmax[r], at_argmax_d[r], e_k, probability_d[r], c, target_factor_d[r]);
@@ -662,20 +720,22 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
 }
 
 SPECIALISED void cross_entropy_groups_with(const cross_entropy_job *job, const group_constants *constants,
-                                           int64_t begin, int64_t end, int with_softcap, int lone_index) {
+                                           int64_t begin, int64_t end, int with_softcap, int lone_index,
+                                           int smoothed_index) {
     for (int64_t first = begin; first < end; first += ROW_GROUP)
-        cross_entropy_group_with(job, constants, first, end, with_softcap, lone_index);
+        cross_entropy_group_with(job, constants, first, end, with_softcap, lone_index, smoothed_index);
 }
 
 /* rows [begin, end) */
 static void cross_entropy_groups(const cross_entropy_job *job, int64_t begin, int64_t end) {
     group_constants constants;
     set_up_groups(&constants, job);
-    const int lone_index = job->target_index && constants.spread == 0;
     if (job->call.softcap > 0)
-        cross_entropy_groups_with(job, &constants, begin, end, 1, 0);
-    else if (lone_index)
-        cross_entropy_groups_with(job, &constants, begin, end, 0, 1);
+        cross_entropy_groups_with(job, &constants, begin, end, 1, 0, 0);
+    else if (job->target_index && constants.spread == 0)
+        cross_entropy_groups_with(job, &constants, begin, end, 0, 1, 0);
+    else if (job->target_index)
+        cross_entropy_groups_with(job, &constants, begin, end, 0, 0, 1);
     else
-        cross_entropy_groups_with(job, &constants, begin, end, 0, 0);
+        cross_entropy_groups_with(job, &constants, begin, end, 0, 0, 0);
 }
