@@ -91,6 +91,13 @@ static void set_up_group_layout(group_layout *layout, int n_classes) {
 #endif
 }
 
+/* fits_float for a value that multiplies others of any size in float (the target factor, c_k):
+ * also 0 or normal, as a subnormal float keeps too few digits (the gradient of a grad_scale of
+ * 1e-44 with weights of 1e30 was 2% off; the row path multiplies them in double) */
+SPECIALISED int fits_float_multiplier(double value) {
+    return fits_float(value) & (!FLOAT_EXP | (value == 0) | (fabs(value) >= FLT_MIN)); /* (no branches) */
+}
+
 /* What every group of a call shares, set up once per chunk. */
 typedef struct {
     group_layout layout;
@@ -99,7 +106,7 @@ typedef struct {
                                           0 at FEW_CLASSES, for rows not counted */
     double keep, spread;           /* 1 - eps, eps / K */
     /* smoothed class indices: c_k off the index (coefficient_of's w_k spread) as the gradient takes
-     * it, whether every one fits a float, and the largest |c_k| (see fits_float) */
+     * it, whether every one fits (fits_float_multiplier), and the largest |c_k| */
     SCRATCH spread_c[FEW_CLASSES];
     int spread_c_fit;
     double spread_c_largest;
@@ -123,7 +130,7 @@ static void set_up_groups(group_constants *constants, const cross_entropy_job *j
     for (int k = 0; k < n_classes; k++) {
         const double c = coefficient_of(constants->w[k], constants->keep, 0.0, constants->spread, 0, 0.0);
         constants->spread_c[k] = (SCRATCH)c;
-        constants->spread_c_fit &= fits_float(c);
+        constants->spread_c_fit &= fits_float_multiplier(c);
         constants->spread_c_largest = fabs(c) > constants->spread_c_largest ? fabs(c) : constants->spread_c_largest;
     }
     constants->scales = scales_of(params->grad_scale, job->result, params->reduction);
@@ -493,6 +500,13 @@ SPECIALISED int subnormal_products(double min, double max, double factor) {
     return FLOAT_EXP & (factor != 0) & (smallest_exp + binary_exponent_below_1(factor) < -125);
 }
 
+/* whether c_k, rounded to SCRATCH, and its product with the target factor (fits_float_multiplier)
+ * rounded too fit the float products (fits_float): each rounding adds up to 2^-24 of it, so the
+ * double product must stay that far below FLT_MAX (just below it, the float product was inf) */
+SPECIALISED int float_product_fits(double c, double factor) {
+    return fits_float_multiplier(c) & fits_float(c * factor * (1 + 0x1p-22));
+}
+
 /* grad_k / slope_k, in the precision of its operands (factors_of's gradient_factors, and c_k) */
 #define LANE_GRADIENT(is_argmax, at_argmax, e, probability, c, target) \
     ((is_argmax) ? (at_argmax) : (e) * (probability) - (c) * (target))
@@ -554,7 +568,7 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
 
     /* target_sums */
     double total[ROW_GROUP], total_carry[ROW_GROUP], distance[ROW_GROUP], distance_carry[ROW_GROUP];
-    double x_y[ROW_GROUP]; /* read with class indices only */
+    double x_y[ROW_GROUP]; /* read by index_sums only */
     if (index_sums) group_logits_at_index(x_y, value, capped, targets.index, with_softcap);
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) { /* a class index's own term, as sum_over_target */
         const double c = targets.on_target[r];
@@ -578,8 +592,7 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
     if (!index_sums)
         for (int k = 0; k < n_classes; k++)
             ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-                const double c =
-                    group_coefficient(constants, &targets, w[k], t, AT(k, r), k, r, lone_index, smoothed_index);
+                const double c = group_coefficient(constants, &targets, w[k], t, AT(k, r), k, r, 0, 0);
                 add_to_sum(&total[r], &total_carry[r], c);
                 const double x_k = group_logit(value, capped, AT(k, r), with_softcap);
                 add_to_sum(&distance[r], &distance_carry[r], c != 0 ? c * (top[r] - x_k) : 0.0);
@@ -629,10 +642,9 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
         target_factor[r] = (SCRATCH)target_factor_d[r];
         at_argmax[r] = (SCRATCH)at_argmax_d[r];
         /* whether the row's factors can be rounded to SCRATCH (fits_float) */
-        fit[r] = fits_float(probability_d[r]) & fits_float(target_factor_d[r]) & fits_float(at_argmax_d[r]);
+        fit[r] = fits_float(probability_d[r]) & fits_float_multiplier(target_factor_d[r]) & fits_float(at_argmax_d[r]);
         const double on_target = targets.on_target[r]; /* a lone index's only c */
-        if (lone_index)
-            fit[r] &= (!targets.counted[r]) | (fits_float(on_target) & fits_float(on_target * target_factor_d[r]));
+        if (lone_index) fit[r] &= (!targets.counted[r]) | float_product_fits(on_target, target_factor_d[r]);
     }
     /* Rows whose exps or products e_k p may be subnormal would meet Intel's assists in the float pass
      * (see careful_exps): they take the double one, and a p of 0 in the float pass (a subnormal times
@@ -671,13 +683,13 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
     } else if (smoothed_index) { /* c_k the row's own on its index, elsewhere the class's (set_up_groups) */
         SCRATCH c_at_index[ROW_GROUP];
         ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-            const int y = targets.index[r] < 0 ? 0 : targets.index[r];
-            const double c = group_coefficient(constants, &targets, w[y], t, 0, y, r, 0, 1);
+            const int y = targets.index[r] < 0 ? 0 : targets.index[r]; /* (rows not counted: unused) */
+            const double c = coefficient_of(w[y], constants->keep, 0.0, constants->spread, targets.index[r] >= 0,
+                                            targets.on_target[r]);
             c_at_index[r] = (SCRATCH)c;
             /* every c_k times the factor within float's range: the largest is */
-            fit[r] &= (!targets.counted[r]) | (fits_float(c) & fits_float(c * target_factor_d[r]) &
-                                               constants->spread_c_fit &
-                                               fits_float(constants->spread_c_largest * target_factor_d[r]));
+            fit[r] &= (!targets.counted[r]) | (float_product_fits(c, target_factor_d[r]) & constants->spread_c_fit &
+                                               float_product_fits(constants->spread_c_largest, target_factor_d[r]));
         }
         for (int k = 0; k < n_classes; k++) {
             const SCRATCH c_k = constants->spread_c[k];
@@ -691,9 +703,8 @@ SPECIALISED void cross_entropy_group_with(const cross_entropy_job *job, const gr
     } else {
         for (int k = 0; k < n_classes; k++)
             ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-                const double c =
-                    group_coefficient(constants, &targets, w[k], t, AT(k, r), k, r, lone_index, smoothed_index);
-                fit[r] &= (!targets.counted[r]) | (fits_float(c) & fits_float(c * target_factor_d[r]));
+                const double c = group_coefficient(constants, &targets, w[k], t, AT(k, r), k, r, 0, 0);
+                fit[r] &= (!targets.counted[r]) | float_product_fits(c, target_factor_d[r]);
                 const int is_argmax = k == argmax[r];
                 const double g =
                     with_softcap

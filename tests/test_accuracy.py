@@ -213,3 +213,43 @@ def test_tiny_probabilities_keep_their_relative_accuracy(dtype):
     normal = want >= np.finfo(dtype).tiny
     assert normal.sum() > 1000
     assert_within_ulps(p[normal], want[normal], 4)
+
+
+def coefficients(target, weight, label_smoothing):
+    """c_k of each class-index row: w_k eps / K, plus (1 - eps) w_y at its index."""
+    n_classes = weight.size
+    on_target = one_hot(target, n_classes) * (1 - label_smoothing) * weight[target, None]
+    return weight * label_smoothing / n_classes + on_target
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("n_classes", [5, 100])  # the row groups, and the row path
+def test_target_factor_below_floats_normal_range(n_classes, label_smoothing):
+    """grad_scale 1e-44 is a subnormal float: rounded to float, the target factor kept few digits, and
+    its products with weights of 1e30 came out 2% off. Such rows are computed in double."""
+    x = np.random.default_rng(33).standard_normal((3, n_classes)).astype(np.float32)
+    target, weight = np.array([0, 1, 2]), np.full(n_classes, 1e30)
+    options = dict(weight=weight, label_smoothing=label_smoothing, reduction="sum", grad_scale=1e-44)
+    grad = softmax_ce_c.softmax_cross_entropy(x, target, **options)[1]
+    want = exact("softmax_cross_entropy", x, target, **options)[1]
+    assert_grad_within_contract(grad, want, exact("softmax", x), coefficients(target, weight, label_smoothing), 1e-44)
+
+
+@pytest.mark.parametrize("n_classes", [2, 100])  # the row groups, and the row path
+@pytest.mark.parametrize("label_smoothing", [0.0, 1.0])
+def test_target_term_just_below_float_max_stays_finite(label_smoothing, n_classes):
+    """c_k times the target factor just below the largest float in double, each rounded to float
+    first: their float product was inf (the row groups). Such rows are computed in double."""
+    c = 1 + 2.0**-24 + 2.0**-40
+    grad_scale = 2.0**128 - 2.0**105 - 2.0**89  # c grad_scale <= FLT_MAX, rounded up in float
+    x = np.zeros((1, n_classes), np.float32)
+    x[0, 2:] = -np.inf
+    weight = np.zeros(n_classes)
+    weight[1] = c * (n_classes if label_smoothing else 1)  # its c_1 is c
+    target = np.array([0 if label_smoothing else 1])
+    options = dict(weight=weight, label_smoothing=label_smoothing, reduction="sum", grad_scale=grad_scale)
+    grad = softmax_ce_c.softmax_cross_entropy(x, target, **options)[1]
+    want = exact("softmax_cross_entropy", x, target, **options)[1]
+    assert np.all(np.isfinite(grad))
+    assert_grad_within_contract(grad, want, exact("softmax", x), coefficients(target, weight, label_smoothing),
+                                grad_scale)
