@@ -2308,13 +2308,13 @@ static void cross_entropy_finish(void *context, int worker) {
  * one thread. Rows whose lines are not streamed then wait one row (probability targets at
  * 8192x1000: the same speed). Not in the AVX2 build: on Zen 3 a row's gradient written right after
  * its own exp pass measured faster than in parts of the next row's (out= A/B medians, one thread
- * then two: float32 1024x32000 0.90-0.92 and 0.91-0.95, 256x128256 0.98 and 0.96, 32x262144 0.97
- * and 0.93, 2048x4099 0.97-1.01 and 0.97-1.02; float64 256x128256 0.92-1.05 and 0.95-0.98;
- * bfloat16 256x128256 0.99 and 0.93; float32 with weights and smoothing 0.95 and 0.91), and so did
- * it against stream_next_line in AVX2 (two 256-bit streaming stores per line; rows of more than 128
- * classes pipelined: 1.14-1.47x slower, and 1.22-1.43x with plain stores instead: perf put the
- * exps' samples on the stores, which stalled them). Baseline x86-64, bound by its exps, measured
- * the same either way. */
+ * then two: float32 1024x32000 0.90-0.92 and 0.90-0.95, 256x128256 0.97-0.98 and 0.96-0.97,
+ * 32x262144 0.97 and 0.93, 2048x4099 0.97-1.01 and 0.97-1.02; float64 256x128256 0.92-1.05 and
+ * 0.95-0.98, 1024x32000 0.98-1.02 and 0.92-0.97; bfloat16 256x128256 0.99 and 0.93; float32 with
+ * weights and smoothing 0.95 and 0.91), and so did it against stream_next_line in AVX2 (two 256-bit
+ * streaming stores per line; rows of more than 128 classes pipelined: 1.14-1.47x slower, and
+ * 1.22-1.43x with plain stores instead: perf put the exps' samples on the stores, which stalled
+ * them). Baseline x86-64, bound by its exps, measured the same either way. */
 #if (FLOAT_EXP || defined(DOUBLE_ROW_EXPS)) && !(defined(__AVX2__) && !defined(__AVX512F__))
 #define EXP_PASS_WRITES_WAITING 1
 #else
