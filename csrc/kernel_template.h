@@ -425,7 +425,7 @@ static inline const STORAGE *row_to_prefetch(const STORAGE *row, int64_t n, int6
  * 6.5; parts of 256 or 512 classes were slower, the call per part costing more than it saved; rows
  * of one part or less are pipelined only where lines are streamed, see pipelines_rows). The two
  * rows take the two halves of the thread's scratch. Each thread writes what waits after its last
- * chunk (cross_entropy_finish). */
+ * chunk (cross_entropy_finish). Not in the AVX2 build: see pipelines_rows. */
 #define WAITING_STEP 2048
 typedef struct waiting_gradient waiting_gradient;
 static void write_waiting_gradient(waiting_gradient *waiting, int64_t until);
