@@ -23,11 +23,11 @@ SPECIALISED void row_function_group_with(STORAGE *out, const STORAGE *x, const g
     double top[ROW_GROUP], rest[ROW_GROUP], rest_carry[ROW_GROUP];
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) top[r] = max[r];
     group_exps(rest, rest_carry, e, NULL, value, NULL, top, min, argmax, n_classes, 0);
-    double log_sum[ROW_GROUP], inverse_sum[ROW_GROUP];
+    double rest_of_row[ROW_GROUP], log_sum[ROW_GROUP], inverse_sum[ROW_GROUP];
+    group_rests(rest_of_row, rest, rest_carry, top, x_at_argmax);
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-        const double rest_r = group_rest(rest[r], rest_carry[r], top[r], x_at_argmax[r]);
-        inverse_sum[r] = 1.0 / (1.0 + rest_r);
-        log_sum[r] = log1p_of_nonnegative_given(rest_r, inverse_sum[r]);
+        inverse_sum[r] = 1.0 / (1.0 + rest_of_row[r]);
+        log_sum[r] = log1p_of_nonnegative_given(rest_of_row[r], inverse_sum[r]);
     }
 
     if (kind == GROUP_LOGSUMEXP) {
