@@ -241,7 +241,7 @@ def softmax_cross_entropy(
     )
     upstream, row_upstream = _validate.upstream_gradient(grad_scale, reduction, problem.logits.row_shape)
     n_threads = _validate.thread_count(num_threads)
-    destination = _validate.gradient_destination(logits, problem, out, inplace)
+    destination = _validate.gradient_destination(logits, target, problem, out, inplace)
     grad_rows = _gradient_rows(problem, destination, inplace)
     loss = _cross_entropy(problem, n_threads, grad_rows, upstream, row_upstream)
     grad = problem.logits.restore(grad_rows)

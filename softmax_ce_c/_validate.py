@@ -69,10 +69,10 @@ def dtype_name(dtype):
 
 
 def float_array(x, name):
-    """x as an array of a supported float dtype with at least one dimension (byte-swapped floats
-    are converted to native order)."""
+    """x as an array of a supported float dtype with at least one dimension (byte-swapped arrays
+    are converted to native order: bfloat16's kind is "V", not "f", but its bytes swap too)."""
     array = np.asarray(x)
-    if array.dtype.kind == "f" and not array.dtype.isnative:
+    if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
     if dtype_name(array.dtype) not in LOGIT_DTYPE_NAMES:
         raise TypeError(f"{name} must be a float32, float64, float16 or bfloat16 array, got dtype {array.dtype}")
@@ -82,6 +82,8 @@ def float_array(x, name):
 
 
 def class_axis(axis, ndim):
+    if isinstance(axis, (bool, np.bool_)):
+        raise TypeError("axis must be an integer, got bool")
     try:
         axis = operator.index(axis)
     except TypeError:
@@ -115,12 +117,17 @@ def check_reduction(reduction):
 
 
 def real_number(value, name):
-    """value as a float; bools and non-numbers are a TypeError."""
-    if type(value) is float or type(value) is int:  # the common case, without the ABC check
+    """value as a float; bools and non-numbers are a TypeError, an int beyond float64's range a
+    ValueError (float() would raise OverflowError)."""
+    if type(value) is not float and type(value) is not int:  # (the common cases need no ABC check)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    try:
         return float(value)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    return float(value)
+    except OverflowError:
+        digits = str(value)
+        raise ValueError(f"{name} must be within float64's range, got {digits[:20]}... ({len(digits)} characters)") \
+            from None
 
 
 def check_options(weight, ignore_index, label_smoothing, z_loss, softcap, n_classes):
@@ -227,6 +234,7 @@ def cross_entropy_problem(logits, target, axis, reduction, weight, ignore_index,
 PLAIN_LOGIT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _INT64 = np.dtype(np.int64)
 _PLAIN_NUMBERS = (float, int)  # not bool, which the general checks reject
+_FLOAT_INTS = 2**1023  # ints of smaller magnitude convert to float64
 
 
 def plain_logits(x, axis):
@@ -257,6 +265,8 @@ def plain_gradient(logits, out, inplace, grad_scale):
     aligned, writable, apart from the logits) or the writable logits for inplace=True; else None."""
     if type(grad_scale) not in _PLAIN_NUMBERS:
         return None
+    if type(grad_scale) is int and not -_FLOAT_INTS < grad_scale < _FLOAT_INTS:
+        return None  # an int float() cannot take: upstream_gradient's ValueError
     if inplace is False and out is None:
         return _reused_memory.empty_like(logits)
     if inplace is False and type(out) is np.ndarray and out.shape == logits.shape and out.dtype == logits.dtype:
@@ -297,25 +307,27 @@ def check_destination(destination, like, name):
         raise ValueError(f"{name} must be C-contiguous, writable and aligned")
 
 
-def gradient_destination(logits, problem, out, inplace):
+def gradient_destination(logits, target, problem, out, inplace):
     """Where the caller gets the gradient: out, the logits themselves (inplace), or None for a new
-    array. logits is the caller's object, problem.array what the kernel reads."""
+    array. logits and target are the caller's objects, problem's arrays what the kernel reads
+    (copies where the layout or dtype needed one): out may overlap neither, nor a probability target
+    the logits with inplace=True. (Class indices, weights and per-row grad_scale are read from
+    private copies before anything is written, so out may hold them.)"""
     if not isinstance(inplace, (bool, np.bool_)):
         raise TypeError(f"inplace must be True or False, got {type(inplace).__name__}")
     if inplace and out is not None:
         raise ValueError("out and inplace=True exclude each other: inplace writes over the logits")
-    inputs = [problem.array, problem.logits.data]
-    if problem.target_prob is not None:
-        inputs.append(problem.target_prob)
+    prob_targets = [] if problem.target_prob is None else [problem.target_prob, target]
     if inplace:
         check_destination(logits, problem.array, "logits (with inplace=True)")
-        if problem.target_prob is not None and np.may_share_memory(logits, problem.target_prob):
+        if any(np.may_share_memory(logits, t) for t in prob_targets if isinstance(t, np.ndarray)):
             raise ValueError("with inplace=True the target must not share memory with the logits")
         return logits
     if out is None:
         return None
     check_destination(out, problem.array, "out")
-    if any(np.may_share_memory(out, a) for a in inputs):
+    inputs = [logits, problem.array, problem.logits.data] + prob_targets
+    if any(np.may_share_memory(out, a) for a in inputs if isinstance(a, np.ndarray)):
         raise ValueError("out must not share memory with the logits or the target (see inplace=True)")
     return out
 

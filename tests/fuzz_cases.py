@@ -122,7 +122,7 @@ def in_layout(values, dtype, layout, rng):
         return x[flip].copy()[flip]
     if layout == "misaligned" and x.size:
         return misaligned(x)
-    if layout == "byteswapped" and dtype.name in ("float32", "float64"):
+    if layout == "byteswapped":
         return x.astype(dtype.newbyteorder(">"))
     return x
 

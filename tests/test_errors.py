@@ -81,6 +81,8 @@ def test_row_functions_reject_bad_shapes_and_axes():
             f(X, axis=5)
         with pytest.raises(TypeError, match="axis must be an integer"):
             f(X, axis=1.0)
+        with pytest.raises(TypeError, match="axis must be an integer, got bool"):
+            f(X, axis=True)  # (not taken as axis 1)
 
 
 @pytest.mark.parametrize(
@@ -122,6 +124,9 @@ def test_out_of_range_message_gives_the_multi_index_for_leading_dims():
         (dict(softcap=float("inf")), ValueError, "softcap"),
         (dict(softcap=float("nan")), ValueError, "softcap"),
         (dict(softcap=True), TypeError, "softcap must be a real number"),
+        (dict(label_smoothing=10**400), ValueError, "label_smoothing must be within float64's range"),
+        (dict(z_loss=10**400), ValueError, "z_loss must be within float64's range"),
+        (dict(softcap=10**400), ValueError, "softcap must be within float64's range"),
         (dict(weight=np.ones(4)), ValueError, r"weight must have shape \(5,\)"),
         (dict(weight=np.ones((1, 5))), ValueError, "weight must have shape"),
         (dict(weight=np.ones(5, complex)), TypeError, "weight must hold real numbers"),
@@ -137,15 +142,19 @@ def test_bad_option_values(options, error, message):
             f(X, Y, **options)
 
 
-@pytest.mark.parametrize("dtype", [">f2", ">f4", ">f8"])
-def test_byte_swapped_logits_are_read_as_their_values(dtype):
+@pytest.mark.parametrize("dtype_name", ["float16", "float32", "float64", "bfloat16"])
+def test_byte_swapped_logits_are_read_as_their_values(dtype_name):
+    """bfloat16 too, whose dtype kind is "V" (once its bytes were read as native ones)."""
+    native = np.dtype(pytest.importorskip("ml_dtypes").bfloat16 if dtype_name == "bfloat16" else dtype_name)
+    swapped = native.newbyteorder(">")
     x = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]])
-    want = softmax_ce_c.softmax_cross_entropy(x.astype("<" + dtype[1:]), np.array([0, 2]))
-    got = softmax_ce_c.softmax_cross_entropy(x.astype(dtype), np.array([0, 2]))
+    want = softmax_ce_c.softmax_cross_entropy(x.astype(native), np.array([0, 2]))
+    got = softmax_ce_c.softmax_cross_entropy(x.astype(swapped), np.array([0, 2]))
     assert got[0] == want[0] and np.array_equal(got[1], want[1])
-    assert np.array_equal(softmax_ce_c.softmax(x.astype(dtype)), softmax_ce_c.softmax(x.astype("<" + dtype[1:])))
+    for f in (softmax_ce_c.softmax, softmax_ce_c.logsumexp):
+        assert np.array_equal(f(x.astype(swapped)), f(x.astype(native)))
     with pytest.raises(ValueError, match="dtype"):
-        softmax_ce_c.softmax_cross_entropy(x.astype(dtype), np.array([0, 2]), inplace=True)
+        softmax_ce_c.softmax_cross_entropy(x.astype(swapped), np.array([0, 2]), inplace=True)
 
 
 def test_ignore_index_with_probability_targets_is_a_value_error():
@@ -164,6 +173,8 @@ def test_ignore_index_with_probability_targets_is_a_value_error():
         ("none", np.ones(4, complex), TypeError, "grad_scale must hold real numbers"),
         ("mean", "1", TypeError, "grad_scale must be a real number"),
         ("mean", None, TypeError, "grad_scale must be a real number"),
+        pytest.param("mean", 10**400, ValueError, "grad_scale must be within float64's range", id="mean-huge int"),
+        pytest.param("none", -(10**400), ValueError, "grad_scale must be within float64's range", id="none-huge int"),
     ],
 )
 def test_bad_grad_scale(reduction, grad_scale, error, message):
@@ -207,6 +218,22 @@ def test_bad_inplace():
     logits = X.copy()
     with pytest.raises(ValueError, match="target must not share memory"):
         softmax_ce_c.softmax_cross_entropy(logits, logits, inplace=True)
+
+
+def test_out_may_not_overlap_the_callers_inputs_where_the_kernel_reads_copies():
+    """The logits and a probability target the kernel reads as copies (byte-swapped, strided) are
+    still the caller's inputs: out may not overlap them, nor with inplace=True the target them."""
+    memory = np.zeros(40, np.float32)
+    out = memory[:20].reshape(4, 5)
+    strided_target = memory[::2].reshape(4, 5)
+    with pytest.raises(ValueError, match="out must not share memory"):
+        softmax_ce_c.softmax_cross_entropy(X, strided_target, out=out)
+    swapped = np.zeros((4, 5), ">f4")
+    with pytest.raises(ValueError, match="out must not share memory"):
+        softmax_ce_c.softmax_cross_entropy(swapped, Y, out=swapped.view(np.float32))
+    logits = X.copy()
+    with pytest.raises(ValueError, match="target must not share memory"):
+        softmax_ce_c.softmax_cross_entropy(logits, logits[:, ::-1], inplace=True)
 
 
 def test_nothing_is_written_before_an_error():
