@@ -423,8 +423,8 @@ SPECIALISED void group_exps(double rest[ROW_GROUP], double rest_carry[ROW_GROUP]
 
 /* Each row's rest from its sums, NaN for a NaN row (row_rest). A loop of its own: in the loop of
  * the log that follows it, GCC mixed row_rest's float test into the double lanes (mask conversions,
- * a blend of each input), and the cross-entropy of 65536x10 float32 took 1.04-1.06x the time
- * (A/B medians on Zen 3, one thread). */
+ * a blend of each input), and the loss of 65536x10 float32 took 1.06x the time (A/B medians on
+ * Zen 3; 1.04x on two threads). */
 SPECIALISED void group_rests(double rest_of_row[ROW_GROUP], const double rest[ROW_GROUP],
                              const double rest_carry[ROW_GROUP], const double top[ROW_GROUP],
                              const SCRATCH x_at_argmax[ROW_GROUP]) {

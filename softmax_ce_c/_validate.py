@@ -68,14 +68,23 @@ def dtype_name(dtype):
     return name
 
 
+def not_masked(x, name):
+    """x, unless it is a masked array: np.asarray would drop its mask, and the masked classes or
+    rows would count."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{name} must not be a masked array: fill it first (logits with -inf, targets with "
+                        "ignore_index)")
+    return x
+
+
 def float_array(x, name):
     """x as an array of a supported float dtype with at least one dimension (byte-swapped arrays
     are converted to native order: bfloat16's kind is "V", not "f", but its bytes swap too)."""
-    array = np.asarray(x)
+    array = np.asarray(not_masked(x, name))
+    if dtype_name(array.dtype) not in LOGIT_DTYPE_NAMES:  # (a dtype's name leaves its byte order out)
+        raise TypeError(f"{name} must be a float32, float64, float16 or bfloat16 array, got dtype {array.dtype}")
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
-    if dtype_name(array.dtype) not in LOGIT_DTYPE_NAMES:
-        raise TypeError(f"{name} must be a float32, float64, float16 or bfloat16 array, got dtype {array.dtype}")
     if array.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension (the class axis), got a 0-d array")
     return array
@@ -124,10 +133,8 @@ def real_number(value, name):
             raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     try:
         return float(value)
-    except OverflowError:
-        digits = str(value)
-        raise ValueError(f"{name} must be within float64's range, got {digits[:20]}... ({len(digits)} characters)") \
-            from None
+    except OverflowError:  # (the value is not printed: str() refuses ints of more than 4300 digits)
+        raise ValueError(f"{name} must be within float64's range, got a {type(value).__name__} beyond it") from None
 
 
 def check_options(weight, ignore_index, label_smoothing, z_loss, softcap, n_classes):
@@ -213,7 +220,7 @@ def cross_entropy_problem(logits, target, axis, reduction, weight, ignore_index,
     rows = as_rows(logits, axis)
     reduction = check_reduction(reduction)
     options = check_options(weight, ignore_index, label_smoothing, z_loss, softcap, rows.n_classes)
-    target = np.asarray(target)
+    target = np.asarray(not_masked(target, "target"))
     kind = target.dtype.kind
     if kind in "iu":
         return CrossEntropyProblem(logits, rows, class_indices(target, rows), None, reduction, options)
@@ -234,7 +241,7 @@ def cross_entropy_problem(logits, target, axis, reduction, weight, ignore_index,
 PLAIN_LOGIT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _INT64 = np.dtype(np.int64)
 _PLAIN_NUMBERS = (float, int)  # not bool, which the general checks reject
-_FLOAT_INTS = 2**1023  # ints of smaller magnitude convert to float64
+_FLOAT64_INT_BOUND = 2**1023  # ints of smaller magnitude convert to float64
 
 
 def plain_logits(x, axis):
@@ -265,7 +272,7 @@ def plain_gradient(logits, out, inplace, grad_scale):
     aligned, writable, apart from the logits) or the writable logits for inplace=True; else None."""
     if type(grad_scale) not in _PLAIN_NUMBERS:
         return None
-    if type(grad_scale) is int and not -_FLOAT_INTS < grad_scale < _FLOAT_INTS:
+    if type(grad_scale) is int and not -_FLOAT64_INT_BOUND < grad_scale < _FLOAT64_INT_BOUND:
         return None  # an int float() cannot take: upstream_gradient's ValueError
     if inplace is False and out is None:
         return _reused_memory.empty_like(logits)
@@ -317,17 +324,18 @@ def gradient_destination(logits, target, problem, out, inplace):
         raise TypeError(f"inplace must be True or False, got {type(inplace).__name__}")
     if inplace and out is not None:
         raise ValueError("out and inplace=True exclude each other: inplace writes over the logits")
-    prob_targets = [] if problem.target_prob is None else [problem.target_prob, target]
+    # the caller's objects as arrays too (a memoryview's or a tensor's array views their memory)
+    prob_targets = [] if problem.target_prob is None else [problem.target_prob, np.asarray(target)]
     if inplace:
         check_destination(logits, problem.array, "logits (with inplace=True)")
-        if any(np.may_share_memory(logits, t) for t in prob_targets if isinstance(t, np.ndarray)):
+        if any(np.may_share_memory(logits, t) for t in prob_targets):
             raise ValueError("with inplace=True the target must not share memory with the logits")
         return logits
     if out is None:
         return None
     check_destination(out, problem.array, "out")
-    inputs = [logits, problem.array, problem.logits.data] + prob_targets
-    if any(np.may_share_memory(out, a) for a in inputs if isinstance(a, np.ndarray)):
+    inputs = [np.asarray(logits), problem.array, problem.logits.data] + prob_targets
+    if any(np.may_share_memory(out, a) for a in inputs):
         raise ValueError("out must not share memory with the logits or the target (see inplace=True)")
     return out
 
