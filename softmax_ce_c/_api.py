@@ -1,4 +1,7 @@
 """The public functions: validate (_validate), run the C kernel on the rows, reduce, restore the layout."""
+import os
+import warnings
+
 import numpy as np
 
 from . import _reused_memory, _validate
@@ -318,8 +321,24 @@ def softmax(x, axis=-1, *, num_threads=None):
     return out if rows is None else rows.restore(out)
 
 
+# the names SOFTMAX_CE_C_ISA may give, best first (dispatch.c's ALL_ISAS; aarch64 builds baseline alone)
+INSTRUCTION_SETS = ("avx512bf16", "avx512", "avx2", "baseline")
+
+
+def _warn_of_unknown_isa_name():
+    """The kernel ignores a SOFTMAX_CE_C_ISA it does not know (it forces nothing); a misspelt name
+    ("AVX2") would otherwise go unnoticed. Warned once, when the module loads, as the kernel reads it."""
+    name = os.environ.get("SOFTMAX_CE_C_ISA", "")
+    if name and name not in INSTRUCTION_SETS:
+        warnings.warn(f"SOFTMAX_CE_C_ISA={name!r} is not one of {', '.join(INSTRUCTION_SETS)}: ignored, the kernel "
+                      f"runs with {instruction_set()!r}", RuntimeWarning, stacklevel=2)
+
+
 def instruction_set():
     """The instruction set the kernel runs with: "avx512bf16" (AVX-512 with AVX512_BF16, which
     bfloat16 gradients use), "avx512", "avx2" or "baseline" (the best this CPU has, or a lower one
     named by the environment variable SOFTMAX_CE_C_ISA)."""
     return ffi.string(lib.sce_isa()).decode()
+
+
+_warn_of_unknown_isa_name()

@@ -68,12 +68,17 @@ def dtype_name(dtype):
     return name
 
 
+def is_bfloat16(value):
+    """whether value is a bfloat16 NumPy scalar"""
+    return isinstance(value, np.generic) and dtype_name(value.dtype) == "bfloat16"
+
+
 def not_masked(x, name):
     """x, unless it is a masked array: np.asarray would drop its mask, and the masked classes or
     rows would count."""
     if isinstance(x, np.ma.MaskedArray):
-        raise TypeError(f"{name} must not be a masked array: fill it first (logits with -inf, targets with "
-                        "ignore_index)")
+        hint = {"logits": " (masked classes with -inf)", "target": " (masked rows with ignore_index)"}.get(name, "")
+        raise TypeError(f"{name} must not be a masked array: fill it first{hint}")
     return x
 
 
@@ -127,9 +132,10 @@ def check_reduction(reduction):
 
 def real_number(value, name):
     """value as a float; bools and non-numbers are a TypeError, an int beyond float64's range a
-    ValueError (float() would raise OverflowError)."""
+    ValueError (float() would raise OverflowError). A bfloat16 scalar is a number that is not a
+    numbers.Real."""
     if type(value) is not float and type(value) is not int:  # (the common cases need no ABC check)
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        if isinstance(value, (bool, np.bool_)) or not (isinstance(value, numbers.Real) or is_bfloat16(value)):
             raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     try:
         return float(value)
@@ -159,12 +165,18 @@ def check_options(weight, ignore_index, label_smoothing, z_loss, softcap, n_clas
     return Options(class_weights(weight, n_classes), ignore_index, label_smoothing, z_loss, softcap)
 
 
+def real_array(x, name):
+    """x as an array of integers or floats (bfloat16 too: its kind is "V"), to be copied to float64."""
+    array = np.asarray(not_masked(x, name))
+    if array.dtype.kind not in "iuf" and dtype_name(array.dtype) != "bfloat16":
+        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    return array
+
+
 def class_weights(weight, n_classes):
     if weight is None:
         return None
-    weight = np.asarray(weight)
-    if weight.dtype.kind not in "iuf":
-        raise TypeError(f"weight must hold real numbers, got dtype {weight.dtype}")
+    weight = real_array(weight, "weight")
     if weight.shape != (n_classes,):
         raise ValueError(f"weight must have shape ({n_classes},), one per class, got {weight.shape}")
     return np.array(weight, dtype=np.float64)  # a private copy
@@ -293,9 +305,7 @@ def upstream_gradient(grad_scale, reduction, row_shape):
                            "grad_scale"), None
     if reduction != "none":
         raise ValueError(f"grad_scale must be a scalar for reduction {reduction!r}")
-    per_row = np.asarray(grad_scale)
-    if per_row.dtype.kind not in "iuf":
-        raise TypeError(f"grad_scale must hold real numbers, got dtype {per_row.dtype}")
+    per_row = real_array(grad_scale, "grad_scale")
     if per_row.shape != row_shape:
         raise ValueError(f"grad_scale must be a scalar or have the row shape {row_shape}, got {per_row.shape}")
     return 1.0, np.array(per_row.reshape(-1), dtype=np.float64)  # a private copy

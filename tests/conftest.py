@@ -2,9 +2,10 @@
 x86-64), so that each compiled copy of the kernel is held to the same reference."""
 import pytest
 
+from softmax_ce_c._api import INSTRUCTION_SETS
 from softmax_ce_c._kernel import ffi, lib
 
-ALL_ISAS = ["avx512bf16", "avx512", "avx2", "baseline"]
+ALL_ISAS = list(INSTRUCTION_SETS)
 DEFAULT_ISA = ffi.string(lib.sce_isa()).decode()
 
 

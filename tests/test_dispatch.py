@@ -11,14 +11,22 @@ from conftest import ALL_ISAS, DEFAULT_ISA, available_isas
 from softmax_ce_c._kernel import ffi, lib
 
 
-def isa_in_fresh_process(environment_value):
+def fresh_process(environment_value):
+    """(stdout, stderr) of a new process that imports the package with SOFTMAX_CE_C_ISA set and prints
+    instruction_set()."""
     package_parent = os.path.dirname(os.path.dirname(softmax_ce_c.__file__))  # the one under test
     environment = dict(os.environ, SOFTMAX_CE_C_ISA=environment_value, PYTHONPATH=package_parent)
     code = "import softmax_ce_c; print(softmax_ce_c.instruction_set())"
     # from tests/: the source tree's softmax_ce_c (no compiled kernel) must not shadow the one tested
     result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True,
                             check=True, cwd=os.path.dirname(__file__))
-    return result.stdout.strip()
+    return result.stdout.strip(), result.stderr
+
+
+def isa_in_fresh_process(environment_value):
+    isa, errors = fresh_process(environment_value)
+    assert "Warning" not in errors
+    return isa
 
 
 def test_default_is_the_best_the_cpu_has():
@@ -33,8 +41,15 @@ def test_environment_variable_forces_a_lower_level(forced):
     assert isa_in_fresh_process(forced) == at_or_below[0]
 
 
-def test_an_unknown_level_forces_nothing():
-    assert isa_in_fresh_process("sse9") == DEFAULT_ISA
+@pytest.mark.parametrize("unknown", ["sse9", "AVX2", " avx2"])
+def test_an_unknown_level_forces_nothing_and_is_warned_of(unknown):
+    isa, errors = fresh_process(unknown)
+    assert isa == DEFAULT_ISA
+    assert f"RuntimeWarning: SOFTMAX_CE_C_ISA={unknown!r} is not one of avx512bf16, avx512, avx2, baseline" in errors
+
+
+def test_an_empty_level_forces_nothing_silently():
+    assert isa_in_fresh_process("") == DEFAULT_ISA
 
 
 def test_selecting_an_unknown_level_fails_and_changes_nothing(isa):

@@ -49,6 +49,10 @@ def test_masked_arrays_are_a_type_error():
     for f in CROSS_ENTROPY:
         with pytest.raises(TypeError, match="target must not be a masked array"):
             f(X, masked_target)
+        with pytest.raises(TypeError, match="weight must not be a masked array"):
+            f(X, Y, weight=np.ma.masked_array(np.ones(5), mask=[0, 0, 1, 0, 0]))
+    with pytest.raises(TypeError, match="grad_scale must not be a masked array"):
+        softmax_ce_c.softmax_cross_entropy(X, Y, reduction="none", grad_scale=np.ma.masked_array(np.ones(4)))
 
 
 @pytest.mark.parametrize(

@@ -68,6 +68,28 @@ def test_half_with_options(name):
     assert_half_cross_entropy_exact(x, y, **options)
 
 
+@pytest.mark.parametrize("byte_order", ["=", ">"])
+@pytest.mark.parametrize("name", HALF_DTYPES)
+def test_half_option_values_are_their_values(name, byte_order):
+    """Weights, a per-row grad_scale and scalar options given in half precision (bfloat16's dtype
+    kind is "V", once refused) are read as the same values in float64."""
+    dtype = half_dtype(name).newbyteorder(byte_order)
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((6, 40)).astype(np.float32)
+    y = rng.integers(0, 40, 6)
+    weight, grad_scale = rng.uniform(0.5, 2.0, 40).astype(dtype), rng.uniform(0.5, 2.0, 6).astype(dtype)
+    scalar = half_dtype(name).type(0.25)
+    options = dict(weight=weight, label_smoothing=scalar, z_loss=scalar, softcap=half_dtype(name).type(3.0))
+    got = softmax_ce_c.softmax_cross_entropy(x, y, reduction="none", grad_scale=grad_scale, **options)
+    as_floats = {key: np.float64(value) if np.ndim(value) == 0 else value.astype(np.float64)
+                 for key, value in options.items()}
+    want = softmax_ce_c.softmax_cross_entropy(x, y, reduction="none", grad_scale=grad_scale.astype(np.float64),
+                                              **as_floats)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    got_scalar = softmax_ce_c.softmax_cross_entropy(x, y, grad_scale=scalar)[1]
+    assert np.array_equal(got_scalar, softmax_ce_c.softmax_cross_entropy(x, y, grad_scale=0.25)[1])
+
+
 @pytest.mark.parametrize("shape", [(7, 33), (5, 1000)])  # rows of few classes in groups, and the row path
 @pytest.mark.parametrize("name", HALF_DTYPES)
 def test_half_row_functions(name, shape):
