@@ -165,11 +165,16 @@ def check_options(weight, ignore_index, label_smoothing, z_loss, softcap, n_clas
     return Options(class_weights(weight, n_classes), ignore_index, label_smoothing, z_loss, softcap)
 
 
+def object_hint(dtype):
+    """Python ints beyond 64 bits make an array of dtype object: said where it is refused."""
+    return " (Python ints beyond 64 bits, or objects that are not numbers)" if dtype == object else ""
+
+
 def real_array(x, name):
     """x as an array of integers or floats (bfloat16 too: its kind is "V"), to be copied to float64."""
     array = np.asarray(not_masked(x, name))
     if array.dtype.kind not in "iuf" and dtype_name(array.dtype) != "bfloat16":
-        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}{object_hint(array.dtype)}")
     return array
 
 
@@ -217,7 +222,13 @@ def class_probabilities(target, rows, logits_shape):
             f"probability target must have the logits' shape {logits_shape}, got {target.shape} "
             "(class-index targets must be integers)"
         )
-    return as_rows(target.astype(probability_dtype(rows.data.dtype), copy=False), rows.axis).data
+    dtype = probability_dtype(rows.data.dtype)
+    try:
+        with np.errstate(over="raise"):  # a finite value that becomes inf would make the answers NaN
+            return as_rows(target.astype(dtype, copy=False), rows.axis).data
+    except FloatingPointError:
+        raise ValueError(f"probability target values must be within {dtype}'s range, which the kernel reads "
+                         f"them in for {rows.data.dtype} logits") from None
 
 
 def out_of_range_message(row_shape, n_classes, row, value):
@@ -243,7 +254,7 @@ def cross_entropy_problem(logits, target, axis, reduction, weight, ignore_index,
         return CrossEntropyProblem(logits, rows, None, prob, reduction, options)
     raise TypeError(
         "target must hold integer class indices or float class probabilities, "
-        f"got dtype {target.dtype}"
+        f"got dtype {target.dtype}{object_hint(target.dtype)}"
     )
 
 
@@ -254,6 +265,7 @@ PLAIN_LOGIT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _INT64 = np.dtype(np.int64)
 _PLAIN_NUMBERS = (float, int)  # not bool, which the general checks reject
 _FLOAT64_INT_BOUND = 2**1023  # ints of smaller magnitude convert to float64
+_INF = math.inf
 
 
 def plain_logits(x, axis):
@@ -286,6 +298,8 @@ def plain_gradient(logits, out, inplace, grad_scale):
         return None
     if type(grad_scale) is int and not -_FLOAT64_INT_BOUND < grad_scale < _FLOAT64_INT_BOUND:
         return None  # an int float() cannot take: upstream_gradient's ValueError
+    if grad_scale == _INF or grad_scale == -_INF:
+        return None  # upstream_gradient's ValueError
     if inplace is False and out is None:
         return _reused_memory.empty_like(logits)
     if inplace is False and type(out) is np.ndarray and out.shape == logits.shape and out.dtype == logits.dtype:
@@ -299,16 +313,24 @@ def plain_gradient(logits, out, inplace, grad_scale):
 
 def upstream_gradient(grad_scale, reduction, row_shape):
     """(scalar, per-row array or None): a scalar for any reduction; for "none" also an array with
-    the shape of the row losses, one upstream gradient per row."""
+    the shape of the row losses, one upstream gradient per row. Infinite ones are refused: the
+    gradient would be inf times 0 in places, and the kernel's factors made every element NaN (NaN is
+    allowed, and gives NaN)."""
+    not_masked(grad_scale, "grad_scale")  # (0-d ones too)
     if type(grad_scale) is float or np.ndim(grad_scale) == 0:
-        return real_number(grad_scale.item() if isinstance(grad_scale, np.ndarray) else grad_scale,
-                           "grad_scale"), None
+        scale = real_number(grad_scale.item() if isinstance(grad_scale, np.ndarray) else grad_scale, "grad_scale")
+        if math.isinf(scale):
+            raise ValueError("grad_scale must not be infinite")
+        return scale, None
     if reduction != "none":
         raise ValueError(f"grad_scale must be a scalar for reduction {reduction!r}")
     per_row = real_array(grad_scale, "grad_scale")
     if per_row.shape != row_shape:
         raise ValueError(f"grad_scale must be a scalar or have the row shape {row_shape}, got {per_row.shape}")
-    return 1.0, np.array(per_row.reshape(-1), dtype=np.float64)  # a private copy
+    scales = np.array(per_row.reshape(-1), dtype=np.float64)  # a private copy
+    if np.isinf(scales).any():
+        raise ValueError(f"grad_scale must not be infinite, got inf in row {int(np.argmax(np.isinf(scales)))}")
+    return 1.0, scales
 
 
 def check_destination(destination, like, name):
@@ -316,8 +338,9 @@ def check_destination(destination, like, name):
     if not isinstance(destination, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(destination).__name__}")
     if destination.shape != like.shape or destination.dtype != like.dtype:
+        byte_order = "" if destination.dtype.isnative else " in native byte order"
         raise ValueError(
-            f"{name} must have the logits' shape {like.shape} and dtype {like.dtype}, "
+            f"{name} must have the logits' shape {like.shape} and dtype {like.dtype}{byte_order}, "
             f"got {destination.shape} and {destination.dtype}"
         )
     if not (destination.flags.c_contiguous and destination.flags.writeable and destination.flags.aligned):
@@ -343,6 +366,7 @@ def gradient_destination(logits, target, problem, out, inplace):
         return logits
     if out is None:
         return None
+    not_masked(out, "out")  # (the gradient would go to its data, under its old mask)
     check_destination(out, problem.array, "out")
     inputs = [np.asarray(logits), problem.array, problem.logits.data] + prob_targets
     if any(np.may_share_memory(out, a) for a in inputs):

@@ -66,6 +66,31 @@ def test_non_numeric_targets_are_a_type_error(target):
             f(X, target)
 
 
+def test_ints_beyond_64_bits_are_named_in_the_type_error():
+    """A list with such an int becomes an array of objects."""
+    for f in CROSS_ENTROPY:
+        with pytest.raises(TypeError, match="got dtype object \\(Python ints beyond 64 bits"):
+            f(X, [2**64, 0, 1, 2])
+        with pytest.raises(TypeError, match="weight must hold real numbers, got dtype object \\(Python ints"):
+            f(X, Y, weight=[2**64] * 5)
+
+
+@pytest.mark.parametrize("logits_dtype", ["float32", "float16", "bfloat16"])
+def test_probability_targets_beyond_the_kernels_float_range_are_a_value_error(logits_dtype):
+    """Such logits' probabilities are read as float32: 1e39 would become inf (and NaN results)."""
+    if logits_dtype == "bfloat16":
+        logits_dtype = pytest.importorskip("ml_dtypes").bfloat16
+    target = np.array([[0.0, 0.0, 1e39], [1.0, 0.0, 0.0]])
+    for f in CROSS_ENTROPY:
+        with pytest.raises(ValueError, match="probability target values must be within float32's range"):
+            f(np.zeros((2, 3), logits_dtype), target)
+    infinite = np.array([[0.0, 0.0, np.inf], [1.0, 0.0, 0.0]])  # (inf is within range: its loss is inf)
+    logits = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 2.0]]).astype(logits_dtype)  # (not at the max: README)
+    assert np.isinf(softmax_ce_c.cross_entropy(logits, infinite, reduction="none")[0])
+    loss, grad = softmax_ce_c.softmax_cross_entropy(np.zeros((2, 3), np.float64), target, reduction="none")
+    assert np.isfinite(grad).all() and loss[0] == pytest.approx(1e39 * np.log(3))  # float64 logits: float64 targets
+
+
 @pytest.mark.parametrize(
     "call, message",
     [
@@ -192,11 +217,24 @@ def test_ignore_index_with_probability_targets_is_a_value_error():
         ("mean", None, TypeError, "grad_scale must be a real number"),
         pytest.param("mean", 10**400, ValueError, "grad_scale must be within float64's range", id="mean-huge int"),
         pytest.param("none", -(10**400), ValueError, "grad_scale must be within float64's range", id="none-huge int"),
+        ("mean", float("inf"), ValueError, "grad_scale must not be infinite"),
+        ("sum", -np.inf, ValueError, "grad_scale must not be infinite"),
+        ("none", np.array(np.inf, np.float32), ValueError, "grad_scale must not be infinite"),
+        ("none", [1.0, 2.0, -np.inf, 1.0], ValueError, "grad_scale must not be infinite, got inf in row 2"),
+        ("mean", np.ma.array(2.0, mask=True), TypeError, "grad_scale must not be a masked array"),
+        ("mean", np.ma.masked, TypeError, "grad_scale must not be a masked array"),
     ],
 )
 def test_bad_grad_scale(reduction, grad_scale, error, message):
     with pytest.raises(error, match=message):
         softmax_ce_c.softmax_cross_entropy(X, Y, reduction=reduction, grad_scale=grad_scale)
+
+
+def test_a_nan_grad_scale_gives_a_nan_gradient():
+    for reduction, nan in [("mean", float("nan")), ("none", np.array([1.0, np.nan, 1.0, 1.0]))]:
+        loss, grad = softmax_ce_c.softmax_cross_entropy(X, Y, reduction=reduction, grad_scale=nan)
+        assert np.all(np.isfinite(loss))
+        assert np.isnan(grad).all() if reduction == "mean" else np.isnan(grad).sum(axis=1).tolist() == [0, 5, 0, 0]
 
 
 READ_ONLY = np.zeros((4, 5), np.float32)
@@ -212,6 +250,8 @@ READ_ONLY.flags.writeable = False
         (READ_ONLY, ValueError, "C-contiguous, writable"),
         ([[0.0] * 5] * 4, TypeError, "out must be a NumPy array"),
         (X, ValueError, "out must not share memory with the logits"),
+        (np.ma.masked_all((4, 5), np.float32), TypeError, "out must not be a masked array"),
+        (np.zeros((4, 5), ">f4"), ValueError, "dtype float32 in native byte order, got"),
     ],
 )
 def test_bad_out(out, error, message):
@@ -226,7 +266,7 @@ def test_bad_inplace():
         softmax_ce_c.softmax_cross_entropy(READ_ONLY, Y, inplace=True)
     with pytest.raises(ValueError, match="C-contiguous, writable"):
         softmax_ce_c.softmax_cross_entropy(np.zeros((5, 4), np.float32).T, Y, inplace=True)
-    with pytest.raises(ValueError, match="dtype"):
+    with pytest.raises(ValueError, match="dtype float32 in native byte order"):
         softmax_ce_c.softmax_cross_entropy(np.zeros((4, 5), ">f4"), Y, inplace=True)
     with pytest.raises(TypeError, match="must be a NumPy array"):
         softmax_ce_c.softmax_cross_entropy([[0.0] * 5] * 4, Y, inplace=True)

@@ -120,6 +120,8 @@ LOSS_CASES = [
 GRADIENT_CASES = [
     ("grad_scale str", lambda x: {"grad_scale": "2"}, TypeError),
     ("grad_scale complex", lambda x: {"grad_scale": 1j}, TypeError),
+    ("grad_scale inf", lambda x: {"grad_scale": float("inf")}, ValueError),
+    ("grad_scale masked 0-d", lambda x: {"grad_scale": np.ma.array(2.0, mask=True)}, TypeError),
     ("grad_scale object rows", lambda x: {"grad_scale": np.ones(4, object), "reduction": "none"}, TypeError),
     ("grad_scale ragged", lambda x: {"grad_scale": ragged(), "reduction": "none"}, ValueError),
     ("grad_scale rows for sum", lambda x: {"grad_scale": np.ones(4), "reduction": "sum"}, ValueError),
