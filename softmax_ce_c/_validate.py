@@ -248,7 +248,7 @@ def cross_entropy_problem(logits, target, axis, reduction, weight, ignore_index,
     if kind in "iu":
         return CrossEntropyProblem(logits, rows, class_indices(target, rows), None, reduction, options)
     if kind == "f" or dtype_name(target.dtype) == "bfloat16":
-        if options.ignore_index != DEFAULT_IGNORE_INDEX:
+        if options.ignore_index >= 0:  # (as PyTorch: a negative one, which no class can be, is let be)
             raise ValueError("ignore_index applies to class-index targets only, not to probabilities")
         prob = class_probabilities(target, rows, logits.shape)
         return CrossEntropyProblem(logits, rows, None, prob, reduction, options)

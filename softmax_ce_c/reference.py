@@ -102,6 +102,8 @@ def _probability_target_terms(neg_logp, target, weight, label_smoothing):
     a = np.argmin(neg_logp, axis=-1)[..., None]
     c_a = np.take_along_axis(c, a, axis=-1)
     exact_at_argmax = (total - c_a) + total * np.expm1(-np.take_along_axis(neg_logp, a, axis=-1))
+    # (an infinite total would make that inf - inf: the plain form is PyTorch's +-inf there)
+    exact_at_argmax = np.where(np.isinf(total), np.take_along_axis(d_ce, a, axis=-1), exact_at_argmax)
     np.put_along_axis(d_ce, a, exact_at_argmax, axis=-1)
     return ce, d_ce
 

@@ -200,9 +200,14 @@ def test_byte_swapped_logits_are_read_as_their_values(dtype_name):
 
 
 def test_ignore_index_with_probability_targets_is_a_value_error():
+    """Unless it is negative, which no class can be: PyTorch lets such an ignore_index be too."""
     for f in CROSS_ENTROPY:
-        with pytest.raises(ValueError, match="ignore_index applies to class-index targets only"):
-            f(X, np.full((4, 5), 0.2), ignore_index=1)
+        for ignore_index in [0, 1, 7]:
+            with pytest.raises(ValueError, match="ignore_index applies to class-index targets only"):
+                f(X, np.full((4, 5), 0.2), ignore_index=ignore_index)
+    for ignore_index in [-1, -5]:
+        target = np.full((4, 5), 0.2)
+        assert softmax_ce_c.cross_entropy(X, target, ignore_index=ignore_index) == softmax_ce_c.cross_entropy(X, target)
 
 
 @pytest.mark.parametrize(

@@ -235,6 +235,14 @@ def test_smoothing_with_masked_logits_is_infinite(torch, reduction, target, weig
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_an_infinite_probability_off_the_max_is_as_torch(torch, reduction):
+    """+inf loss, and at the max the plain p T - c (+inf; its exact form for p near 1 was inf - inf);
+    on the max itself (README's edge cases) the C kernel's loss is NaN, not PyTorch's, so not here."""
+    logits, target = np.array([[1.0, 2.0, 0.5], [0.3, -1.0, 2.0]]), np.array([[INF, 0.5, 0.3], [0.2, 0.3, 0.5]])
+    assert_reference_matches_torch(torch, logits, target, -1, reduction)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_full_smoothing_with_target_on_masked_logit_is_inf_unlike_torch(torch, reduction):
     # A documented difference: PyTorch computes (1 - eps) * nll + eps * smoothing term, and at eps = 1
     # with the target on a -inf logit that is 0 * inf = NaN. The target's coefficient is 0 there, so
