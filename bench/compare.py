@@ -109,6 +109,7 @@ SEED = 0
 ALL_CORES = usable_cpu_count()
 OURS = f"softmax_ce_c loss+grad, all {ALL_CORES} threads"  # the baseline every ratio divides by
 OURS_ONE_THREAD = "softmax_ce_c loss+grad, 1 thread"
+OURS_NO_KEPT_MEMORY = "softmax_ce_c loss+grad, no kept memory"
 OURS_LOSS_ONLY = "softmax_ce_c loss only"
 OURS_OUT = "softmax_ce_c out="
 OURS_OUT_ONE_THREAD = "softmax_ce_c out=, 1 thread"
@@ -161,15 +162,20 @@ def softmax_ce_c_methods(case, logits, target, options, policy):
     methods = [method(OURS, softmax_ce_c.softmax_cross_entropy, num_threads=ALL_CORES),
                method(OURS_ONE_THREAD, softmax_ce_c.softmax_cross_entropy, num_threads=1)]
     if case.is_plain_float32:
-        methods.append(method(OURS_OUT, softmax_ce_c.softmax_cross_entropy, out=np.empty_like(logits)))
+        # the calls above get the memory of the gradient the previous call dropped (README: reused
+        # memory), as in a training loop; a caller who keeps every gradient gets the allocator's
+        methods.append(method(OURS_NO_KEPT_MEMORY, softmax_ce_c.softmax_cross_entropy,
+                              prepare=softmax_ce_c.release_cached_memory, num_threads=ALL_CORES))
+        methods.append(method(OURS_OUT, softmax_ce_c.softmax_cross_entropy, out=np.empty_like(logits),
+                              num_threads=ALL_CORES))
         methods.append(method(OURS_OUT_ONE_THREAD, softmax_ce_c.softmax_cross_entropy, out=np.empty_like(logits),
                               num_threads=1))
         # the gradient overwrites its input: refill a scratch copy before every call, untimed
         scratch = np.empty_like(logits)
         methods.append(method(OURS_INPLACE, softmax_ce_c.softmax_cross_entropy, inputs=scratch,
-                              prepare=lambda: np.copyto(scratch, logits), inplace=True))
+                              prepare=lambda: np.copyto(scratch, logits), inplace=True, num_threads=ALL_CORES))
     if case.options == PLAIN:
-        methods.append(method(OURS_LOSS_ONLY, softmax_ce_c.cross_entropy))
+        methods.append(method(OURS_LOSS_ONLY, softmax_ce_c.cross_entropy, num_threads=ALL_CORES))
     reference = method(REFERENCE, softmax_ce_c.reference.softmax_cross_entropy)
     methods.append(replace(reference, policy=reference_policy(policy), max_call_s=REFERENCE_MAX_CALL_S))
     return methods
@@ -459,10 +465,16 @@ def header_lines(machine, policy, records):
                      "softcap * tanh(x / softcap), plus z_loss * mean(logsumexp^2)")
     if any(r["dtype"] == "bfloat16" for r in records):
         lines.append("- bfloat16: float32 logits rounded (ml_dtypes for NumPy, torch.bfloat16 for PyTorch); "
-                     "the loss is float32, the gradient bfloat16")
+                     "this package's loss is float32 (PyTorch's bfloat16), the gradient bfloat16")
     if any(r["method"] == OURS_INPLACE for r in records):
-        lines.append(f"- {OURS_OUT} (all cores) and {OURS_OUT_ONE_THREAD}: into a preallocated gradient; "
-                     f"{OURS_INPLACE}: over a scratch copy of the logits, refilled (untimed) before every call")
+        lines.append(f"- {OURS} and {OURS_ONE_THREAD}: a gradient of 4 MiB or more is allocated on the memory of "
+                     f"the one the previous call dropped (the package keeps it, as in a training loop); "
+                     f"{OURS_NO_KEPT_MEMORY}: as for a caller who keeps every gradient (the kept memory "
+                     f"released, untimed, before every call): on what NumPy and the C library give, new pages "
+                     f"for arrays above glibc's mmap threshold (which rises to 32 MiB as large blocks are "
+                     f"freed), often recycled ones below it; {OURS_OUT} and {OURS_OUT_ONE_THREAD}: into "
+                     f"a preallocated gradient; {OURS_INPLACE}: over a scratch copy of the logits, refilled "
+                     f"(untimed) before every call; all without a thread count use all {ALL_CORES} cores")
     if any(r["method"] == JAX for r in records):
         lines.append(f"- {JAX}: jax.jit(jax.value_and_grad(loss)), loss(x, y) = "
                      "-mean(take_along_axis(log_softmax(x), y[:, None], axis=1)), on the plain "
