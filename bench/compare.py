@@ -339,6 +339,7 @@ def result_records(case, timings):
             "method": t.method,
             "median_s": t.median_s,
             "reps": len(t.samples),
+            "samples_s": list(t.samples),  # every timed call, in the order taken: the spread behind the median
             "ns_per_element": t.median_s / case.n_elements * 1e9 if t.samples else None,
             "ratio": t.median_s / baseline_s if t.samples else None,
             "skipped": t.skipped,
