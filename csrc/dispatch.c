@@ -96,6 +96,8 @@ __attribute__((constructor)) static void choose_isa(void) {
 
 const char *sce_isa(void) { return current()->name; }
 
+const char *sce_isa_name(int index) { return index >= 0 && index < N_ISAS ? ALL_ISAS[index].name : NULL; }
+
 int sce_select_isa(const char *name) {
     for (int i = 0; name && i < N_ISAS; i++) {
         if (strcmp(ALL_ISAS[i].name, name) == 0 && cpu_has(&ALL_ISAS[i])) {

@@ -133,6 +133,9 @@ const char *sce_isa(void);
  * SCE_ERR_ARGUMENT and changes nothing. For tests and benchmarks; calls already running finish
  * with the instruction set they started with. */
 int sce_select_isa(const char *name);
+/* The names of the instruction sets this build has, best first, for index 0, 1, ...; NULL past the
+ * last (baseline, which every build has). */
+const char *sce_isa_name(int index);
 /* cdef-end */
 
 #endif

@@ -321,8 +321,17 @@ def softmax(x, axis=-1, *, num_threads=None):
     return out if rows is None else rows.restore(out)
 
 
-# the names SOFTMAX_CE_C_ISA may give, best first (dispatch.c's ALL_ISAS; aarch64 builds baseline alone)
-INSTRUCTION_SETS = ("avx512bf16", "avx512", "avx2", "baseline")
+def _instruction_sets():
+    """The names of the instruction sets this build has, best first (x86-64: avx512bf16, avx512,
+    avx2, baseline; other machines baseline alone), whether or not this CPU has them."""
+    names, index = [], 0
+    while (name := lib.sce_isa_name(index)) != ffi.NULL:
+        names.append(ffi.string(name).decode())
+        index += 1
+    return tuple(names)
+
+
+INSTRUCTION_SETS = _instruction_sets()
 
 
 def _warn_of_unknown_isa_name():

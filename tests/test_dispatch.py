@@ -1,6 +1,7 @@
 """The instruction set is chosen once from the CPU's features; SOFTMAX_CE_C_ISA forces a lower one.
 (conftest.py runs every other test once per instruction set this CPU has.)"""
 import os
+import platform
 import subprocess
 import sys
 
@@ -45,7 +46,14 @@ def test_environment_variable_forces_a_lower_level(forced):
 def test_an_unknown_level_forces_nothing_and_is_warned_of(unknown):
     isa, errors = fresh_process(unknown)
     assert isa == DEFAULT_ISA
-    assert f"RuntimeWarning: SOFTMAX_CE_C_ISA={unknown!r} is not one of avx512bf16, avx512, avx2, baseline" in errors
+    assert f"RuntimeWarning: SOFTMAX_CE_C_ISA={unknown!r} is not one of {', '.join(ALL_ISAS)}" in errors
+
+
+def test_the_build_names_its_instruction_sets_best_first():
+    x86_64 = platform.machine() in ("x86_64", "AMD64")
+    expected = ("avx512bf16", "avx512", "avx2", "baseline") if x86_64 else ("baseline",)
+    assert softmax_ce_c._api.INSTRUCTION_SETS == expected
+    assert lib.sce_isa_name(-1) == ffi.NULL and lib.sce_isa_name(len(expected)) == ffi.NULL
 
 
 def test_an_empty_level_forces_nothing_silently():
