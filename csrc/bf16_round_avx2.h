@@ -27,7 +27,7 @@ static inline void bf16_store_16(uint16_t *out, __m256 low, __m256 high) {
 }
 
 /* out[j] = bfloat16 of e[j] hi + (e[j] lo - c[j]), j < 16 (c NULL: c_constant for every j), as
- * scaled_minus (kernel_template.h) computes each */
+ * scaled_minus (kernel_alongside_exps.h) computes each */
 static inline void bf16_scaled_minus_16(uint16_t *out, const float *e, __m256 hi, __m256 lo, const float *c,
                                         __m256 c_constant) {
     __m256 values[2];

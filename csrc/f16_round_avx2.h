@@ -46,7 +46,7 @@ static inline void f16_store_16(uint16_t *out, const __m256d values[4]) {
 }
 
 /* out[j] = float16 of e[j] factor - c[j] (c NULL: c_constant for every j), j < 16, the product and
- * difference rounded in double as scaled_minus (kernel_template.h) rounds them */
+ * difference rounded in double as scaled_minus (kernel_alongside_exps.h) rounds them */
 static inline void f16_scaled_minus_16(uint16_t *out, const double *e, __m256d factor, const double *c,
                                        __m256d c_constant) {
     __m256d values[4];

@@ -1,6 +1,7 @@
 /* kernel_few_classes.h: the cross-entropy of rows of at most FEW_CLASSES classes, and the pieces
  * the row functions of such rows share with it (kernel_few_classes_row_functions.h); part of
- * kernel_template.h (included once, before the chunk function, which chooses it).
+ * kernel_template.h (included once, by kernel_cross_entropy.h, before the chunk function, which
+ * chooses it).
  *
  * Such rows are too short to vectorise along: the fixed costs of a row (16 lanes of sums set up and
  * reduced, loops of a few trips) would dominate them. They are taken ROW_GROUP at a time instead,

@@ -1,5 +1,6 @@
 /* kernel_split_classes.h: the cross-entropy of fewer rows than threads, the class axis shared out;
- * part of kernel_template.h (included once, before the entry point, which chooses it).
+ * part of kernel_template.h (included once, by kernel_cross_entropy.h, before the entry point,
+ * which chooses it).
  *
  * Each row's classes are cut into the SEGMENTs that compute_row_stats sums by, and three rounds of
  * the pool go over every (row, segment): the segment's max; its sum of exps (and the row's target

@@ -14,7 +14,7 @@
 #define LOAD_16_AS_FLOATS load_16_bf16 /* the vector row max (vector_row_max.h) */
 #define LOAD_16_AS_FLOATS_MASKED load_16_bf16_masked /* AVX-512 only */
 #define SCRATCH float
-#define WIDENED_BLOCKS /* the row loops read these logits widened to floats (kernel_template.h) */
+#define WIDENED_BLOCKS /* the row loops read these logits widened to floats (block_values) */
 #define STORAGE_OF_FLOAT(value) bf16_from_float(value) /* exact for a logit's value (vector_row_max.h) */
 #if defined(__AVX512BF16__) /* the avx512bf16 build (isa_avx512bf16.h) */
 #include "bf16_round_avx512.h"

@@ -11,7 +11,7 @@
 #define LOAD_16_AS_FLOATS load_16_f16 /* the vector row max (vector_row_max.h) */
 #define LOAD_16_AS_FLOATS_MASKED load_16_f16_masked /* AVX-512 only */
 #define SCRATCH double
-#define WIDENED_BLOCKS /* the row loops read these logits widened to floats (kernel_template.h) */
+#define WIDENED_BLOCKS /* the row loops read these logits widened to floats (block_values) */
 #define STORAGE_OF_FLOAT(value) f16_from_float(value) /* exact for a logit's value (vector_row_max.h) */
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include "f16_round_avx2.h"

@@ -1,7 +1,8 @@
 /* vector_row_max.h: the row max of logits that are floats or narrower (float32, float16, bfloat16),
- * and the first index holding it, in AVX-512 or AVX2 registers; included by kernel_template.h,
- * which defines logit_max, STORAGE and LOAD_16_AS_FLOATS (one of the loaders below: 16 logits as 16
- * floats, exactly). GCC does not vectorise find_max's select-reduction; this is its vector form.
+ * and the first index holding it, in AVX-512 or AVX2 registers; included by kernel_row_max.h,
+ * which defines logit_max, after the type_*.h that defines STORAGE and LOAD_16_AS_FLOATS (one of
+ * the loaders below: 16 logits as 16 floats, exactly). GCC does not vectorise find_max's
+ * select-reduction; this is its vector form.
  *
  * Two passes, the second over data the first brought into cache (as vector_row_max_double.h): the
  * max, in CHAINS independent registers (NaN is skipped: maxps returns its second operand, the
@@ -13,7 +14,7 @@
  * -inf (no logit larger) is at index 0, as in find_max. The first pass also takes the min (NaN
  * skipped as for the max), and where that is more than 87 below the max a pass between the two
  * takes logit_max's min instead (the smallest logit of exp_floor or more, or one that shows the row
- * spread). The loaders also widen 16-bit logits for kernel_template.h's block_values. */
+ * spread). The loaders also widen 16-bit logits for block_values (kernel_exp_blocks.h). */
 #include <immintrin.h>
 
 #if defined(__AVX512F__)

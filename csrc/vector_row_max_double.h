@@ -1,5 +1,5 @@
 /* vector_row_max_double.h: find_max for double logits in AVX-512 or AVX2 registers (GCC keeps the
- * select-reduction of find_max scalar, a third of a float64 pass); included by kernel_template.h,
+ * select-reduction of find_max scalar, a third of a float64 pass); included by kernel_row_max.h,
  * which defines logit_max.
  *
  * Two passes, the second over data the first brought into cache: the max, in CHAINS independent

@@ -1,7 +1,7 @@
 /* vector_softcap.h: what the vector softcaps of float logits share (AVX-512:
  * vector_softcap_avx512.h, AVX2: vector_softcap_avx2.h, the same bits).
  *
- * softcapped8 (AVX2: softcapped4_reduce, then _finish) is softcapped (kernel_template.h) cut to what
+ * softcapped8 (AVX2: softcapped4_reduce, then _finish) is softcapped (kernel_softcap.h) cut to what
  * float results need: x' = softcap tanh(u), u = x / softcap, and its slope 1 - tanh^2(u), from e =
  * exp(-2 |u|) and m = expm1(-2 |u|) as tanh |u| = -m / (2 + m) and 1 - tanh^2 = 4 e / (2 + m)^2. The
  * reduction is vexp_reduce's, the polynomial its Taylor series to degree 10, not 13, evaluated by
@@ -36,7 +36,7 @@
 #define SOFTCAP_VECTOR_MIN 0x1p-1000
 #define SOFTCAP_VECTOR_MAX 0x1p10
 
-/* whether the vector softcaps take a call's softcap (the float runs of kernel_template.h) */
+/* whether the vector softcaps take a call's softcap (kernel_float_runs.h) */
 static inline int float_runs_take_softcap(double softcap) {
     return softcap >= SOFTCAP_VECTOR_MIN && softcap <= SOFTCAP_VECTOR_MAX;
 }
