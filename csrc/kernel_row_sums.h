@@ -32,7 +32,7 @@ static inline double with_carry(double sum, double carry) {
     return isfinite(sum) ? sum + carry : sum;
 }
 
-/* The loops below visit a row in blocks of PARTIAL_SUMS elements, element j of a block going to
+/* The row loops visit a row in blocks of PARTIAL_SUMS elements, element j of a block going to
  * lane j: a fixed order, and a block body the compiler can vectorise. */
 static inline void add_to_lane(partial_sums *sums, int lane, double term) {
     add_to_sum(&sums->sum[lane], &sums->carry[lane], term);
