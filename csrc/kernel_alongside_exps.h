@@ -1,6 +1,7 @@
 /* kernel_alongside_exps.h: what a row's exp pass does alongside its exps: it writes the previous
- * row's gradient (pipelined rows; on AVX-512 a line at a time, with the float products that
- * gradient is made of, scaling) and takes label smoothing's distance (row_smoothing);
+ * row's gradient (pipelined rows; on AVX-512 a line at a time), and takes label smoothing's
+ * distance (row_smoothing, its state per row); with the gradient's element formulas, which those
+ * lines and every other gradient loop share (fits_float, scaling, scaled, scaled_minus);
  * part of kernel_template.h, which includes the parts in order. */
 
 /* Pipelined rows: a row's streamed gradient waits until the next row's exp pass, which writes it a

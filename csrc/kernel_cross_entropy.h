@@ -1,5 +1,7 @@
-/* kernel_cross_entropy.h: the cross-entropy call: the class targets checked and counted, the
- * rows shared out to threads in chunks (or their classes), the sums of the losses;
+/* kernel_cross_entropy.h: the cross-entropy call: the class targets checked and counted, a row's
+ * loss and gradient (cross_entropy_row) in its scratch, the rows shared out to threads in chunks
+ * (CHUNK_ELEMENTS; ROW_GROUP rows of few classes at a time, kernel_few_classes.h), or their classes
+ * (kernel_split_classes.h), and the sums of the losses;
  * part of kernel_template.h, which includes the parts in order. */
 
 /* Copies the class targets into copy, checks them and computes the mean's denominators, before

@@ -1,5 +1,6 @@
-/* kernel_exp_blocks.h: the exp pass over a row in blocks of PARTIAL_SUMS logits, the portable form
- * the vector runs fall back on, and the prefetch of a later row it makes meanwhile;
+/* kernel_exp_blocks.h: the exp pass's blocks of PARTIAL_SUMS logits (block_values, which the
+ * target sums read too, and exp_blocks: the portable form the vector runs fall back on), and the
+ * prefetch of a later row it makes meanwhile;
  * part of kernel_template.h, which includes the parts in order. */
 
 /* exp(x' - max); for FLOAT_EXP types in float (for uncapped logits, max is a float too), careful

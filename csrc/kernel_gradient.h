@@ -1,5 +1,6 @@
-/* kernel_gradient.h: a row's gradient: its factors, its values and their writing (streamed
- * past the caches for large outputs, or waiting for the next row's exp pass);
+/* kernel_gradient.h: a row's gradient: its factors, its values (their element formulas:
+ * kernel_alongside_exps.h) and their writing (streamed past the caches for large outputs, or
+ * waiting for the next row's exp pass);
  * part of kernel_template.h, which includes the parts in order. */
 
 /* out[j] = scaled_minus(e[j], factor, c_j) for j < count, c_j = c[j], or c_constant where c is NULL

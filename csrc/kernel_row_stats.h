@@ -1,5 +1,7 @@
-/* kernel_row_stats.h: a row's statistics (max, argmax, rest) from its max pass and its exp
- * pass, segment by segment;
+/* kernel_row_stats.h: the exp pass over a row, its loop chosen per call (exp_sum_blocks, sum_exp:
+ * the vector runs, else the blocks of kernel_exp_blocks.h), and a row's statistics (row_stats,
+ * defined in kernel_row_max.h: max, argmax, rest) from its max pass and that pass, segment by
+ * segment;
  * part of kernel_template.h, which includes the parts in order. */
 
 SPECIALISED double exp_sum_blocks(SCRATCH *restrict e, SCRATCH *restrict slope, const STORAGE *x,

@@ -1,6 +1,6 @@
 /* type_f64.h: the logit type macros of kernel_template.h for double logits. */
 #define STORAGE double
-#define STORAGE_IS_DOUBLE 1 /* kernel_template.h: exps in AVX-512 and AVX2 intrinsics */
+#define STORAGE_IS_DOUBLE 1 /* exps in AVX-512 and AVX2 intrinsics (kernel_double_runs.h) */
 #define TARGET double
 #define LOAD(value) (value)
 #define STORE(value) (value)

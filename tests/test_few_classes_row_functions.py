@@ -142,7 +142,7 @@ def test_a_row_does_not_depend_on_the_rows_grouped_with_it(n_classes, dtype_name
 @pytest.mark.parametrize("n_classes", [1, 3, 10, 32, 72, 88])
 def test_every_thread_count_gives_bitwise_the_same_answer(n_classes, dtype_name):
     dtype = dtype_of(dtype_name)
-    row_group = 16 if dtype_name == "float64" else 32  # kernel_template.h's ROW_GROUP
+    row_group = 16 if dtype_name == "float64" else 32  # ROW_GROUP, csrc/kernel_cross_entropy.h
     rows_per_chunk = 32768 // n_classes // row_group * row_group  # whole groups
     n_rows = 2 * rows_per_chunk + 21  # three chunks, the last a partial group
     x = (3.0 * np.random.default_rng(n_classes).standard_normal((n_rows, n_classes))).astype(dtype)

@@ -1,6 +1,6 @@
 """Rows whose exps or gradient products reach the subnormals: logits spread wider than about 60, and
 masked classes (-inf, -1e4, the dtype's most negative value). They take their own loops (careful_exps and
-tiny_products in csrc/kernel_template.h, decided per row from its min), which must keep the contract,
+tiny_products in csrc/kernel_subnormal_rows.h, decided per row from its min), which must keep the contract,
 and give each row what it gives alone, among rows of either kind."""
 import numpy as np
 import pytest
