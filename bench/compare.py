@@ -119,7 +119,6 @@ TORCH_ONE_THREAD = "torch fwd+bwd, 1 thread"
 TORCH_ALL_CORES = f"torch fwd+bwd, all {ALL_CORES} threads"
 JAX = "jax jit fwd+bwd (all cores)"
 COPY_FLOOR = "np.copyto (floor)"
-JAX_DTYPES = ("float32", "float64")  # on the plain cases of these
 # the methods whose peak memory is measured, on the plain float32 cases
 MEMORY_METHODS = (OURS, OURS_INPLACE, OURS_LOSS_ONLY, TORCH_ALL_CORES, COPY_FLOOR)
 
@@ -203,14 +202,16 @@ def to_torch(array, dtype):
     return torch.from_numpy(array).to(dtype)
 
 
-def torch_methods(case, logits, target, options, policy):
-    """Forward + backward of torch_loss at 1 thread and at all cores; none without torch."""
-    if torch is None:
-        return []
+def check_peer_options(case_name, target, options):
+    """The peers' z-loss means are over all rows (torch_loss, jax_loss)."""
     if options.get("z_loss") and np.any(target == options.get("ignore_index", -100)):
-        raise ValueError(f"{case.name}: torch_loss's z-loss would count the ignored rows")
+        raise ValueError(f"{case_name}: the peers' z-loss would count the ignored rows")
 
-    torch_dtype = getattr(torch, case.dtype)
+
+def torch_forward_backward(logits, target, options, dtype_name):
+    """A call of torch_loss forward and backward in torch's dtype_name, on tensors made once: it
+    returns the loss; the logits tensor (returned too) holds the gradient after it."""
+    torch_dtype = getattr(torch, dtype_name)
     logits_tensor = to_torch(logits, torch_dtype).requires_grad_()
     target_tensor = torch.from_numpy(target)
     torch_options = {
@@ -220,7 +221,19 @@ def torch_methods(case, logits, target, options, policy):
 
     def forward_backward():
         logits_tensor.grad = None
-        torch_loss(logits_tensor, target_tensor, **torch_options).backward()
+        loss = torch_loss(logits_tensor, target_tensor, **torch_options)
+        loss.backward()
+        return loss
+
+    return forward_backward, logits_tensor
+
+
+def torch_methods(case, logits, target, options, policy):
+    """Forward + backward of torch_loss at 1 thread and at all cores; none without torch."""
+    if torch is None:
+        return []
+    check_peer_options(case.name, target, options)
+    forward_backward, _ = torch_forward_backward(logits, target, options, case.dtype)
 
     def at_threads(name, n_threads):
         # each method sets its own count: the other one changes it between calls
@@ -229,21 +242,49 @@ def torch_methods(case, logits, target, options, policy):
     return [at_threads(TORCH_ONE_THREAD, 1), at_threads(TORCH_ALL_CORES, ALL_CORES)]
 
 
-def jax_loss(logits, target):
-    """The mean softmax cross-entropy with integer labels, in jax.numpy."""
+def jax_loss(logits, target, weight=None, ignore_index=None, label_smoothing=0.0, z_loss=0.0, softcap=None):
+    """torch_loss in jax.numpy: F.cross_entropy's mean over the rows not ignored, weighted by their
+    targets' weights, with label smoothing's eps / K weighted per class. Without a weight, an
+    ignore_index or smoothing (the plain cases) the plain mean of -log_softmax at the targets."""
+    jnp = jax.numpy
+    if softcap is not None:
+        logits = softcap * jnp.tanh(logits / softcap)
     log_probabilities = jax.nn.log_softmax(logits)
-    return -jax.numpy.mean(jax.numpy.take_along_axis(log_probabilities, target[:, None], axis=1))
+    if weight is None and ignore_index is None and not label_smoothing:
+        loss = -jnp.mean(jnp.take_along_axis(log_probabilities, target[:, None], axis=1))
+    else:
+        weight = jnp.ones(logits.shape[1], logits.dtype) if weight is None else weight
+        counted = target != ignore_index
+        counted_target = jnp.where(counted, target, 0)
+        target_weight = jnp.where(counted, weight[counted_target], 0)
+        nll = -jnp.take_along_axis(log_probabilities, counted_target[:, None], axis=1)[:, 0]
+        smoothing = -jnp.where(counted, (log_probabilities * weight).sum(axis=1), 0)
+        total = ((1 - label_smoothing) * (target_weight * nll).sum()
+                 + label_smoothing / logits.shape[1] * smoothing.sum())
+        loss = total / target_weight.sum()
+    if z_loss:
+        loss = loss + z_loss * jnp.mean(jax.nn.logsumexp(logits, axis=1) ** 2)
+    return loss
+
+
+def jax_call(logits, target, options):
+    """A call of jit(value_and_grad(jax_loss)) with the options, on arrays put on the device once:
+    it returns the loss and the gradient, finished. Its first call compiles."""
+    jax_options = {key: jax.numpy.asarray(value) if isinstance(value, np.ndarray) else value
+                   for key, value in options.items()}
+    loss_and_grad = jax.jit(jax.value_and_grad(lambda x, y: jax_loss(x, y, **jax_options)))
+    # device_put copies asynchronously: wait, or the copy would overlap the other methods' calls
+    logits_array, target_array = jax.block_until_ready(jax.device_put((logits, target)))
+    return lambda: jax.block_until_ready(loss_and_grad(logits_array, target_array))
 
 
 def jax_methods(case, logits, target, options, policy):
-    """jit(value_and_grad(jax_loss)) on the plain JAX_DTYPES cases, at JAX's default threading (all
-    cores); none without jax. benchmark()'s warm-up call compiles it."""
-    if jax is None or case.options != PLAIN or case.dtype not in JAX_DTYPES:
+    """jax_call at JAX's default threading (all cores); none without jax. benchmark()'s warm-up call
+    compiles it."""
+    if jax is None:
         return []
-    loss_and_grad = jax.jit(jax.value_and_grad(jax_loss))
-    # device_put copies asynchronously: wait, or the copy would overlap the other methods' calls
-    logits_array, target_array = jax.block_until_ready(jax.device_put((logits, target)))
-    return [Method(JAX, lambda: jax.block_until_ready(loss_and_grad(logits_array, target_array)), policy)]
+    check_peer_options(case.name, target, options)
+    return [Method(JAX, jax_call(logits, target, options), policy)]
 
 
 def copy_floor_method(logits, policy):
@@ -463,10 +504,11 @@ def header_lines(machine, policy, records):
         lines.append("- options: " + "; ".join(f"{name}: {describe_options(name)}" for name in option_names)
                      + ". The targets are uniform: ignore_index=0 ignores ~N/K rows (none when K >> N). PyTorch runs the same "
                      "loss: F.cross_entropy(weight=, ignore_index=, label_smoothing=) on "
-                     "softcap * tanh(x / softcap), plus z_loss * mean(logsumexp^2)")
+                     "softcap * tanh(x / softcap), plus z_loss * mean(logsumexp^2); JAX the same in jax.numpy "
+                     "(tests/test_bench_peers.py checks both against this package)")
     if any(r["dtype"] == "bfloat16" for r in records):
         lines.append("- bfloat16: float32 logits rounded (ml_dtypes for NumPy, torch.bfloat16 for PyTorch); "
-                     "this package's loss is float32 (PyTorch's bfloat16), the gradient bfloat16")
+                     "this package's loss is float32 (PyTorch's and JAX's bfloat16), the gradient bfloat16")
     if any(r["method"] == OURS_INPLACE for r in records):
         lines.append(f"- {OURS} and {OURS_ONE_THREAD}: a gradient of 4 MiB or more is allocated on the memory of "
                      f"the one the previous call dropped (the package keeps it, as in a training loop); "
@@ -478,9 +520,10 @@ def header_lines(machine, policy, records):
                      f"(untimed) before every call; all without a thread count use all {ALL_CORES} cores")
     if any(r["method"] == JAX for r in records):
         lines.append(f"- {JAX}: jax.jit(jax.value_and_grad(loss)), loss(x, y) = "
-                     "-mean(take_along_axis(log_softmax(x), y[:, None], axis=1)), on the plain "
-                     f"{' and '.join(JAX_DTYPES)} cases (jax_enable_x64 on, for float64); one call = the "
-                     "jitted call + block_until_ready on the loss and the gradient; the warm-up call compiles")
+                     "-mean(take_along_axis(log_softmax(x), y[:, None], axis=1)) on the plain cases, and "
+                     "PyTorch's loss with the options written in jax.numpy on the others; in the case's dtype "
+                     "(its loss bfloat16 for bfloat16; jax_enable_x64 on, for float64); one call = the jitted "
+                     "call + block_until_ready on the loss and the gradient; the warm-up call compiles")
     for peer, module_name, module in (("PyTorch", "torch", torch), ("JAX", "jax", jax)):
         if module is None:
             lines.append(f"- {peer} rows skipped: {module_name} is not importable")
