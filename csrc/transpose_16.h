@@ -1,5 +1,5 @@
 /* transpose_16.h: groups of rows of at most FEW_CLASSES floats to and from lanes, 16 rows at a time
- * in AVX-512 registers; included by kernel_few_classes.h for float32 logits on AVX-512.
+ * in AVX-512 registers; included by kernel_few_classes_layout.h for float32 logits on AVX-512.
  *
  * The few-classes path keeps class k of a group's row r at lanes[k * ROW_GROUP + r]. A gather per
  * class (what the compiler makes of the strided loop) costs about as much as the rest of the

@@ -1,5 +1,5 @@
 /* transpose_4_avx2.h: a group of rows of few classes, as floats, to and from lanes in AVX2 registers,
- * 8 rows by 4 classes at a time; included by kernel_few_classes.h on AVX2 for float32 logits and for
+ * 8 rows by 4 classes at a time; included by kernel_few_classes_layout.h on AVX2 for float32 logits and for
  * 16-bit ones widened to floats (ROWS_AS_FLOATS).
  *
  * The few-classes path keeps class k of a group's row r at lanes[k * ROW_GROUP + r]. GCC made the

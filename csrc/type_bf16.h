@@ -25,5 +25,5 @@
 #define SCALED_MINUS_16(out, e, scaling, c, c_constant)                                                            \
     bf16_scaled_minus_16(out, e, _mm256_set1_ps((scaling).hi), _mm256_set1_ps((scaling).lo), c,                    \
                          _mm256_set1_ps((float)(c_constant)))
-#define STORE_16_FLOATS bf16_store_16 /* the few-classes gradient (kernel_few_classes.h) */
+#define STORE_16_FLOATS bf16_store_16 /* the few-classes gradient (kernel_few_classes_transposes.h) */
 #endif

@@ -19,5 +19,5 @@
 #define SCALED_MINUS_16(out, e, scaling, c, c_constant)                                                            \
     f16_scaled_minus_16(out, e, _mm256_set1_pd((scaling).factor), c, _mm256_set1_pd(c_constant))
 #define LOG_SOFTMAX_16(out, x, max, log_sum) f16_log_softmax_16(out, x, _mm256_set1_pd(max), _mm256_set1_pd(log_sum))
-#define STORE_16_FLOATS f16_store_16_odd_floats /* the few-classes gradient (kernel_few_classes.h) */
+#define STORE_16_FLOATS f16_store_16_odd_floats /* the few-classes gradient (kernel_few_classes_transposes.h) */
 #endif

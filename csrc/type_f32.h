@@ -1,6 +1,6 @@
 /* type_f32.h: the logit type macros of kernel_template.h for float logits. */
 #define STORAGE float
-#define STORAGE_IS_FLOAT 1 /* kernel_few_classes.h: register transposes of floats on AVX-512 and AVX2 */
+#define STORAGE_IS_FLOAT 1 /* kernel_few_classes_layout.h: register transposes of floats on AVX-512 and AVX2 */
 #define TARGET float
 #define LOAD(value) ((double)(value))
 #define STORE(value) ((float)(value))
