@@ -14,8 +14,8 @@ import argparse
 import numpy as np
 
 import softmax_ce_c
-from compare import torch, torch_loss
 from machine import describe_machine
+from peers import torch, torch_loss
 from timing import Method, RepPolicy, benchmark
 
 POLICY = RepPolicy(target_s=0.3, min_reps=5, max_reps=100)

@@ -13,8 +13,8 @@ this imports the installed softmax_ce_c.
 import numpy as np
 
 from class_sweep import ns_per_logit, start_sweep, sweep_arguments
-from compare import torch
 from logit_kinds import KINDS, logits_of_kind
+from peers import torch
 
 CLASSES = [10, 1000, 32000]
 
