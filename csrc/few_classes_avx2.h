@@ -1,6 +1,6 @@
-/* few_classes_avx2.h: the class loops of kernel_few_classes.h's max and exps (group_max, group_exps)
- * for float lanes on AVX2 (float32 and bfloat16 logits), 8 rows of a group to a register; included
- * there with transpose_4_avx2.h.
+/* few_classes_avx2.h: the class loops of the few-classes groups' max and exps (group_max, group_exps
+ * in kernel_few_classes_steps.h) for float lanes on AVX2 (float32 and bfloat16 logits), 8 rows of a
+ * group to a register; included by kernel_few_classes_layout.h with transpose_4_avx2.h.
  *
  * GCC vectorises the portable loops, but each class's pass over the group's rows is a loop of its
  * own, the rows' maxima and sums going to memory and back for every class; here they stay in

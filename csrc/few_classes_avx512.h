@@ -1,5 +1,6 @@
-/* few_classes_avx512.h: the class loops of kernel_few_classes.h (the max, the exps and the gradient
- * of a lone class index) for float32 on AVX-512, 16 rows of a group to a register. Included there
+/* few_classes_avx512.h: the class loops of the few-classes groups (the max and the exps of
+ * kernel_few_classes_steps.h, the gradient of a lone class index of kernel_few_classes.h) for
+ * float32 on AVX-512, 16 rows of a group to a register. Included by kernel_few_classes_layout.h
  * with transpose_16.h.
  *
  * GCC vectorises the portable loops, but each class's pass over the group's rows is a loop of its own:

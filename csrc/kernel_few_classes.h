@@ -15,7 +15,8 @@
  * group's lanes, the transposes chosen), kernel_few_classes_constants.h (what a call's groups
  * share), kernel_few_classes_transposes.h (rows to lanes and back), kernel_few_classes_steps.h
  * (the max, exps and rests the row functions share) and kernel_few_classes_targets.h (targets and
- * the gradient's products); this file ends with a group's loss and gradient from them. */
+ * the gradient's products); this file ends with a group's loss and gradient from them, and the
+ * loops over a chunk's groups. */
 
 #include "kernel_few_classes_layout.h"
 #include "kernel_few_classes_constants.h"

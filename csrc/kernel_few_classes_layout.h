@@ -1,6 +1,6 @@
-/* kernel_few_classes_layout.h: where a group's elements are in its lanes (AT), the register
- * transposes or gathers chosen per logit type and instruction set, and the gathers' index tables
- * (group_layout);
+/* kernel_few_classes_layout.h: where a group's elements are in its lanes (AT, lanes_length), the
+ * register transposes or gathers chosen per logit type and instruction set, the gathers' index
+ * tables (group_layout), and ACROSS_ROWS, the loops over a group's rows;
  * part of kernel_few_classes.h, which includes the parts in order. */
 
 /* GCC unrolls a loop of 16 or 32 constant trips completely before its vectoriser sees it, and the

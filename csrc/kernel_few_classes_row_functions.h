@@ -1,6 +1,6 @@
 /* kernel_few_classes_row_functions.h: logsumexp, log_softmax and softmax of rows of at most
  * FEW_CLASSES classes, ROW_GROUP rows at a time across vector lanes with the steps of
- * kernel_few_classes.h; part of kernel_template.h (included once, by kernel_row_functions.h, before
+ * kernel_few_classes_steps.h and the transposes of kernel_few_classes_transposes.h; part of kernel_template.h (included once, by kernel_row_functions.h, before
  * the row functions' chunk function, which chooses it).
  *
  * The formulas are the row path's (logsumexp_row, log_softmax_row, softmax_row), each result

@@ -1,5 +1,6 @@
 /* kernel_few_classes_steps.h: the steps of a group that the cross-entropy and the row functions
- * share: the logits to lanes, each row's max, the exps and each row's rest;
+ * share: the logits to lanes, each row's max, the exps and each row's rest; and x'_y at a row's
+ * class index (the cross-entropy's);
  * part of kernel_few_classes.h, which includes the parts in order. */
 
 /* The logits of rows [first, first + n_rows) of x to lanes, the next group before end prefetched
