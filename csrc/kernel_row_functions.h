@@ -30,11 +30,54 @@ SPECIALISED void write_row(STORAGE *out, int64_t n_classes, int stream_output, r
     values(of, out + k, k, n_classes - k);
 }
 
+/* logsumexp = max + log1p(rest) cancels where it is near 0. Exps in double leave log1p(rest) an
+ * absolute error of a few 2^-53 (|max| + 1), which a result of float's precision absorbs; float
+ * exps (FLOAT_EXP) up to about 3.3 2^-24 rest / (1 + rest) (1.13 ulp each, a float rounding per two
+ * blocks), plus half a subnormal unit per exp that is subnormal: more than 2 float32 ulps (or a
+ * quarter of a bfloat16 ulp) of a result below LOGSUMEXP_REDO_BELOW (rest / (1 + rest) + K 2^-126)
+ * (type_*.h). Such a row's rest is taken again from exps in double (rest_in_double): float32
+ * logsumexp near 0 was thousands of ulps off, of the wrong sign in places. */
+#if FLOAT_EXP
+static inline int logsumexp_cancels(double value, double rest, int64_t n_classes) {
+    return fabs(value) < LOGSUMEXP_REDO_BELOW * (rest / (1.0 + rest) + (double)n_classes * 0x1p-126);
+}
+#else
+static inline int logsumexp_cancels(double value, double rest, int64_t n_classes) {
+    (void)value, (void)rest, (void)n_classes;
+    return 0;
+}
+#endif
+
+/* rest = the sum of exp(x_k - max) over the row but its argmax, from exps in double, compensated, in
+ * DOUBLE_EXP_LANES lanes (16 lanes, whose sums GCC kept on the stack, took 1.06x the time in an A/B) */
+#define DOUBLE_EXP_LANES 8
+static double rest_in_double(const STORAGE *x, int64_t n_classes, int64_t argmax, double max) {
+    double sum[DOUBLE_EXP_LANES] = {0.0}, carry[DOUBLE_EXP_LANES] = {0.0};
+    int64_t k = 0;
+    for (; k + DOUBLE_EXP_LANES <= n_classes; k += DOUBLE_EXP_LANES)
+        for (int j = 0; j < DOUBLE_EXP_LANES; j++) {
+            const double term = exp_of_nonpositive(LOAD(x[k + j]) - max);
+            add_with_carry(&sum[j], &carry[j], k + j == argmax ? 0.0 : term);
+        }
+    double total = 0.0, total_carry = 0.0;
+    for (; k < n_classes; k++) {
+        const double term = exp_of_nonpositive(LOAD(x[k]) - max);
+        add_with_carry(&total, &total_carry, k == argmax ? 0.0 : term);
+    }
+    for (int j = 0; j < DOUBLE_EXP_LANES; j++) {
+        add_with_carry(&total, &total_carry, sum[j]);
+        total_carry += carry[j];
+    }
+    return with_carry(total, total_carry);
+}
+
 static void logsumexp_row(STORAGE *lse, SCRATCH *scratch, const STORAGE *row, const STORAGE *next_row,
                           int64_t n_classes, int64_t n, int stream_output) {
     (void)scratch, (void)stream_output;
     const row_stats stats = compute_row_stats(NULL, row, next_row, NULL, n_classes, 0.0, NULL);
     double value = stats.max + log1p_of_nonnegative(stats.rest);
+    if (logsumexp_cancels(value, stats.rest, n_classes))
+        value = stats.max + log1p_of_nonnegative(rest_in_double(row, n_classes, stats.argmax, stats.max));
     if (isinf(stats.max)) {
         /* +inf or -inf is the answer, unless the row also holds a NaN */
         value = stats.max;

@@ -11,6 +11,7 @@
 #define EXP_DIFFERENCE exp_difference_of_floats
 #define COMPENSATED_SUMS 0
 #define FLOAT_EXP 1
+#define LOGSUMEXP_REDO_BELOW 0x1p-12 /* kernel_row_functions.h: float exps' error within 1/4 ulp of the result */
 #define LOAD_16_AS_FLOATS load_16_bf16 /* the vector row max (vector_row_max.h) */
 #define LOAD_16_AS_FLOATS_MASKED load_16_bf16_masked /* AVX-512 only */
 #define SCRATCH float
