@@ -61,10 +61,14 @@ _DTYPE_NAMES = {}
 
 
 def dtype_name(dtype):
-    """dtype.name, cached: NumPy computes it anew on every access, which small calls notice."""
+    """dtype.name, cached: NumPy computes it anew on every access, which small calls notice. Only the
+    numbers' dtypes are kept (a bounded set): records and strings, which callers can make without end
+    and which are rejected anyway, would grow the cache with every call."""
     name = _DTYPE_NAMES.get(dtype)
     if name is None:
-        name = _DTYPE_NAMES[dtype] = dtype.name
+        name = dtype.name
+        if dtype.kind in "biuf" or name == "bfloat16":
+            _DTYPE_NAMES[dtype] = name
     return name
 
 
