@@ -20,7 +20,7 @@ SPECIALISED void group_rests_in_double(double rest[ROW_GROUP], const SCRATCH *va
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) rest[r] = carry[r] = 0.0;
     for (int k = 0; k < n_classes; k++)
         ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) {
-            const double term = exp_of_nonpositive((double)value[AT(k, r)] - top[r]);
+            const double term = exp_of_nonpositive_term((double)value[AT(k, r)] - top[r]);
             add_with_carry(&rest[r], &carry[r], k == argmax[r] ? 0.0 : term);
         }
     ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) rest[r] = with_carry(rest[r], carry[r]);
@@ -57,15 +57,17 @@ SPECIALISED void row_function_group_with(STORAGE *out, const STORAGE *x, const g
             const double infinite = has_nan[r] ? NAN : top[r];
             lse[r] = STORE(isinf(top[r]) ? infinite : top[r] + log_sum[r]);
         }
-        int cancels = 0;
-        for (int r = 0; r < n_rows; r++) cancels |= logsumexp_cancels(top[r] + log_sum[r], rest_of_row[r], n_classes);
-        if (cancels) {
-            double rest[ROW_GROUP], log_rest[ROW_GROUP]; /* of every row, the padding's too: vector passes */
-            group_rests_in_double(rest, value, top, argmax, n_classes);
-            ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) log_rest[r] = log1p_of_nonnegative(rest[r]);
+        int cancels[ROW_GROUP], any_cancels = 0;
+        for (int r = 0; r < n_rows; r++) {
+            cancels[r] = logsumexp_cancels(top[r] + log_sum[r], top[r], rest_of_row[r], n_classes);
+            any_cancels |= cancels[r];
+        }
+        if (any_cancels) {
+            double rest_again[ROW_GROUP], log_rest[ROW_GROUP]; /* of every row, the padding's too: vector passes */
+            group_rests_in_double(rest_again, value, top, argmax, n_classes);
+            ACROSS_ROWS for (int r = 0; r < ROW_GROUP; r++) log_rest[r] = log1p_of_nonnegative(rest_again[r]);
             for (int r = 0; r < n_rows; r++)
-                if (logsumexp_cancels(top[r] + log_sum[r], rest_of_row[r], n_classes))
-                    lse[r] = STORE(top[r] + log_rest[r]);
+                if (cancels[r]) lse[r] = STORE(top[r] + log_rest[r]);
         }
         for (int r = 0; r < n_rows; r++) out[first + r] = lse[r];
         return;

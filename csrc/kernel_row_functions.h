@@ -32,18 +32,21 @@ SPECIALISED void write_row(STORAGE *out, int64_t n_classes, int stream_output, r
 
 /* logsumexp = max + log1p(rest) cancels where it is near 0. Exps in double leave log1p(rest) an
  * absolute error of a few 2^-53 (|max| + 1), which a result of float's precision absorbs; float
- * exps (FLOAT_EXP) up to about 3.3 2^-24 rest / (1 + rest) (1.13 ulp each, a float rounding per two
- * blocks), plus half a subnormal unit per exp that is subnormal: more than 2 float32 ulps (or a
- * quarter of a bfloat16 ulp) of a result below LOGSUMEXP_REDO_BELOW (rest / (1 + rest) + K 2^-126)
- * (type_*.h). Such a row's rest is taken again from exps in double (rest_in_double): float32
- * logsumexp near 0 was thousands of ulps off, of the wrong sign in places. */
+ * exps (FLOAT_EXP) up to about 3.3 2^-24 rest / (1 + rest) (1.13 ulp each, and on the row path a
+ * float rounding per two blocks), plus half a subnormal unit per exp that is subnormal: more than 2
+ * float32 ulps (or a quarter of a bfloat16 ulp) of a result below LOGSUMEXP_REDO_BELOW (rest / (1 +
+ * rest) + K 2^-126) (type_*.h). Such a row's rest is taken again from exps in double
+ * (rest_in_double), and so is that of a row whose result is below 2^-24 (|max| + 1), so that every
+ * result that near 0 has the double sums' absolute error (README): float32 logsumexp near 0 was
+ * thousands of ulps off, of the wrong sign in places. */
 #if FLOAT_EXP
-static inline int logsumexp_cancels(double value, double rest, int64_t n_classes) {
-    return fabs(value) < LOGSUMEXP_REDO_BELOW * (rest / (1.0 + rest) + (double)n_classes * 0x1p-126);
+static inline int logsumexp_cancels(double value, double max, double rest, int64_t n_classes) {
+    return fabs(value) < LOGSUMEXP_REDO_BELOW * (rest / (1.0 + rest) + (double)n_classes * 0x1p-126) ||
+           fabs(value) < 0x1p-24 * (fabs(max) + 1.0);
 }
 #else
-static inline int logsumexp_cancels(double value, double rest, int64_t n_classes) {
-    (void)value, (void)rest, (void)n_classes;
+static inline int logsumexp_cancels(double value, double max, double rest, int64_t n_classes) {
+    (void)value, (void)max, (void)rest, (void)n_classes;
     return 0;
 }
 #endif
@@ -56,12 +59,12 @@ static double rest_in_double(const STORAGE *x, int64_t n_classes, int64_t argmax
     int64_t k = 0;
     for (; k + DOUBLE_EXP_LANES <= n_classes; k += DOUBLE_EXP_LANES)
         for (int j = 0; j < DOUBLE_EXP_LANES; j++) {
-            const double term = exp_of_nonpositive(LOAD(x[k + j]) - max);
+            const double term = exp_of_nonpositive_term(LOAD(x[k + j]) - max);
             add_with_carry(&sum[j], &carry[j], k + j == argmax ? 0.0 : term);
         }
     double total = 0.0, total_carry = 0.0;
     for (; k < n_classes; k++) {
-        const double term = exp_of_nonpositive(LOAD(x[k]) - max);
+        const double term = exp_of_nonpositive_term(LOAD(x[k]) - max);
         add_with_carry(&total, &total_carry, k == argmax ? 0.0 : term);
     }
     for (int j = 0; j < DOUBLE_EXP_LANES; j++) {
@@ -76,7 +79,7 @@ static void logsumexp_row(STORAGE *lse, SCRATCH *scratch, const STORAGE *row, co
     (void)scratch, (void)stream_output;
     const row_stats stats = compute_row_stats(NULL, row, next_row, NULL, n_classes, 0.0, NULL);
     double value = stats.max + log1p_of_nonnegative(stats.rest);
-    if (logsumexp_cancels(value, stats.rest, n_classes))
+    if (logsumexp_cancels(value, stats.max, stats.rest, n_classes))
         value = stats.max + log1p_of_nonnegative(rest_in_double(row, n_classes, stats.argmax, stats.max));
     if (isinf(stats.max)) {
         /* +inf or -inf is the answer, unless the row also holds a NaN */
